@@ -174,8 +174,8 @@ def is_ignored(dataset_name: str, raw: str) -> bool:
 def normalize(dataset_name: str, raw: str) -> str:
     """Map a raw class string to the canonical class name of ``dataset_name``.
 
-    Case, surrounding blanks and the choice of space / hyphen / underscore do not matter; known typos
-    are fixed. Raises :class:`UnknownClassError` naming the allowed classes otherwise.
+    Case, surrounding blanks and the choice of space / hyphen / underscore do not matter;
+    known typos are fixed. Raises :class:`UnknownClassError` naming the allowed classes otherwise.
     """
     table = _INDEX[dataset(dataset_name).name]
     try:

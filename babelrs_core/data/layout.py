@@ -8,7 +8,7 @@ from pathlib import Path
 DATASET_DIRS: dict[str, str] = {
     "sardet": "SARDet_100K",  # Annotations/{split}.json, JPEGImages/{split}/*.png
     "dota": "DOTA",  # {split}/images/P0000.png, {split}/labelTxt/P0000.txt
-    "dronevehicle": "DroneVehicle",  # {split}/{split}imgr/00001.jpg, {split}/{split}labelr/00001.xml
+    "dronevehicle": "DroneVehicle",  # {split}/{split}imgr/00001.jpg + {split}/{split}labelr/*.xml
 }
 
 #: SOI-mini's scene graphs (one JSON line per image: objects, sensor settings, caption).

@@ -124,7 +124,9 @@ def write_manifest(
     target = Path(target)
     frame = rows.copy() if isinstance(rows, pd.DataFrame) else to_frame(rows)
     base = target.parent.resolve()
-    frame["path"] = [Path(os.path.relpath(Path(p).resolve(), base)).as_posix() for p in frame["path"]]
+    frame["path"] = [
+        Path(os.path.relpath(Path(p).resolve(), base)).as_posix() for p in frame["path"]
+    ]
     frame = frame.sort_values(["dataset", "split", "image_id", "object_index"], kind="stable")
     frame = frame.reset_index(drop=True)
     table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
@@ -148,13 +150,23 @@ def read_manifest(source: str | os.PathLike[str], absolute: bool = True) -> pd.D
     frame = table.to_pandas()
     if absolute:
         base = source.parent.resolve()
-        frame["path"] = [str(base / p) for p in frame["path"]]
+        frame["path"] = [os.path.normpath(base / p) for p in frame["path"]]
     return frame
 
 
 def images(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per image (the first row of each ``image_id``)."""
-    cols = ["image_id", "dataset", "modality", "split", "path", "width", "height", "crop_x", "crop_y"]
+    cols = [
+        "image_id",
+        "dataset",
+        "modality",
+        "split",
+        "path",
+        "width",
+        "height",
+        "crop_x",
+        "crop_y",
+    ]
     return frame.drop_duplicates("image_id")[cols].reset_index(drop=True)
 
 

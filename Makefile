@@ -1,0 +1,52 @@
+# babelrs — the two commands: `make run` (main job on the embedded default) and `make test`.
+# Both set up .venv first (see infra/local/setup.sh; the first setup on a machine compiles mmcv).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BABELRS := $(VENV)/bin/babelrs
+STAMP := $(VENV)/.babelrs-setup
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup run test test-fast test-slow lint format preview lock clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): requirements/lock.txt requirements/nodeps.txt infra/local/setup.sh pyproject.toml
+	bash infra/local/setup.sh
+	@touch $@
+
+setup: $(STAMP)  ## create .venv from the lock file (+ once-per-machine mmcv build)
+
+run: $(STAMP)  ## main job: generate SOI-mini, import it into the manifest, write the preview mosaic
+	$(BABELRS) data generate
+	$(BABELRS) data import
+	$(BABELRS) data preview
+
+lint: $(STAMP)  ## ruff (the same hook pre-commit runs)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: $(STAMP) lint  ## lint, then the whole test suite (slow end-to-end tests included)
+	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)  ## the suite without the slow end-to-end tests
+	$(VENV)/bin/pytest -q -m "not slow"
+
+test-slow: $(STAMP)  ## only the slow end-to-end tests
+	$(VENV)/bin/pytest -q -m slow
+
+preview: $(STAMP)  ## regenerate the README's preview mosaic
+	$(BABELRS) data preview
+
+lock: $(STAMP)  ## re-resolve requirements/base.in into requirements/lock.txt
+	bash infra/local/lock.sh
+
+clean:  ## remove generated data and caches (keeps .venv and the mmcv wheelhouse)
+	rm -rf data/raw data/manifest outputs .pytest_cache .ruff_cache

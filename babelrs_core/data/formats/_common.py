@@ -1,0 +1,162 @@
+"""Helpers shared by the format readers: image headers, split folders, box clean-up."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from babelrs_core.data.formats.errors import (
+    OUTSIDE_IMAGE,
+    TOO_SMALL,
+    ZERO_AREA,
+    FormatError,
+)
+from babelrs_core.data.manifest import hbox_from_poly
+
+#: Split names that readers look for when no splits are given.
+KNOWN_SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: Image file suffixes accepted when pairing images with label files (compared lower-case).
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+
+
+def image_size(image: Path, annotation: Path | None = None) -> tuple[int, int]:
+    """(width, height) from the image header only (Pillow opens lazily, nothing is decoded)."""
+    by = f" (referenced by {annotation})" if annotation is not None else ""
+    if not image.is_file():
+        raise FormatError(image, None, f"image file not found{by}")
+    try:
+        with Image.open(image) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise FormatError(image, None, f"not a readable image{by}: {exc}") from None
+
+
+def check_size(
+    image: Path, annotation: Path, line: int | None, width: int, height: int, what: str = ""
+) -> None:
+    """Raise a :class:`FormatError` naming both files when the header disagrees with the labels."""
+    actual = image_size(image, annotation)
+    if actual != (width, height):
+        prefix = f"{what}: " if what else ""
+        raise FormatError(
+            annotation,
+            line,
+            f"{prefix}annotation says the image is {width}x{height} but {image} is "
+            f"{actual[0]}x{actual[1]}",
+        )
+
+
+def rel(path: Path, root: Path) -> str:
+    """``path`` relative to the dataset root's parent (e.g. ``DOTA/train/labelTxt/P0000.txt``)."""
+    try:
+        return path.relative_to(root.parent).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def files_by_stem(folder: Path, suffixes: Iterable[str]) -> dict[str, Path]:
+    """Files of ``folder`` with one of ``suffixes`` (any case) by stem; stems must be unique."""
+    wanted = {s.lower() for s in suffixes}
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in wanted or p.name.startswith("."):
+            continue
+        if p.stem in out:
+            raise FormatError(p, None, f"two files share the stem {p.stem!r}: {out[p.stem].name}")
+        out[p.stem] = p
+    return out
+
+
+def pair_by_stem(
+    image_dir: Path, label_dir: Path, label_suffix: str
+) -> list[tuple[str, Path, Path]]:
+    """(stem, image, label) for every image; an unmatched image or label file is an error."""
+    images = files_by_stem(image_dir, IMAGE_SUFFIXES)
+    labels = files_by_stem(label_dir, [label_suffix])
+    for stem, label in labels.items():
+        if stem not in images:
+            raise FormatError(
+                label, None, f"label file without image: no {stem}.* image in {image_dir}"
+            )
+    for stem, image in images.items():
+        if stem not in labels:
+            raise FormatError(
+                image,
+                None,
+                f"image without label file: expected {label_dir / (stem + label_suffix)} "
+                "(an image without objects needs an empty label file)",
+            )
+    return [(stem, images[stem], labels[stem]) for stem in sorted(images)]
+
+
+def finite(token: object) -> float:
+    """``token`` as a finite float; ``ValueError`` otherwise (bools are not numbers here)."""
+    if isinstance(token, bool):
+        raise ValueError(f"{token!r} is not a number")
+    value = float(token)  # type: ignore[arg-type]
+    if not math.isfinite(value):
+        raise ValueError(f"{token!r} is not a finite number")
+    return value
+
+
+def poly_area(poly: Sequence[float]) -> float:
+    """Unsigned shoelace area of an 8-value polygon."""
+    xs, ys = poly[0::2], poly[1::2]
+    n = len(xs)
+    s = sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))
+    return abs(s) / 2.0
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An object that survived :func:`place`: polygon and horizontal box in image pixels."""
+
+    poly: list[float]
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An object that :func:`place` dropped."""
+
+    reason: str
+    detail: str
+
+
+def place(
+    poly: Sequence[float], width: int, height: int, min_size: float, clip_poly: bool
+) -> Placed | Rejected:
+    """Check an object against the image ``width`` x ``height`` and clip it.
+
+    Dropped, in this order: zero area, a box narrower or lower than ``min_size``, no overlap with
+    the image, and a box that is too small once clipped. The horizontal box is always clipped to
+    the image; the polygon's vertices are clamped into it only with ``clip_poly`` (otherwise the
+    polygon is returned exactly as given, vertex order included).
+    """
+    poly = [float(v) for v in poly]
+    x1, y1, x2, y2 = hbox_from_poly(poly)
+    w, h = x2 - x1, y2 - y1
+    if w <= 0 or h <= 0 or poly_area(poly) <= 0:
+        return Rejected(ZERO_AREA, f"box {w:g}x{h:g}")
+    if w < min_size or h < min_size:
+        return Rejected(TOO_SMALL, f"box {w:g}x{h:g} < {min_size:g}")
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        return Rejected(
+            OUTSIDE_IMAGE, f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) vs image {width}x{height}"
+        )
+    if clip_poly:
+        poly = [
+            min(max(v, 0.0), float(width if i % 2 == 0 else height)) for i, v in enumerate(poly)
+        ]
+        x1, y1, x2, y2 = hbox_from_poly(poly)
+    else:
+        x1, y1 = max(x1, 0.0), max(y1, 0.0)
+        x2, y2 = min(x2, float(width)), min(y2, float(height))
+    if x2 - x1 < min_size or y2 - y1 < min_size:
+        return Rejected(TOO_SMALL, f"box {x2 - x1:g}x{y2 - y1:g} after clipping < {min_size:g}")
+    return Placed(poly, (x1, y1, x2, y2))

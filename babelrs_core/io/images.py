@@ -1,0 +1,43 @@
+"""Read images as the model sees them: decoded, border-cropped, three channels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageReadError(ValueError):
+    """An image file is missing, unreadable or smaller than its manifest says."""
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    crop_x: int = 0,
+    crop_y: int = 0,
+    width: int | None = None,
+    height: int | None = None,
+) -> np.ndarray:
+    """Decode ``path`` to a ``(H, W, 3)`` uint8 array, cropped to the manifest's window.
+
+    Grayscale SAR / IR files are replicated to three channels. Errors name the file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageReadError(f"{path}: cannot decode image ({exc})") from None
+    h = arr.shape[0] - crop_y if height is None else height
+    w = arr.shape[1] - crop_x if width is None else width
+    if crop_y + h > arr.shape[0] or crop_x + w > arr.shape[1]:
+        raise ImageReadError(
+            f"{path}: decoded size {arr.shape[1]}x{arr.shape[0]} is smaller than the manifest's "
+            f"window {w}x{h} at offset ({crop_x}, {crop_y})"
+        )
+    return np.ascontiguousarray(arr[crop_y : crop_y + h, crop_x : crop_x + w])
