@@ -21,6 +21,7 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+NonNegFloat = Annotated[float, Field(ge=0)]
 Split = Literal["train", "val", "test"]
 Modality = Literal["sar", "rgb", "ir"]
 DatasetName = Literal["sardet", "dota", "dronevehicle"]
@@ -61,6 +62,9 @@ class Paths(Strict):
     raw: Path = Path("data/raw/soi_mini")
     manifest: Path = Path("data/manifest/soi_mini.parquet")
     preview: Path = Path("docs/img/soi_mini_preview.png")
+    pretrain_out: Path = Path("outputs/pretrain")
+    finetune_out: Path = Path("outputs/finetune")
+    eval_out: Path = Path("outputs/eval")
 
 
 class SarSensor(Strict):
@@ -73,6 +77,8 @@ class SarSensor(Strict):
     nesz_db: Range = Range(lo=-25, hi=-22)
     scatterer_gain_db: Range = Range(lo=10, hi=30)
     jpeg_fraction: Fraction = 0.0
+    jpeg_quality: Range = Range(lo=85, hi=95)  # for the jpeg_fraction of images saved as .jpg
+    db_clip_percentiles: Range = Range(lo=0.5, hi=99.9)  # dB display range -> 8 bit
 
 
 class IrSensor(Strict):
@@ -86,6 +92,11 @@ class IrSensor(Strict):
     fixed_pattern: Range = Range(lo=0.002, hi=0.01)
     sky_k: Range = Range(lo=230, hi=270)
     border_px: NonNegInt = 100
+    min_contrast_k: PosFloat = 4.0  # least |target - surrounding| apparent temperature (K)
+    agc_percentiles: Range = Range(lo=1, hi=99)  # AGC stretch to 8 bit
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 95  # DroneVehicle files are JPEG
+    label_typo_fraction: Fraction = 0.1  # freight car / truck written as feright* / truvk
+    bndbox_fraction: Fraction = 0.05  # objects written with <bndbox> instead of <polygon>
 
 
 class RgbSensor(Strict):
@@ -96,6 +107,19 @@ class RgbSensor(Strict):
     blur_sigma_px: Range = Range(lo=0.5, hi=1.0)
     haze: Range = Range(lo=0.0, hi=0.15)
     jpeg_quality: Range = Range(lo=70, hi=95)
+    difficult_min_px: PosFloat = 9.3  # sqrt(box area) below this (px) -> DOTA difficult=1
+    difficult_shadowed_fraction: Fraction = 0.5  # footprint share in others' shadows -> difficult
+
+
+class SceneLayout(Strict):
+    """How SOI-mini composes a scene: land cover and object placement (DATA.md §6)."""
+
+    same_class_fraction: Fraction = 0.6  # chance an object repeats the image's first class
+    water_fraction: Fraction = 0.3  # chance of water in a scene whose classes do not need it
+    road_fraction: Fraction = 0.5  # chance of a road in a scene without vehicles
+    lot_fraction: Fraction = 0.5  # chance of a parking lot / apron with vehicles or aircraft
+    min_gap_m: NonNegFloat = 0.5  # least free space between object boxes
+    max_tries: PosInt = 40  # rejection-sampling attempts per object
 
 
 class DatasetSpec(Strict):
@@ -128,6 +152,7 @@ class SoiMini(Strict):
     sar: SarSensor = SarSensor()
     ir: IrSensor = IrSensor()
     rgb: RgbSensor = RgbSensor()
+    layout: SceneLayout = SceneLayout()
 
     @model_validator(mode="after")
     def _known_classes(self) -> SoiMini:
@@ -136,9 +161,7 @@ class SoiMini(Strict):
             allowed = DATASETS[name].class_names
             bad = [c for c in spec.classes if c not in allowed]
             if bad:
-                raise ValueError(
-                    f"{name}.classes: unknown {bad}; allowed: {', '.join(allowed)}"
-                )
+                raise ValueError(f"{name}.classes: unknown {bad}; allowed: {', '.join(allowed)}")
             if not spec.classes:
                 raise ValueError(f"{name}.classes: must not be empty")
         return self
@@ -166,6 +189,236 @@ class Model(Strict):
     encoder: EncoderName = "efficientnet_lite0"
 
 
+class Lvsa(Strict):
+    """Layerwise Visual-Semantic Annealing (BABELRS.md §2); see docs/pretraining.md."""
+
+    mode: Literal["last", "lvsa", "concat", "sum"] = "lvsa"
+    # Hidden-state indices: 0 = stem / patch embedding, k = output of block k (1-based), negative
+    # values count from the end (-1 = last block). null: the encoder's default taps.
+    layers: list[int] | None = [5, 11, 16]
+    tau: NonNegInt = 90  # optimizer steps until alpha(t) = min(t / tau, 1) reaches 1
+    grid: PosInt = 4  # CNN taps are average-pooled to grid x grid before blending
+    width: PosInt | None = None  # common width of CNN taps (1x1 conv); null: last tap's width
+
+
+class PretrainFreeze(Strict):
+    """Freeze switches per part (frozen parts get no gradient and no optimizer state)."""
+
+    encoder: bool = False
+    projector: bool = False  # tap adapters + the shared projector
+    lm_embeddings: bool = True  # token embeddings (tied to the LM output matrix)
+    lm_layers: NonNegInt = 4  # bottom N transformer layers of the language model
+    lm_head: bool = False  # LM head (BERT's prediction transform is freshly initialised)
+
+
+class TaskWeights(Strict):
+    """Sampling weight of each CSIA instruction task (0 disables a task)."""
+
+    region: NonNegFloat = 0.6
+    count: NonNegFloat = 0.1
+    presence: NonNegFloat = 0.1
+    listing: NonNegFloat = 0.1
+    caption: NonNegFloat = 0.1
+
+
+class TinyLm(Strict):
+    """Random small BERT decoder with the real MiniLM vocabulary (``language_model: tiny``)."""
+
+    hidden_size: PosInt = 64
+    layers: PosInt = 2
+    heads: PosInt = 2
+    intermediate_size: PosInt = 128
+
+
+class Pretrain(Strict):
+    """CSIA + LVSA pretraining of the shared vision encoder (issue #4, docs/pretraining.md)."""
+
+    language_model: str = "minilm"  # minilm | tiny | a local Hugging Face causal-LM directory
+    encoder_weights: Path | None = None  # local safetensors for vit_*; null: lite0's ImageNet
+    pretrained: bool = True  # load the encoder's pretrained weights (ImageNet for lite0)
+    bn: Literal["frozen", "train"] = "frozen"  # CNN BatchNorm statistics
+    image_size: PosInt = 128
+    steps: PosInt = 300
+    batch_size: PosInt = 8
+    lr: PosFloat = 5e-4
+    lr_scale_encoder: NonNegFloat = 0.2
+    lr_scale_lm: NonNegFloat = 0.2
+    warmup_steps: NonNegInt = 30
+    min_lr_ratio: Fraction = 0.0
+    weight_decay: NonNegFloat = 0.01
+    clip_grad_norm: PosFloat = 1.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: NonNegInt = 0  # torch CPU threads; 0: torch's default
+    projector_hidden: PosInt | None = None  # null: the language model's width
+    pixel_shuffle: PosInt = 1  # merge s x s visual tokens into one (InternVL uses 2)
+    region_token: bool = True  # region prompts also get the box's RoI feature as one token
+    max_prompt_tokens: PosInt = 96
+    max_answer_tokens: PosInt = 32
+    max_new_tokens: PosInt = 12  # greedy decoding at evaluation (captions: max_answer_tokens)
+    holdout_fraction: Fraction = 0.15  # train images whose prompts are held out for evaluation
+    eval_splits: list[Split] = ["val"]  # further held-out images (never trained on)
+    eval_max_per_task: PosInt = 120  # held-out prompts per modality and task
+    checkpoint_every: PosInt = 100
+    tasks: TaskWeights = TaskWeights()
+    freeze: PretrainFreeze = PretrainFreeze()
+    lvsa: Lvsa = Lvsa()
+    tiny_lm: TinyLm = TinyLm()
+
+
+# -- detector fine-tuning and evaluation (issue #5, docs/detector.md) ------------------------------
+
+HeadType = Literal["gfl", "retinanet", "fcos", "atss"]
+
+
+class DetHead(Strict):
+    """One dataset's detection head (BABELRS.md §3.3); heads are keyed by dataset name."""
+
+    type: HeadType = "gfl"  # gfl (paper's SAR head) | retinanet | fcos | atss
+    box_type: Literal["hbox", "obox"] = "hbox"  # obox (mmrotate) arrives with the oriented issue
+    loss_weight: NonNegFloat = 1.0  # this head's losses are multiplied by it before summing
+    stacked_convs: PosInt = 4  # conv tower depth (paper: 4)
+    feat_channels: PosInt = 256  # conv tower width (paper: 256)
+    anchor_scale: PosInt = 8  # octave_base_scale of anchor heads (anchor side = scale x stride)
+    score_thr: Fraction = 0.05  # test: drop detections below this score
+    nms_iou: Fraction = 0.6  # test: NMS IoU threshold
+    max_per_img: PosInt = 100  # test: detections kept per image
+
+
+class DetModality(Strict):
+    """Input size, augmentation and normalisation of one sensor."""
+
+    image_size: PosInt = 256  # long side after a keep-ratio resize (then padded to 32)
+    hflip: Fraction = 0.5  # probability of a horizontal flip
+    vflip: Fraction = 0.0  # probability of a vertical flip
+    rot90: Fraction = 0.0  # probability of a random 90/180/270 degree rotation
+    mean: list[float] | None = None  # 0..255 per channel; null: from finetune.normalization
+    std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _stats(self) -> DetModality:
+        for key in ("mean", "std"):
+            v = getattr(self, key)
+            if v is not None and (len(v) != 3 or (key == "std" and min(v) <= 0)):
+                raise ValueError(f"{key}: three values (0..255 scale), std > 0")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        return self
+
+
+def _default_heads() -> dict[DatasetName, DetHead]:
+    return {name: DetHead() for name in ("sardet", "dota", "dronevehicle")}
+
+
+def _default_modalities() -> dict[Modality, DetModality]:
+    return {
+        "sar": DetModality(),
+        "rgb": DetModality(vflip=0.5, rot90=0.5),
+        "ir": DetModality(image_size=320, vflip=0.5, rot90=0.5),
+    }
+
+
+class Finetune(Strict):
+    """Shared multi-sensor detector fine-tuning on mmdet / mmengine (docs/detector.md)."""
+
+    init: Literal["csia", "imagenet", "scratch"] = "csia"  # csia: the pretraining output
+    encoder_weights: Path | None = None  # imagenet init of vit_*: a local safetensors file
+    layers: list[int] | None = None  # encoder taps (hidden-state indices); null: its default
+    vit_strides: list[PosInt] = [8, 16, 32]  # ViT simple feature pyramid output strides
+    bn: Literal["frozen", "train"] = "frozen"  # CNN BatchNorm statistics
+    neck_channels: PosInt = 256  # shared FPN width (paper: 256)
+    neck_outs: PosInt = 5  # FPN levels from the first tap's stride (5: P3-P7 for lite0)
+    heads: dict[DatasetName, DetHead] = Field(default_factory=_default_heads)
+    source_ratio: dict[DatasetName, PosInt] = {"sardet": 2, "dota": 1, "dronevehicle": 1}
+    batch_size: PosInt = 4  # images per batch, split by source_ratio (paper: 4 per GPU)
+    iters: PosInt = 300  # optimizer steps (paper: 33,468)
+    lr: PosFloat = 5e-5  # AdamW (paper: 5e-5)
+    weight_decay: NonNegFloat = 0.05
+    layer_decay: Fraction = 1.0  # layer-wise lr decay of the encoder (paper: 0.95); 1 = off
+    encoder_lr_scale: NonNegFloat = 1.0  # extra lr factor for every encoder parameter
+    warmup_iters: NonNegInt = 30  # linear warmup from warmup_ratio x lr (paper: 500 from 1/3)
+    warmup_ratio: Fraction = 1 / 3
+    lr_steps: list[Fraction] = [0.667, 0.917]  # step decay points as fractions of iters
+    lr_gamma: Fraction = 0.1
+    clip_grad_norm: PosFloat | None = 35.0  # max L2 norm (paper: 35); null: no clipping
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16: AMP with dynamic loss scaling
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: NonNegInt = 0  # torch CPU threads; 0: torch's default
+    normalization: Literal["auto", "encoder", "data", "imagenet"] = "auto"
+    modalities: dict[Modality, DetModality] = Field(default_factory=_default_modalities)
+    cache_images: bool = True  # keep decoded training images in memory
+    log_every: PosInt = 10  # iterations between metrics.jsonl lines
+    grad_cosine_every: NonNegInt = 25  # iterations between per-modality gradient cosines; 0 off
+    checkpoint_every: PosInt = 100  # iterations between mmengine checkpoints
+    keep_checkpoints: PosInt = 2
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Finetune:
+        if set(self.source_ratio) != set(self.heads):
+            raise ValueError(
+                f"source_ratio keys {sorted(self.source_ratio)} must equal heads keys "
+                f"{sorted(self.heads)}"
+            )
+        total = sum(self.source_ratio.values())
+        if self.batch_size % total:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of the source_ratio sum {total}"
+            )
+        if self.lr_steps != sorted(self.lr_steps):
+            raise ValueError(f"lr_steps must be increasing, got {self.lr_steps}")
+        needed = {DATASETS[d].modality for d in self.heads}
+        missing = sorted(needed - set(self.modalities))
+        if missing:
+            raise ValueError(f"modalities: missing {missing} (needed by the heads)")
+        return self
+
+
+class Evaluation(Strict):
+    """SOI-Det evaluation of the fine-tuned detector (BABELRS.md §4.2)."""
+
+    splits: dict[DatasetName, Split] = {"sardet": "test", "dota": "val", "dronevehicle": "test"}
+    ignore_difficult: bool = True  # DOTA difficult objects neither count nor penalise
+    max_dets: PosInt = 100  # COCO maxDets for AP
+    batch_size: PosInt = 4
+    samples_per_modality: NonNegInt = 4  # images drawn with predictions per modality
+    draw_score_thr: Fraction = 0.3  # predictions drawn on the sample images
+
+
+class Validation(Strict):
+    """The data validation stage (issue #3, docs/data.md): GX suites over the manifest and checks
+    of every image file, run before anything trains on the data."""
+
+    out_dir: Path = Path("outputs/validation")  # report.json, report.md, summary.json (metrics)
+    data_docs_dir: Path = Path("outputs/validation/data_docs")  # GX Data Docs HTML (CDN styling)
+    data_docs: bool = True  # write the Data Docs HTML (the JSON/markdown report is always written)
+    max_examples: PosInt = 20  # offending rows / files listed per failed check
+    image_checks: bool = True  # decode every image: exists, decodes, size, channels, dtype, std
+    min_std: NonNegFloat = 1.0  # pixel std (cropped window) at or below this: "constant image"
+    channels: dict[Modality, list[Annotated[int, Field(ge=1, le=4)]]] = {
+        "sar": [1, 3],
+        "rgb": [3],
+        "ir": [1, 3],
+    }
+    dtypes: dict[Modality, list[Literal["uint8", "uint16", "int32", "float32"]]] = {
+        "sar": ["uint8"],
+        "rgb": ["uint8"],
+        "ir": ["uint8"],
+    }
+    required_splits: list[Split] = ["train", "val"]  # each dataset needs images + objects in these
+    # Classes that must have >= 1 train object: the classes seen in any split of the manifest
+    # (observed), plus soi_mini.<dataset>.classes (soi_mini) or the whole label space (label_space).
+    train_classes: Literal["observed", "soi_mini", "label_space"] = "soi_mini"
+    workers: PosInt = 2  # threads decoding images
+
+
+class Shards(Strict):
+    """Content-addressed tar shards of the manifest's images (docs/data.md, "Shards")."""
+
+    target_mb: PosFloat = 64.0  # mean shard size aimed at (sizes vary, see docs/data.md)
+    dir: Path = Path("data/shards/soi_mini")  # <dataset>-<split>-<sha256[:16]>.tar + the index
+    index: Path = Path("data/shards/soi_mini/index.parquet")  # image_id -> shard, offset, size
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -173,8 +426,13 @@ class Params(Strict):
     paths: Paths = Paths()
     soi_mini: SoiMini = SoiMini()
     importers: Importers = Importers()
+    validation: Validation = Validation()
+    shards: Shards = Shards()
     preview: Preview = Preview()
     model: Model = Model()
+    pretrain: Pretrain = Pretrain()
+    finetune: Finetune = Finetune()
+    evaluation: Evaluation = Evaluation()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -219,7 +477,9 @@ def parse_params(data: dict[str, Any] | None, source: str = "params") -> Params:
         raise ConfigError(_format_errors(source, exc)) from None
 
 
-def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Params:
+def load_params(
+    path: str | os.PathLike[str] = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
+) -> Params:
     """Load, override (dotted keys, e.g. ``{"soi_mini.sardet.splits.train": 8}``) and validate."""
     path = Path(path)
     if not path.exists():
