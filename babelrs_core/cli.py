@@ -20,6 +20,13 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate, import and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+stage_app = typer.Typer(
+    help="Run one pipeline stage (the same function dvc.yaml and the Prefect flow call).",
+    no_args_is_help=True,
+)
+app.add_typer(stage_app, name="stage")
+pipeline_app = typer.Typer(help="The pipeline as a whole.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
 
 ParamsOpt = Annotated[
     Path, typer.Option("--params", "-p", help="params file (validated before any work)")
@@ -110,6 +117,176 @@ def data_preview(
     """Write a PNG mosaic of samples per modality with their boxes drawn."""
     p = _params(params, set_)
     typer.echo(f"wrote {stages.preview(p, manifest, out)}")
+
+
+@data_app.command("validate")
+def data_validate(
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="manifest to check (default: paths.manifest)")
+    ] = None,
+    raw: Annotated[
+        Path | None,
+        typer.Option(help="check raw data instead: a root with SARDet_100K/ DOTA/ DroneVehicle/"),
+    ] = None,
+    sardet: Annotated[Path | None, typer.Option(help="check a raw SARDet-100K root")] = None,
+    dota: Annotated[Path | None, typer.Option(help="check a raw DOTA v1.0 root")] = None,
+    dronevehicle: Annotated[Path | None, typer.Option(help="check a raw DroneVehicle root")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="report folder (default: validation.out_dir)")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Validate the manifest and its images (Great Expectations); exit 1 listing the offending
+    files/rows if anything fails. With --raw/--sardet/--dota/--dronevehicle, validate raw
+    dataset folders, malformed annotation files included."""
+    from babelrs_core.data.layout import dataset_roots
+    from babelrs_core.data.validation import DataValidationError
+
+    p = _params(params, set_)
+    roots: dict[str, Path] = {}
+    if raw is not None:
+        roots = {k: v for k, v in dataset_roots(raw).items() if v.is_dir()}
+        if not roots:
+            raise FileNotFoundError(f"{raw}: no SARDet_100K/, DOTA/ or DroneVehicle/ inside")
+    given = {"sardet": sardet, "dota": dota, "dronevehicle": dronevehicle}
+    roots.update({k: v for k, v in given.items() if v is not None})
+    try:
+        report = stages.validate(p, manifest, out, roots or None, progress=not quiet)
+    except DataValidationError as exc:
+        typer.echo(exc.report.markdown(), err=True)
+        typer.secho(
+            f"error: data validation failed ({len(exc.report.failures)} check(s)); "
+            f"report in {out or p.validation.out_dir}",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"data validation passed: {report['rows']} rows, {report['images']} images, "
+        f"{report['checks']} checks; report in {out or p.validation.out_dir}"
+    )
+
+
+@data_app.command("shard")
+def data_shard(
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="manifest (default: paths.manifest)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="shard folder (default: shards.dir)")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pack the manifest's images into content-addressed tar shards + an index (for DVC)."""
+    p = _params(params, set_)
+    _echo_json(stages.shard(p, manifest, out, progress=not quiet))
+
+
+remote_app = typer.Typer(help="DVC remotes (S3-compatible storage).", no_args_is_help=True)
+data_app.add_typer(remote_app, name="remote")
+
+
+@remote_app.command("bootstrap")
+def data_remote_bootstrap(
+    remote: Annotated[str, typer.Option(help="DVC remote name (an s3:// remote)")] = "s3",
+    bucket: Annotated[
+        str | None, typer.Option(help="bucket (default: $BABELRS_S3_BUCKET, then the config)")
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="S3 endpoint URL (default: config, then $AWS_ENDPOINT_URL_S3)"),
+    ] = None,
+    save: Annotated[
+        bool, typer.Option(help="write the resolved URL to .dvc/config.local (git-ignored)")
+    ] = False,
+) -> None:
+    """Create the S3 remote's bucket if missing and check that it can be written and read.
+    Credentials come from the AWS environment / profile; nothing secret is printed."""
+    from babelrs_core.data.remote import RemoteError
+
+    try:
+        _echo_json(stages.remote_bootstrap(remote, bucket, endpoint, save))
+    except RemoteError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+TrackOpt = Annotated[
+    bool,
+    typer.Option(
+        "--track/--no-track",
+        help="log an MLflow run (MLFLOW_TRACKING_URI, default: local store under outputs/mlflow)",
+    ),
+]
+
+
+def _stage_command(name: str) -> None:
+    from babelrs_core.pipeline import stage
+
+    spec = stage(name)
+
+    def command(
+        params: ParamsOpt = DEFAULT_PARAMS,
+        set_: SetOpt = None,
+        quiet: QuietOpt = False,
+        track: TrackOpt = True,
+    ) -> None:
+        from babelrs_core.runner import run_stage
+
+        p = _params(params, set_)
+        tracker = None
+        if track:
+            from babelrs_core.tracking import Tracker
+
+            tracker = Tracker.from_params(p)
+        _echo_json(run_stage(name, p, tracker=tracker, runner="cli", progress=not quiet))
+
+    command.__doc__ = spec.help
+    stage_app.command(name, help=spec.help)(command)
+
+
+def _register_stages() -> None:
+    from babelrs_core.pipeline import PIPELINE
+
+    for spec in PIPELINE:
+        _stage_command(spec.name)
+
+
+_register_stages()
+
+
+@pipeline_app.command("dvc-yaml")
+def pipeline_dvc_yaml(
+    params: ParamsOpt = DEFAULT_PARAMS,
+    out: Annotated[Path, typer.Option(help="file to write")] = Path("dvc.yaml"),
+    check: Annotated[bool, typer.Option(help="exit 1 if the file differs instead")] = False,
+) -> None:
+    """Write dvc.yaml from the stage specs in babelrs_core/pipeline.py (one source of truth)."""
+    from babelrs_core.io.atomic import write_text
+    from babelrs_core.pipeline import PIPELINE, dvc_yaml
+
+    text = dvc_yaml(PIPELINE, load_params(params))
+    if check:
+        if not out.exists() or out.read_text() != text:
+            typer.secho(f"{out} is out of date: run `babelrs pipeline dvc-yaml`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{out} is up to date")
+        return
+    write_text(out, text)
+    typer.echo(f"wrote {out}")
+
+
+@pipeline_app.command("stages")
+def pipeline_stages() -> None:
+    """List the stages in order with what they read and write."""
+    from babelrs_core.pipeline import PIPELINE
+
+    for spec in PIPELINE:
+        gpu = " [gpu]" if spec.gpu else ""
+        typer.echo(f"{spec.name:<10}{gpu:<6} {spec.help}")
+        typer.echo(f"{'':16} params: {', '.join(spec.params)}")
 
 
 def main() -> None:

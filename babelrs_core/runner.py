@@ -1,0 +1,96 @@
+"""Run one stage with tracking: the single code path behind the CLI, DVC and Prefect runners.
+
+``run_stage`` calls the stage function of :mod:`babelrs_core.stages` named by the stage's spec,
+inside an MLflow run (a child of the pipeline's parent run when there is one) that gets the params
+subset the stage reads, lineage tags, the step metrics the stage emits through
+:func:`babelrs_core.tracking.log_step`, its summary numbers and its metric / plot files.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from babelrs_core import stages
+from babelrs_core.config import Params, flatten
+from babelrs_core.pipeline import StageSpec, params_subset, stage
+from babelrs_core.tracking import (
+    Tracker,
+    flatten_numbers,
+    git_lineage,
+    params_hash,
+    prefect_lineage,
+)
+
+PARENT_ENV = "BABELRS_PARENT_RUN_ID"
+
+
+def call_stage(spec: StageSpec, params: Params, progress: bool = True) -> dict[str, Any]:
+    """Call the stage function with the params (and ``progress`` where it takes one)."""
+    func = getattr(stages, spec.func)
+    kwargs: dict[str, Any] = {}
+    if "progress" in inspect.signature(func).parameters:
+        kwargs["progress"] = progress
+    result = func(params, **kwargs)
+    return result if isinstance(result, dict) else {"output": str(result)}
+
+
+def lineage_tags(params: Params, runner: str) -> dict[str, str]:
+    """Tags every babelrs run carries."""
+    return {
+        **git_lineage(),
+        **prefect_lineage(),
+        "babelrs.params_hash": params_hash(flatten(params)),
+        "babelrs.runner": runner,
+    }
+
+
+def run_stage(
+    name: str,
+    params: Params,
+    *,
+    tracker: Tracker | None = None,
+    parent_run_id: str | None = None,
+    runner: str = "cli",
+    progress: bool = True,
+    data_hashes: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run stage ``name``; tracked in MLflow when ``tracker`` is given."""
+    spec = stage(name)
+    if tracker is None or not tracker.enabled:
+        return call_stage(spec, params, progress)
+    parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
+    tags = {**lineage_tags(params, runner), "babelrs.stage": name}
+    for path, digest in (data_hashes or {}).items():
+        tags[f"babelrs.data_hash.{path}"] = digest
+    run_id = tracker.start(name, tags, parent_run_id)
+    tracker.log_params(run_id, _flat(params_subset(params, spec.params)))
+    ok = False
+    start = time.perf_counter()
+    try:
+        with tracker.metric_sink(run_id) as sink:
+            result = call_stage(spec, params, progress)
+            sink.log(0, {f"summary.{k}": v for k, v in flatten_numbers(result).items()})
+            sink.log(0, {"stage_seconds": time.perf_counter() - start})
+        files = [spec.resolve(p, params) for p in (*spec.metrics, *spec.plots)]
+        files += [spec.resolve(p, params) for p in spec.extra.get("artifacts", ())]
+        tracker.log_artifacts(run_id, [Path(f) for f in files], artifact_dir=name)
+        ok = True
+        result["mlflow_run_id"] = run_id
+        return result
+    finally:
+        tracker.finish(run_id, ok)
+
+
+def _flat(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for k, v in _flat(value).items():
+                out[f"{key}.{k}"] = v
+        else:
+            out[key] = value
+    return out

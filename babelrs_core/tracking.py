@@ -1,0 +1,225 @@
+"""MLflow tracking: one parent run per pipeline run, one nested child run per stage.
+
+* The embedded default is a local SQLite store under ``outputs/mlflow`` that needs no server;
+  ``MLFLOW_TRACKING_URI`` switches to a server (read by MLflow itself).
+* Step metrics are buffered and sent with ``log_batch`` (at most one call per ``flush_every``
+  metrics, never one HTTP call per scalar in a training loop).
+* Lineage tags: git commit and dirty flag, params hash, data hash of the inputs, Prefect
+  flow-run id when running inside Prefect.
+* Only rank 0 logs when training is distributed (``RANK`` / ``LOCAL_RANK`` env, as torchrun sets).
+* Secrets never go to MLflow: params are plain numbers/paths, and :func:`redact` scrubs values of
+  credential-like environment variables from any text before it is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STORE = Path("outputs/mlflow")
+SECRET_ENV_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL")
+
+
+def is_rank_zero() -> bool:
+    """True unless this process is a non-zero rank of a distributed job."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a local SQLite store (no server needed)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+
+
+def secret_values() -> list[str]:
+    """Values of credential-like environment variables (never to be logged)."""
+    return [
+        v
+        for k, v in os.environ.items()
+        if v and len(v) >= 4 and any(m in k.upper() for m in SECRET_ENV_MARKERS)
+    ]
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret environment value replaced by ``***``."""
+    for value in secret_values():
+        text = text.replace(value, "***")
+    return text
+
+
+def git_lineage(cwd: Path | None = None) -> dict[str, str]:
+    """Git commit and dirty flag of the working tree (``unknown`` outside a repository)."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+
+
+def params_hash(flat: Mapping[str, Any]) -> str:
+    """Stable short hash of a flattened params mapping."""
+    blob = json.dumps(dict(sorted(flat.items())), default=str, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def path_hash(path: Path) -> str:
+    """Content hash of a file or folder (sorted relative names + bytes), short hex."""
+    h = hashlib.sha256()
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class MetricBuffer:
+    """Buffer step metrics and send them to one run with ``log_batch``."""
+
+    def __init__(self, client: Any, run_id: str, flush_every: int = 200) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.flush_every = flush_every
+        self._pending: list[Any] = []
+        self.calls = 0  # number of log_batch calls made (observable in tests)
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Queue ``metrics`` at ``step``; non-finite values are kept out (counted by stages)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            v = float(value)
+            if v == v and abs(v) != float("inf"):
+                self._pending.append(Metric(key=key, value=v, timestamp=now, step=int(step)))
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    __call__ = log
+
+    def flush(self) -> None:
+        """Send everything queued (chunks of 1000, MLflow's per-request limit)."""
+        while self._pending:
+            chunk, self._pending = self._pending[:1000], self._pending[1000:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            self.calls += 1
+
+
+#: The metric sink of the stage running now (None: not tracked). Training loops call
+#: :func:`log_step`; only the runner decides where the numbers go.
+_SINK: ContextVar[MetricBuffer | None] = ContextVar("babelrs_metric_sink", default=None)
+
+
+def log_step(step: int, metrics: Mapping[str, float]) -> None:
+    """Send step metrics to the tracked stage run, if any (cheap no-op otherwise)."""
+    sink = _SINK.get()
+    if sink is not None and is_rank_zero():
+        sink.log(step, metrics)
+
+
+def flatten_numbers(data: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested summary as dotted keys (bools and strings skipped)."""
+    out: dict[str, float] = {}
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            out.update(flatten_numbers(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(data, int | float) and not isinstance(data, bool):
+        out[prefix] = float(data)
+    return out
+
+
+def prefect_lineage() -> dict[str, str]:
+    """Prefect flow-run id and name when called inside a flow run."""
+    try:
+        from prefect.runtime import flow_run
+    except ImportError:  # pragma: no cover - prefect is a hard dependency
+        return {}
+    run_id = flow_run.get_id()
+    return {"prefect.flow_run_id": str(run_id)} if run_id else {}
+
+
+class Tracker:
+    """MLflow runs for one pipeline run: a parent run, a child run per stage."""
+
+    def __init__(
+        self,
+        experiment: str,
+        tracking_uri: str | None = None,
+        flush_every: int = 200,
+        artifact_location: str | None = None,
+    ) -> None:
+        import mlflow
+
+        self.enabled = is_rank_zero()
+        self.flush_every = flush_every
+        self.uri = tracking_uri or default_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        self.client = mlflow.MlflowClient(self.uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+
+    def start(self, name: str, tags: Mapping[str, str], parent_id: str | None = None) -> str:
+        """Create a run (nested under ``parent_id``) and return its id."""
+        all_tags = {**tags}
+        if parent_id:
+            all_tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Params in batches of 100 (MLflow's per-request limit), values as text."""
+        from mlflow.entities import Param
+
+        items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_artifacts(self, run_id: str, paths: list[Path], artifact_dir: str = "") -> None:
+        """Files or folders that exist; missing ones are skipped."""
+        for p in paths:
+            if p.is_dir():
+                self.client.log_artifacts(run_id, str(p), f"{artifact_dir}/{p.name}".strip("/"))
+            elif p.is_file():
+                self.client.log_artifact(run_id, str(p), artifact_dir or None)
+
+    def finish(self, run_id: str, ok: bool) -> None:
+        """Close a run as FINISHED or FAILED."""
+        self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+    @classmethod
+    def from_params(cls, params: Any) -> Tracker:
+        """Tracker for ``params.tracking`` (``MLFLOW_TRACKING_URI`` wins over the local store)."""
+        cfg = params.tracking
+        uri = default_tracking_uri(Path(cfg.store))
+        # a local store keeps its artifacts beside the database; a server decides for itself
+        artifacts = (
+            (Path(cfg.store) / "artifacts").resolve().as_uri() if uri.startswith("sqlite") else None
+        )
+        return cls(cfg.experiment, uri, cfg.flush_every, artifacts)
+
+    @contextmanager
+    def metric_sink(self, run_id: str) -> Iterator[MetricBuffer]:
+        """Route :func:`log_step` calls to ``run_id`` while the block runs."""
+        buffer = MetricBuffer(self.client, run_id, self.flush_every)
+        token = _SINK.set(buffer)
+        try:
+            yield buffer
+        finally:
+            _SINK.reset(token)
+            buffer.flush()
