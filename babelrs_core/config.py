@@ -326,6 +326,7 @@ class Finetune(Strict):
     layers: list[int] | None = None  # encoder taps (hidden-state indices); null: its default
     vit_strides: list[PosInt] = [8, 16, 32]  # ViT simple feature pyramid output strides
     bn: Literal["frozen", "train"] = "frozen"  # CNN BatchNorm statistics
+    frozen_layers: int = -1  # encoder hidden states 0..N get no gradient (0 = stem); -1: none
     neck_channels: PosInt = 256  # shared FPN width (paper: 256)
     neck_outs: PosInt = 5  # FPN levels from the first tap's stride (5: P3-P7 for lite0)
     heads: dict[DatasetName, DetHead] = Field(default_factory=_default_heads)
@@ -419,6 +420,14 @@ class Shards(Strict):
     index: Path = Path("data/shards/soi_mini/index.parquet")  # image_id -> shard, offset, size
 
 
+class Tracking(Strict):
+    """MLflow tracking (babelrs_core/tracking.py). ``MLFLOW_TRACKING_URI`` overrides ``store``."""
+
+    experiment: str = "babelrs"
+    store: Path = Path("outputs/mlflow")  # local SQLite store + artifacts when no server is set
+    flush_every: PosInt = 200  # step metrics buffered per log_batch call
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -433,6 +442,7 @@ class Params(Strict):
     pretrain: Pretrain = Pretrain()
     finetune: Finetune = Finetune()
     evaluation: Evaluation = Evaluation()
+    tracking: Tracking = Tracking()
 
     @field_validator("*", mode="before")
     @classmethod
