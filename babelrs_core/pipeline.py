@@ -132,7 +132,21 @@ PIPELINE: list[StageSpec] = [
         params=("paths.manifest", "validation"),
         code=("babelrs_core/data/validation.py", "babelrs_core/data/validation_rules.py"),
         deps=("{paths.manifest}", "{paths.raw}"),
-        outs=("{validation.out_dir}",),
+        outs=(
+            "{validation.out_dir}/report.json",
+            "{validation.out_dir}/report.md",
+            "{validation.data_docs_dir}",
+        ),
+        metrics=("{validation.out_dir}/summary.json",),
+    ),
+    StageSpec(
+        name="shard",
+        func="shard",
+        help="Pack the images into content-addressed tar shards + index (what DVC moves).",
+        params=("paths.manifest", "shards"),
+        code=("babelrs_core/data/shards.py",),
+        deps=("{paths.manifest}", "{paths.raw}", "{validation.out_dir}/summary.json"),
+        outs=("{shards.dir}",),
     ),
 ]
 

@@ -172,7 +172,11 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         self.client = mlflow.MlflowClient(self.uri)
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.experiment_id = (
+            exp.experiment_id
+            if exp
+            else self.client.create_experiment(experiment, artifact_location=artifact_location)
+        )
 
     def start(self, name: str, tags: Mapping[str, str], parent_id: str | None = None) -> str:
         """Create a run (nested under ``parent_id``) and return its id."""

@@ -58,9 +58,7 @@ def stage_task(
     """Run one stage (tracked as a child MLflow run of ``parent_run_id``)."""
     params = parse_params(params_data)
     tracker = Tracker.from_params(params) if track else None
-    result = run_stage(
-        name, params, tracker=tracker, parent_run_id=parent_run_id, runner="prefect"
-    )
+    result = run_stage(name, params, tracker=tracker, parent_run_id=parent_run_id, runner="prefect")
     return json.loads(json.dumps(result, default=str))
 
 
