@@ -428,6 +428,12 @@ class Tracking(Strict):
     flush_every: PosInt = 200  # step metrics buffered per log_batch call
 
 
+class Orchestration(Strict):
+    """Prefect scheduling of the pipeline (prefect.yaml, infra/local/serve_scheduler.sh)."""
+
+    gpu_concurrency: PosInt = 1  # task runs tagged ``gpu`` at once (Prefect tag concurrency limit)
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -443,6 +449,7 @@ class Params(Strict):
     finetune: Finetune = Finetune()
     evaluation: Evaluation = Evaluation()
     tracking: Tracking = Tracking()
+    orchestration: Orchestration = Orchestration()
 
     @field_validator("*", mode="before")
     @classmethod

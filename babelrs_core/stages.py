@@ -56,3 +56,86 @@ def pretrain(
     from babelrs_core.pretrain.train import run_pretraining
 
     return run_pretraining(params, manifest, out, resume=resume, progress=True)
+
+
+def finetune(
+    params: Params,
+    manifest: Path | None = None,
+    encoder: Path | None = None,
+    out: Path | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune the shared multi-sensor detector (mmdet on mmengine's Runner) from the encoder
+    chosen by ``finetune.init`` (csia: the pretraining output ``encoder``, default
+    ``params.paths.pretrain_out``); writes ``detector.json`` + ``detector.safetensors`` +
+    ``metrics.jsonl`` + ``train.json`` + ``checkpoints/`` to ``out`` (default
+    ``params.paths.finetune_out``). With ``resume`` a rerun continues from the newest checkpoint."""
+    from babelrs_core.detector.train import run_finetune
+
+    return run_finetune(params, manifest, encoder, out, resume=resume, progress=True)
+
+
+def evaluate(
+    params: Params,
+    manifest: Path | None = None,
+    checkpoint: Path | None = None,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """SOI-Det evaluation of the fine-tuned detector in ``checkpoint`` (default
+    ``params.paths.finetune_out``): per-dataset COCO AP@50 / mAP, overall, H-mAP, per-class table,
+    precision-recall curves and sample predictions under ``out`` (default ``params.paths.eval_out``;
+    DVC metrics in ``metrics/eval.json``)."""
+    from babelrs_core.evaluation.report import run_evaluation
+
+    return run_evaluation(params, manifest, checkpoint, out, progress=True)
+
+
+def validate(
+    params: Params,
+    manifest: Path | None = None,
+    out: Path | None = None,
+    raw: dict[str, Path] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Validate the manifest (default ``params.paths.manifest``) and its images, or the raw
+    dataset folders ``raw`` (dataset name -> root, format errors included), with Great
+    Expectations. Writes ``report.json`` / ``report.md`` / ``summary.json`` (and Data Docs) to
+    ``out`` (default ``params.validation.out_dir``); raises
+    :class:`~babelrs_core.data.validation.DataValidationError` when the data fails."""
+    from babelrs_core.data.validation import run_validation
+
+    report = run_validation(params, manifest, out, raw_roots=raw, progress=progress)
+    return report.to_dict()
+
+
+def shard(
+    params: Params,
+    manifest: Path | None = None,
+    out: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pack the manifest's images into content-addressed tar shards (``params.shards``) with an
+    index for random access; ``out`` overrides ``shards.dir`` (the index goes inside it)."""
+    from babelrs_core.data.shards import write_shards
+
+    cfg = params.shards
+    shard_dir = out or cfg.dir
+    index = cfg.index if out is None else Path(out) / cfg.index.name
+    report = write_shards(
+        manifest or params.paths.manifest, shard_dir, cfg.target_mb, index, progress=progress
+    )
+    return report.to_dict()
+
+
+def remote_bootstrap(
+    remote: str = "s3",
+    bucket: str | None = None,
+    endpoint: str | None = None,
+    save: bool = False,
+    repo: Path | None = None,
+) -> dict[str, Any]:
+    """Create the S3 remote's bucket if missing and check access (boto3); see
+    :mod:`babelrs_core.data.remote` for where endpoint, bucket and credentials come from."""
+    from babelrs_core.data.remote import bootstrap
+
+    return bootstrap(repo or Path.cwd(), remote, bucket, endpoint, save=save).to_dict()
