@@ -8,8 +8,14 @@ STAMP := $(VENV)/.babelrs-setup
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
+# Prefect: local state under outputs/, nothing reaches the internet, patient ephemeral start-up
+export PREFECT_HOME ?= $(CURDIR)/outputs/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
+export DO_NOT_TRACK := 1
 
-.PHONY: setup run test test-fast test-slow lint format preview lock clean help
+.PHONY: setup run test test-fast test-slow lint format preview lock clean help serve-scheduler gpu-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,9 +26,8 @@ $(STAMP): requirements/lock.txt requirements/nodeps.txt infra/local/setup.sh pyp
 
 setup: $(STAMP)  ## create .venv from the lock file (+ once-per-machine mmcv build)
 
-run: $(STAMP)  ## main job: generate SOI-mini, import it into the manifest, write the preview mosaic
-	$(BABELRS) data generate
-	$(BABELRS) data import
+run: $(STAMP)  ## main job: the whole pipeline on SOI-mini through the Prefect flow, then the preview
+	$(BABELRS) pipeline run
 	$(BABELRS) data preview
 
 lint: $(STAMP)  ## ruff (the same hook pre-commit runs)
@@ -44,6 +49,12 @@ test-slow: $(STAMP)  ## only the slow end-to-end tests
 
 preview: $(STAMP)  ## regenerate the README's preview mosaic
 	$(BABELRS) data preview
+
+serve-scheduler: $(STAMP)  ## local Prefect server + work pool + gpu limit + weekly deployment + worker (Ctrl-C stops)
+	bash infra/local/serve_scheduler.sh
+
+gpu-check:  ## on a CUDA machine: CUDA, AMP and throughput of the training stages (< 8 min)
+	bash bench/gpu_check.sh
 
 lock: $(STAMP)  ## re-resolve requirements/base.in into requirements/lock.txt
 	bash infra/local/lock.sh

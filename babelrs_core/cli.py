@@ -278,6 +278,26 @@ def pipeline_dvc_yaml(
     typer.echo(f"wrote {out}")
 
 
+@pipeline_app.command("run")
+def pipeline_run(
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="run only these stages (repeatable)")
+    ] = None,
+    track: TrackOpt = True,
+) -> None:
+    """Run the whole pipeline through the Prefect flow `babelrs-retrain` (ephemeral Prefect
+    unless PREFECT_API_URL is set), then print the summary table."""
+    from babelrs_core.summary import render_summary
+    from flows.retrain import babelrs_retrain
+
+    overrides = _parse_overrides(set_)
+    load_params(params, overrides)  # fail fast, before Prefect starts
+    results = babelrs_retrain(str(params), overrides or None, stage or None, track)
+    render_summary(results)
+
+
 @pipeline_app.command("stages")
 def pipeline_stages() -> None:
     """List the stages in order with what they read and write."""

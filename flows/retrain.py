@@ -58,7 +58,17 @@ def stage_task(
     """Run one stage (tracked as a child MLflow run of ``parent_run_id``)."""
     params = parse_params(params_data)
     tracker = Tracker.from_params(params) if track else None
-    result = run_stage(name, params, tracker=tracker, parent_run_id=parent_run_id, runner="prefect")
+    # lineage: content hashes of the data inputs (babelrs.data_hash.<path> tags)
+    inputs = stage(name).inputs(params) if track else []
+    hashes = {str(p): path_hash(p) for p in inputs if p.exists()}
+    result = run_stage(
+        name,
+        params,
+        tracker=tracker,
+        parent_run_id=parent_run_id,
+        runner="prefect",
+        data_hashes=hashes,
+    )
     return json.loads(json.dumps(result, default=str))
 
 
