@@ -253,6 +253,8 @@ class Pretrain(Strict):
     projector_hidden: PosInt | None = None  # null: the language model's width
     pixel_shuffle: PosInt = 1  # merge s x s visual tokens into one (InternVL uses 2)
     region_token: bool = True  # region prompts also get the box's RoI feature as one token
+    hflip: Fraction = 0.5  # training images flipped left-right (boxes in prompts follow)
+    vflip: Fraction = 0.5  # training images flipped top-bottom
     max_prompt_tokens: PosInt = 96
     max_answer_tokens: PosInt = 32
     max_new_tokens: PosInt = 12  # greedy decoding at evaluation (captions: max_answer_tokens)

@@ -1,0 +1,147 @@
+"""Checkpoints of the detector: mmengine's training checkpoints, checked before resuming, and the
+exported inference checkpoint (``detector.json`` + ``detector.safetensors``).
+
+Layout of a fine-tuning output folder (``paths.finetune_out``)::
+
+    detector.json          format babelrs-detector/1: model config (rebuilds the network without
+                           any pretrained file), datasets and class names, normalisation, image
+                           sizes, init, sha256 of the weights
+    detector.safetensors   final weights (state dict), loaded with strict keys
+    metrics.jsonl          training metrics every finetune.log_every iterations
+    train.json             run summary (timing, losses, non-finite steps, settings)
+    run.json               fingerprint of the run-shaping params (resume refuses a different run)
+    checkpoints/           mmengine work_dir: iter_N.pth, last_checkpoint, logs
+
+Every file our code loads is read safely: safetensors for weights, and ``torch.load(...,
+weights_only=True)`` (with mmengine's small allow-list of numpy / log-buffer types) to check a
+training checkpoint before mmengine resumes from it. A damaged file raises
+:class:`DetectorCheckpointError` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from babelrs_core.io.atomic import atomic_path, write_json
+
+DETECTOR_FORMAT = "babelrs-detector/1"
+DETECTOR_JSON = "detector.json"
+DETECTOR_WEIGHTS = "detector.safetensors"
+
+
+class DetectorCheckpointError(RuntimeError):
+    """A detector checkpoint is missing, corrupted, or from a different run."""
+
+
+def sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def safe_load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load an mmengine checkpoint with ``weights_only=True``; a damaged file raises clearly."""
+    from mmengine.runner.checkpoint import get_torch_safe_globals
+
+    path = Path(path)
+    if not path.exists():
+        raise DetectorCheckpointError(f"{path}: checkpoint not found")
+    try:
+        with torch.serialization.safe_globals(get_torch_safe_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DetectorCheckpointError(
+            f"{path}: corrupted or unsafe checkpoint ({type(exc).__name__}: {exc}); delete it (and "
+            f"its line in {path.parent / 'last_checkpoint'}) to resume from an older one, or run "
+            "without resume"
+        ) from None
+    missing = [k for k in ("meta", "state_dict", "optimizer") if k not in state]
+    if missing:
+        raise DetectorCheckpointError(f"{path}: incomplete checkpoint (missing {missing})")
+    return state
+
+
+def latest_training_checkpoint(work_dir: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint mmengine would resume from (``last_checkpoint``), or ``None``."""
+    marker = Path(work_dir) / "last_checkpoint"
+    if not marker.exists():
+        return None
+    name = marker.read_text().strip()
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_absolute():
+        path = Path(work_dir) / path
+    if not path.exists():  # the folder moved: look beside the marker
+        path = Path(work_dir) / Path(name).name
+    return path
+
+
+def save_weights(model: nn.Module, target: str | os.PathLike[str]) -> str:
+    """Write the model's state dict as safetensors atomically; return its sha256."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(target, suffix=".safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": DETECTOR_FORMAT})
+    return sha256(target)
+
+
+def export_detector(model: nn.Module, out: str | os.PathLike[str], info: dict[str, Any]) -> dict:
+    """Write ``detector.safetensors``, then ``detector.json`` (``info``, format, sha256)."""
+    out = Path(out)
+    digest = save_weights(model, out / DETECTOR_WEIGHTS)
+    meta = {**info, "format": DETECTOR_FORMAT, "weights": DETECTOR_WEIGHTS, "sha256": digest}
+    write_json(out / DETECTOR_JSON, meta)
+    return meta
+
+
+def read_detector_json(source: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """(folder, description) of an exported detector (folder or its ``detector.json``)."""
+    source = Path(source)
+    meta_path = source / DETECTOR_JSON if source.is_dir() or not source.suffix else source
+    if not meta_path.exists():
+        raise FileNotFoundError(
+            f"{meta_path}: detector description not found (run fine-tuning first)"
+        )
+    try:
+        info = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DetectorCheckpointError(f"{meta_path}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict) or info.get("format") != DETECTOR_FORMAT:
+        raise DetectorCheckpointError(f"{meta_path}: not a {DETECTOR_FORMAT} file")
+    return meta_path.parent, info
+
+
+def load_weights(
+    model: nn.Module, folder: str | os.PathLike[str], info: dict[str, Any], device: str = "cpu"
+) -> None:
+    """Load ``detector.safetensors`` strictly after checking its sha256 against the JSON."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / info["weights"]
+    if not path.exists():
+        raise DetectorCheckpointError(f"{path}: detector weights not found")
+    if info.get("sha256") and sha256(path) != info["sha256"]:
+        raise DetectorCheckpointError(
+            f"{path}: sha256 does not match {DETECTOR_JSON} (corrupted or replaced file)"
+        )
+    try:
+        state = load_file(str(path), device=device)
+    except Exception as exc:
+        raise DetectorCheckpointError(f"{path}: unreadable weights ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DetectorCheckpointError(
+            f"{path}: weights do not fit the model in {DETECTOR_JSON}: missing "
+            f"{sorted(missing)[:6]}, unexpected {sorted(unexpected)[:6]}"
+        )

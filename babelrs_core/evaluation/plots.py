@@ -1,0 +1,117 @@
+"""Evaluation plots: precision-recall curves (PNG + DVC plot data) and predictions drawn on images.
+
+DVC ``plots`` data are CSV files with a header (``recall,precision``), one file per dataset, so that
+``dvc plots show`` draws one line per file and revision; the PNGs are for people without DVC (DVC's
+HTML plots load their charting script from a CDN).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from babelrs_core.evaluation.metrics import RECALL_POINTS, DatasetScore
+from babelrs_core.io.atomic import atomic_path
+
+GT_COLOR = (40, 220, 60)
+PRED_COLOR = (255, 60, 40)
+
+
+def write_pr_csv(score: DatasetScore, target: str | os.PathLike[str]) -> Path:
+    """Class-mean precision-recall curve at IoU 0.5 as ``recall,precision`` CSV rows."""
+    target = Path(target)
+    with atomic_path(target, suffix=".csv") as tmp, tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["recall", "precision"])
+        for r, p in zip(RECALL_POINTS, score.pr_mean(), strict=True):
+            w.writerow([round(float(r), 4), round(float(p), 6)])
+    return target
+
+
+def write_pr_classes_csv(scores: Sequence[DatasetScore], target: str | os.PathLike[str]) -> Path:
+    """Every class's curve in long form: ``dataset,class,recall,precision``."""
+    target = Path(target)
+    with atomic_path(target, suffix=".csv") as tmp, tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["dataset", "class", "recall", "precision"])
+        for s in scores:
+            for c in s.scored:
+                for r, p in zip(RECALL_POINTS, c.pr50, strict=True):
+                    w.writerow([s.name, c.name, round(float(r), 4), round(float(p), 6)])
+    return target
+
+
+def plot_pr_curves(scores: Sequence[DatasetScore], target: str | os.PathLike[str]) -> Path:
+    """One panel per dataset: per-class PR curves at IoU 0.5 (thin) and the class mean (thick)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(scores), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4), squeeze=False)
+    for ax, s in zip(axes[0], scores, strict=False):
+        for c in s.scored:
+            ax.plot(RECALL_POINTS, c.pr50, lw=1, alpha=0.7, label=f"{c.name} ({c.ap50:.1f})")
+        ax.plot(RECALL_POINTS, s.pr_mean(), lw=2.5, color="black", label=f"mean ({s.ap50:.1f})")
+        ax.set_title(f"{s.name}: AP@50 {s.ap50:.1f}, mAP {s.map:.1f}")
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision (IoU 0.5)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    target = Path(target)
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return target
+
+
+def draw_detections(
+    image: np.ndarray,
+    gt: Sequence[dict[str, Any]],
+    preds: Sequence[dict[str, Any]],
+    score_thr: float = 0.3,
+) -> Image.Image:
+    """Ground truth (green) and predictions above ``score_thr`` (red, with class and score)."""
+    im = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    for g in gt:
+        draw.rectangle([float(v) for v in g["bbox"]], outline=GT_COLOR, width=1)
+    for p in preds:
+        if p["score"] < score_thr:
+            continue
+        box = [p["x1"], p["y1"], p["x2"], p["y2"]]
+        draw.rectangle(box, outline=PRED_COLOR, width=2)
+        draw.text((p["x1"] + 2, max(p["y1"] - 11, 0)), f"{p['class_name']} {p['score']:.2f}",
+                  fill=PRED_COLOR)  # fmt: skip
+    return im
+
+
+def mosaic(tiles: Sequence[Image.Image], title: str, tile_px: int = 256) -> Image.Image:
+    """Tiles in one row (each scaled to ``tile_px`` high) under a one-line title."""
+    scaled = [t.resize((max(1, round(t.width * tile_px / t.height)), tile_px)) for t in tiles]
+    width = sum(t.width for t in scaled) + 4 * (len(scaled) + 1) if scaled else 200
+    out = Image.new("RGB", (max(width, 200), tile_px + 24), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    draw.text((4, 4), title, fill=(0, 0, 0))
+    x = 4
+    for t in scaled:
+        out.paste(t, (x, 20))
+        x += t.width + 4
+    return out
+
+
+def save_png(image: Image.Image, target: str | os.PathLike[str]) -> Path:
+    target = Path(target)
+    with atomic_path(target, suffix=".png") as tmp:
+        image.save(tmp, format="PNG")
+    return target

@@ -1,0 +1,119 @@
+"""Training checkpoints: written atomically, loaded with ``torch.load(weights_only=True)``.
+
+A checkpoint holds the model and optimizer / scheduler / grad-scaler states, the step, the RNG
+states (as tensors and plain types) and a fingerprint of the params that shape the run, so that a
+rerun resumes exactly where the last one stopped, or refuses clearly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from babelrs_core.io.atomic import atomic_path
+
+FORMAT = 1
+_NAME = re.compile(r"^step_(\d{7})\.pt$")
+REQUIRED = ("format", "step", "model", "optimizer", "scheduler", "rng", "fingerprint")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is corrupted, incomplete or from a different configuration."""
+
+
+def checkpoint_path(folder: str | os.PathLike[str], step: int) -> Path:
+    return Path(folder) / f"step_{step:07d}.pt"
+
+
+def list_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
+    """Checkpoints in ``folder``, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
+    found = list_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors / plain types (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(
+    folder: str | os.PathLike[str], step: int, state: dict[str, Any], keep: int = 1
+) -> Path:
+    """Write ``state`` as ``step_NNNNNNN.pt`` atomically; keep only the newest ``keep`` files."""
+    target = checkpoint_path(folder, step)
+    payload = {"format": FORMAT, "step": int(step), **state}
+    with atomic_path(target, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+    for old in list_checkpoints(folder)[:-keep]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint safely; any damage raises :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: corrupted or unreadable checkpoint ({type(exc).__name__}: {exc}); "
+            f"delete it to restart from the previous checkpoint or from scratch"
+        ) from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
+        missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+        raise CheckpointError(f"{path}: incomplete checkpoint (missing {missing}); delete it")
+    if state["format"] != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {state['format']} != {FORMAT}")
+    return state
+
+
+def check_fingerprint(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume a run whose shaping params changed."""
+    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff[:6])
+        raise CheckpointError(
+            f"{path}: written with different params ({shown}); delete {path.parent} or run "
+            f"without resume to start over"
+        )

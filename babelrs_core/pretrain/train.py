@@ -1,0 +1,394 @@
+"""The pretraining loop: CSIA loss on response tokens, LVSA annealing by optimizer step, AdamW with
+warmup + cosine, gradient clipping, fp32 / bf16 / fp16-AMP, freeze switches, per-step metrics,
+atomic checkpoints and exact resume, then the encoder export and the held-out evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from babelrs_core.config import Params
+from babelrs_core.io.atomic import write_text
+from babelrs_core.models.encoders import VisionEncoder, build_encoder
+from babelrs_core.models.lvsa import TapFusion, alpha
+from babelrs_core.models.pivot import Pivot, TinyBertSpec, load_pivot
+from babelrs_core.models.projector import Projector
+from babelrs_core.pretrain import checkpoint as ckpt
+from babelrs_core.pretrain.dataset import PretrainData, build_data
+from babelrs_core.pretrain.model import AlignModel
+
+#: ``log_metrics(step, metrics)``: called once per optimizer step with finite-or-not floats (e.g.
+#: :class:`babelrs_core.tracking.MetricBuffer`, which sends them to MLflow in batches).
+MetricsHook = Callable[[int, dict[str, float]], None]
+
+MODALITIES = ("sar", "rgb", "ir")
+#: params that may change between a run and its resume
+_RESUME_FREE = {"checkpoint_every", "eval_max_per_task", "max_new_tokens", "threads", "device"}
+
+
+class JsonlLogger:
+    """Append one JSON line per step to ``path`` (the default ``log_metrics`` hook)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines of steps after ``step`` (a resumed run rewrites them)."""
+        if not self.path.exists():
+            return
+        keep = [
+            ln
+            for ln in self.path.read_text().splitlines()
+            if ln.strip() and json.loads(ln).get("step", 0) <= step
+        ]
+        write_text(self.path, "".join(ln + "\n" for ln in keep))
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("pretrain.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1 over ``warmup`` steps, then cosine down to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup, 1)
+    progress = min(max(step - warmup, 0) / span, 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def fingerprint(params: Params) -> dict[str, Any]:
+    """The params a checkpoint must agree with to be resumed (dotted keys)."""
+    cfg = params.pretrain.model_dump(mode="json")
+    flat: dict[str, Any] = {"seed": params.seed, "model.encoder": params.model.encoder}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}", v)
+        else:
+            flat[prefix] = node
+
+    for k, v in cfg.items():
+        if k not in _RESUME_FREE:
+            walk(f"pretrain.{k}", v)
+    return flat
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(params: Params, pivot: Pivot) -> tuple[AlignModel, VisionEncoder]:
+    """Encoder (+ weights), tap fusion, projector and the pivot as one :class:`AlignModel`."""
+    cfg = params.pretrain
+    encoder = build_encoder(
+        params.model.encoder, pretrained=cfg.pretrained, weights=cfg.encoder_weights, bn=cfg.bn
+    )
+    layers = encoder.resolve_layers(cfg.lvsa.layers)
+    taps = [encoder.tap_info(k) for k in layers]
+    fusion = TapFusion(taps, cfg.lvsa.mode, cfg.lvsa.grid, cfg.lvsa.width)
+    projector = Projector(fusion.out_channels, pivot.width, cfg.projector_hidden, cfg.pixel_shuffle)
+    return AlignModel(encoder, layers, fusion, projector, pivot, cfg.lvsa.tau), encoder
+
+
+def apply_freeze(model: AlignModel, params: Params) -> None:
+    """Set ``requires_grad`` per part. Tied LM input/output embeddings follow ``lm_embeddings``."""
+    fr = params.pretrain.freeze
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for module, frozen in (
+        (model.encoder, fr.encoder),
+        (model.fusion, fr.projector),
+        (model.projector, fr.projector),
+    ):
+        for p in module.parameters():
+            p.requires_grad_(not frozen)
+    pivot = model.pivot
+    head = [pivot.head] + ([pivot.final_norm()] if pivot.final_norm() is not None else [])
+    for m in head:
+        for p in m.parameters():
+            p.requires_grad_(not fr.lm_head)
+    for layer in list(pivot.layers())[: fr.lm_layers]:
+        for p in layer.parameters():
+            p.requires_grad_(False)
+    if fr.lm_embeddings:
+        emb = pivot.base.embeddings if pivot.is_bert else pivot.model.get_input_embeddings()
+        for p in emb.parameters():
+            p.requires_grad_(False)
+
+
+def param_groups(model: AlignModel, params: Params) -> list[dict[str, Any]]:
+    """AdamW groups: per-part learning rates; no weight decay on 1-D parameters (bias, norms)."""
+    cfg = params.pretrain
+    parts = (
+        ("encoder", model.encoder, cfg.lr * cfg.lr_scale_encoder),
+        ("projector", nn.ModuleList([model.fusion, model.projector]), cfg.lr),
+        ("lm", model.pivot, cfg.lr * cfg.lr_scale_lm),
+    )
+    groups, seen = [], set()
+    for name, module, lr in parts:
+        decay, no_decay = [], []
+        for p in module.parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (decay if p.ndim >= 2 else no_decay).append(p)
+        for ps, wd, tag in ((decay, cfg.weight_decay, ""), (no_decay, 0.0, "/no_decay")):
+            if ps:
+                groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name + tag})
+    if not groups:
+        raise ValueError("pretrain.freeze: every part is frozen, nothing to train")
+    return groups
+
+
+def autocast_for(precision: str, device: torch.device):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _encode_fn(pivot: Pivot) -> Callable[[str], list[int]]:
+    tok = pivot.tokenizer
+    return lambda text: tok.encode(text, add_special_tokens=False)
+
+
+def prepare(params: Params, manifest: Path) -> tuple[AlignModel, PretrainData]:
+    """Seeded construction of the model and the data (identical on every (re)run)."""
+    cfg = params.pretrain
+    seed_everything(params.seed)
+    tiny = TinyBertSpec(
+        cfg.tiny_lm.hidden_size,
+        cfg.tiny_lm.layers,
+        cfg.tiny_lm.heads,
+        cfg.tiny_lm.intermediate_size,
+    )
+    pivot = load_pivot(cfg.language_model, tiny, seed=params.seed)
+    model, _ = build_model(params, pivot)
+    apply_freeze(model, params)
+    data = build_data(
+        manifest,
+        _encode_fn(pivot),
+        image_size=cfg.image_size,
+        holdout_fraction=cfg.holdout_fraction,
+        eval_splits=cfg.eval_splits,
+        seed=params.seed,
+        raw=params.paths.raw,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+        max_answer_tokens=cfg.max_answer_tokens,
+        eos_id=pivot.eos_id,
+        sep_ids=pivot.sep_ids,
+        pad_id=pivot.pad_id,
+        task_weights=cfg.tasks.model_dump(),
+        eval_max_per_task=cfg.eval_max_per_task,
+        region_token=cfg.region_token,
+        hflip=cfg.hflip,
+        vflip=cfg.vflip,
+    )
+    return model, data
+
+
+def run_pretraining(
+    params: Params,
+    manifest: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    callbacks: Iterable[MetricsHook] = (),
+    stop_after: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train, export the encoder and evaluate; returns a JSON-able summary.
+
+    Outputs under ``out`` (default ``params.paths.pretrain_out``): ``encoder.safetensors``,
+    ``encoder.json``, ``projector.safetensors``, ``metrics.json``, ``metrics.jsonl`` and
+    ``checkpoints/``. With ``resume`` a rerun continues from the newest checkpoint.
+    ``stop_after`` ends the process-equivalent of a crash after that many steps (tests).
+    """
+    from babelrs_core.pretrain.evaluate import evaluate, export_outputs
+
+    cfg = params.pretrain
+    manifest = Path(manifest or params.paths.manifest)
+    out = Path(out or params.paths.pretrain_out)
+    ckpt_dir = out / "checkpoints"
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    model, data = prepare(params, manifest)
+    model.to(device)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, params), betas=(0.9, 0.999), eps=1e-8, foreach=True
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    logger = JsonlLogger(out / "metrics.jsonl")
+    hooks: list[MetricsHook] = [logger, *callbacks]
+    fp = fingerprint(params)
+
+    start, nonfinite = 0, 0
+    latest = ckpt.latest_checkpoint(ckpt_dir) if resume else None
+    if latest is not None:
+        state = ckpt.load_checkpoint(latest, map_location=device)
+        ckpt.check_fingerprint(latest, state["fingerprint"], fp)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        start, nonfinite = int(state["step"]), int(state.get("nonfinite_steps", 0))
+        logger.truncate_after(start)
+    else:
+        for old in ckpt.list_checkpoints(ckpt_dir):
+            old.unlink()
+        logger.path.unlink(missing_ok=True)
+
+    def save(step: int) -> None:
+        ckpt.save_checkpoint(
+            ckpt_dir,
+            step,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "rng": ckpt.rng_state(),
+                "fingerprint": fp,
+                "nonfinite_steps": nonfinite,
+            },
+        )
+
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    model.train()
+    losses: list[float] = []
+    t_train = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="pretrain", unit="step")
+    for step in range(start, cfg.steps):
+        ts = time.perf_counter()
+        idx, flips = data.draw(step, cfg.batch_size, params.seed)
+        batch = data.collate([data.train[i] for i in idx], flips=flips)
+        batch.images, batch.text_ids = batch.images.to(device), batch.text_ids.to(device)
+        batch.text_mask, batch.labels = batch.text_mask.to(device), batch.labels.to(device)
+        batch.region_at, batch.boxes = batch.region_at.to(device), batch.boxes.to(device)
+        with autocast_for(cfg.precision, device):
+            tok_losses, rows = model.token_losses(batch, step)
+        loss = tok_losses.mean()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm))
+        finite = math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)
+        if scaler.is_enabled():
+            scaler.step(optimizer)  # skips the update itself on inf / nan gradients
+            scaler.update()
+        elif finite:
+            optimizer.step()
+        nonfinite += int(not finite)
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+        metrics: dict[str, float] = {
+            "loss": float(loss.detach()),
+            "grad_norm": grad_norm,
+            "alpha": alpha(step, cfg.lvsa.tau),
+            "lr": cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio),
+            "nonfinite_steps": nonfinite,
+        }
+        mods = [batch.modalities[r] for r in rows.tolist()]
+        for m in MODALITIES:  # a modality absent from this batch has no key at this step
+            sel = [i for i, mm in enumerate(mods) if mm == m]
+            if sel:
+                metrics[f"loss_{m}"] = float(tok_losses.detach()[sel].mean())
+        metrics["samples_per_s"] = cfg.batch_size / max(time.perf_counter() - ts, 1e-9)
+        for hook in hooks:
+            hook(step + 1, metrics)
+        losses.append(float(loss.detach()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_after:
+            save(done)
+        if stop_after is not None and done >= stop_after and done < cfg.steps:
+            if bar is not None:
+                bar.close()
+            return {"stopped_at": done, "out": str(out)}
+    if bar is not None:
+        bar.close()
+    train_s = time.perf_counter() - t_train
+
+    t_eval = time.perf_counter()
+    heldout = evaluate(model, data, params, device)
+    eval_s = time.perf_counter() - t_eval
+    history = _read_losses(logger.path)
+    summary = export_outputs(
+        out,
+        model,
+        data,
+        params,
+        heldout,
+        history,
+        {
+            "total_s": time.perf_counter() - t0,
+            "train_s": train_s,
+            "eval_s": eval_s,
+            "steps_this_run": cfg.steps - start,
+            "resumed_from": start,
+            "nonfinite_steps": nonfinite,
+        },
+    )
+    return summary
+
+
+def _read_losses(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def trainable_summary(model: AlignModel) -> dict[str, int]:
+    """Trainable / total parameter counts per part."""
+    out = {}
+    for name, module in (
+        ("encoder", model.encoder),
+        ("fusion", model.fusion),
+        ("projector", model.projector),
+        ("lm", model.pivot),
+    ):
+        ps = list(module.parameters())
+        out[f"{name}_trainable"] = sum(p.numel() for p in ps if p.requires_grad)
+        out[f"{name}_total"] = sum(p.numel() for p in ps)
+    return out
+
+
+def modalities_of(items: Sequence[Any]) -> list[str]:
+    return sorted({i.modality for i in items})

@@ -1,0 +1,73 @@
+"""The finetune / evaluation sections of params.yaml and the mmengine config built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from babelrs_core.config import ConfigError, load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(**overrides: object):
+    return load_params(ROOT / "params.yaml", overrides)
+
+
+def test_shipped_defaults() -> None:
+    p = _load()
+    ft = p.finetune
+    assert ft.init == "csia" and ft.batch_size == 4
+    assert ft.source_ratio == {"sardet": 2, "dota": 1, "dronevehicle": 1}
+    assert set(ft.heads) == {"sardet", "dota", "dronevehicle"}
+    assert ft.heads["sardet"].type == "gfl" and ft.heads["sardet"].box_type == "hbox"
+    assert ft.modalities["sar"].rot90 == 0.0  # SAR geometry: no quarter turns
+    assert p.evaluation.splits == {"sardet": "test", "dota": "val", "dronevehicle": "test"}
+    assert p.paths.finetune_out == Path("outputs/finetune")
+    assert p.paths.eval_out == Path("outputs/eval")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"finetune.batch_size": 6}, "multiple of the source_ratio sum"),
+        ({"finetune.source_ratio": {"sardet": 1, "dota": 1}}, "must equal heads keys"),
+        ({"finetune.init": "dino"}, "finetune.init"),
+        ({"finetune.heads.dota.type": "yolo"}, "finetune.heads.dota.type"),
+        ({"finetune.modalities.sar.mean": [1.0, 2.0]}, "three values"),
+        ({"finetune.modalities.sar.mean": [1.0, 2.0, 3.0]}, "both mean and std"),
+        ({"finetune.lr_steps": [0.9, 0.5]}, "increasing"),
+        ({"finetune.precision": "fp8"}, "finetune.precision"),
+        ({"evaluation.splits": {"sardet": "holdout"}}, "evaluation.splits.sardet"),
+    ],
+)
+def test_invalid_values_are_refused(overrides: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(**overrides)
+    assert fragment in str(err.value)
+
+
+def test_runner_config_from_params() -> None:
+    from babelrs_core.detector.config import runner_config, schedule
+
+    p = _load(**{"finetune.iters": 120, "finetune.warmup_iters": 12})
+    norm = {m: {"mean": [0.0] * 3, "std": [1.0] * 3} for m in ("sar", "rgb", "ir")}
+    cfg = runner_config(p, "m.parquet", "/tmp/w", norm, pretrained_dir="/tmp/pre")
+    assert cfg["train_cfg"] == {"type": "IterBasedTrainLoop", "max_iters": 120, "val_interval": 121}
+    sampler = cfg["train_dataloader"]["sampler"]
+    assert sampler["type"] == "MultiSourceRatioSampler" and sampler["source_ratio"] == [2, 1, 1]
+    sources = cfg["train_dataloader"]["dataset"]["datasets"]
+    assert [d["dataset"] for d in sources] == ["sardet", "dota", "dronevehicle"]
+    ir_pipe = [t["type"] for t in sources[2]["pipeline"]]
+    assert ir_pipe == ["LoadManifestSample", "Resize", "RandomFlip", "RandomFlip", "RandomRot90",
+                       "PackDetInputs"]  # fmt: skip
+    assert "RandomRot90" not in [t["type"] for t in sources[0]["pipeline"]]
+    model = cfg["model"]
+    assert model["backbone"]["init"] == "csia" and model["backbone"]["pretrained_dir"] == "/tmp/pre"
+    assert model["neck"]["in_channels"] == [40, 112, 320]  # EfficientNet-Lite0 taps
+    assert model["heads"]["dota"]["num_classes"] == 15
+    assert model["heads"]["sardet"]["anchor_generator"]["strides"] == [8, 16, 32, 64, 128]
+    assert cfg["optim_wrapper"]["max_norm"] == p.finetune.clip_grad_norm
+    warm, steps = schedule(p)
+    assert warm["end"] == 12 and steps["milestones"] == [80, 110]

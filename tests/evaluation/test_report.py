@@ -1,0 +1,56 @@
+"""The generated "Detector fine-tuning" section of docs/results.md and its tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from babelrs_core.evaluation.report import (
+    SECTION,
+    results_section,
+    results_table,
+    update_results_md,
+)
+
+
+def _eval(h: float) -> dict:
+    ds = {"ap50": 50.0, "map": 20.0, "classes_scored": 2, "images": 3, "objects": 4,
+          "detections": 5}  # fmt: skip
+    return {"overall": {"ap50": 50.0, "map": 20.0, "hmap": h, "classes_scored": 6},
+            "sardet": ds, "dota": ds, "dronevehicle": ds}  # fmt: skip
+
+
+def test_table_has_one_row_per_run_and_the_paper_row() -> None:
+    table = results_table([{"label": "csia", "eval": _eval(21.5)},
+                           {"label": "imagenet", "eval": _eval(19.25)}])  # fmt: skip
+    lines = table.splitlines()
+    assert lines[0].startswith("| run | SAR AP@50 | SAR mAP | DOTA AP@50")
+    assert lines[0].rstrip().endswith("| Overall AP@50 | Overall mAP | H-mAP |")
+    assert "| csia |" in table and "**21.50**" in table and "**19.25**" in table
+    assert "| 91.70 | 63.30 |" in table and "53.02" in lines[-1]
+
+
+def test_update_touches_only_its_section(tmp_path: Path) -> None:
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\n## Pretraining\n\ntheirs\n\n## Other\n\nkeep\n")
+    section = results_section([{"label": "csia", "eval": _eval(21.5), "train": {}, "info": {}}])
+    update_results_md(doc, section)
+    text = doc.read_text()
+    assert "## Pretraining\n\ntheirs\n" in text and "## Other\n\nkeep\n" in text
+    assert text.count(SECTION) == 1
+    # regenerate with new numbers in place: still one section, others untouched
+    update_results_md(doc, results_section([{"label": "x", "eval": _eval(7.0)}]))
+    text2 = doc.read_text()
+    assert text2.count(SECTION) == 1 and "**7.00**" in text2 and "**21.50**" not in text2
+    assert text2.index("## Pretraining") < text2.index(SECTION)
+    assert "## Other\n\nkeep\n" in text2
+
+
+def test_section_is_inserted_before_later_sections_when_present(tmp_path: Path) -> None:
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# Results\n\n{SECTION}\n\nold\n\n## Pretraining\n\ntheirs\n")
+    update_results_md(doc, results_section([{"label": "csia", "eval": _eval(1.0)}]))
+    text = doc.read_text()
+    assert "old" not in text and text.endswith("## Pretraining\n\ntheirs\n")
+    new = tmp_path / "new.md"
+    update_results_md(new, results_section([{"label": "csia", "eval": _eval(1.0)}]))
+    assert new.read_text().startswith("# Results\n\n" + SECTION)
