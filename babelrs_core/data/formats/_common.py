@@ -9,13 +9,14 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from babelrs_core.concepts import soi_label
 from babelrs_core.data.formats.errors import (
     OUTSIDE_IMAGE,
     TOO_SMALL,
     ZERO_AREA,
     FormatError,
 )
-from babelrs_core.data.manifest import hbox_from_poly
+from babelrs_core.data.manifest import ManifestRow, hbox_from_poly
 
 #: Split names that readers look for when no splits are given.
 KNOWN_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -160,3 +161,25 @@ def place(
     if x2 - x1 < min_size or y2 - y1 < min_size:
         return Rejected(TOO_SMALL, f"box {x2 - x1:g}x{y2 - y1:g} after clipping < {min_size:g}")
     return Placed(poly, (x1, y1, x2, y2))
+
+
+def object_row(
+    base: dict, index: int, dataset: str, name: str, raw: str, placed: Placed, difficult: bool,
+    line: int,
+) -> ManifestRow:  # fmt: skip
+    """The manifest row of one placed object of an image described by ``base``."""
+    x1, y1, x2, y2 = placed.box
+    return ManifestRow(
+        **base,
+        object_index=index,
+        class_name=name,
+        raw_class=raw,
+        label=soi_label(dataset, name),
+        x1=x1,
+        y1=y1,
+        x2=x2,
+        y2=y2,
+        poly=placed.poly,
+        difficult=difficult,
+        source_line=line,
+    )

@@ -52,13 +52,14 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from babelrs_core.concepts import UnknownClassError, normalize, soi_label
+from babelrs_core.concepts import UnknownClassError, normalize
 from babelrs_core.config import Importers
 from babelrs_core.data.formats._common import (
     KNOWN_SPLITS,
     Placed,
     finite,
     image_size,
+    object_row,
     pair_by_stem,
     place,
     rel,
@@ -215,21 +216,7 @@ def read_file(
                 Dropped(DATASET, MODALITY, split, source, lineno, placed.reason, raw, placed.detail)
             )
             continue
-        x1, y1, x2, y2 = placed.box
-        yield ManifestRow(
-            **base,
-            object_index=k,
-            class_name=name,
-            raw_class=raw,
-            label=soi_label(DATASET, name),
-            x1=x1,
-            y1=y1,
-            x2=x2,
-            y2=y2,
-            poly=placed.poly,
-            difficult=difficult,
-            source_line=lineno,
-        )
+        yield object_row(base, k, DATASET, name, raw, placed, difficult, lineno)
         k += 1
     if k == 0:
         yield ManifestRow(**base)

@@ -66,13 +66,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
 
-from babelrs_core.concepts import UnknownClassError, is_ignored, normalize, soi_label
+from babelrs_core.concepts import UnknownClassError, is_ignored, normalize
 from babelrs_core.config import Importers
 from babelrs_core.data.formats._common import (
     KNOWN_SPLITS,
     Placed,
     finite,
     image_size,
+    object_row,
     pair_by_stem,
     place,
     rel,
@@ -277,21 +278,7 @@ def read_file(
                 reason = IN_BORDER
             drop(reason, f"{what}: {placed.detail}")
             continue
-        x1, y1, x2, y2 = placed.box
-        yield ManifestRow(
-            **base,
-            object_index=k,
-            class_name=name,
-            raw_class=raw,
-            label=soi_label(DATASET, name),
-            x1=x1,
-            y1=y1,
-            x2=x2,
-            y2=y2,
-            poly=placed.poly,
-            difficult=difficult,
-            source_line=n,
-        )
+        yield object_row(base, k, DATASET, name, raw, placed, difficult, n)
         k += 1
     if k == 0:
         yield ManifestRow(**base)
