@@ -39,12 +39,15 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 test: $(STAMP) lint  ## lint, then the whole test suite (slow end-to-end tests included)
+	@mkdir -p $(PREFECT_HOME)
 	$(VENV)/bin/pytest -q
 
 test-fast: $(STAMP)  ## the suite without the slow end-to-end tests
+	@mkdir -p $(PREFECT_HOME)
 	$(VENV)/bin/pytest -q -m "not slow"
 
 test-slow: $(STAMP)  ## only the slow end-to-end tests
+	@mkdir -p $(PREFECT_HOME)
 	$(VENV)/bin/pytest -q -m slow
 
 preview: $(STAMP)  ## regenerate the README's preview mosaic
