@@ -132,12 +132,10 @@ PIPELINE: list[StageSpec] = [
         params=("paths.manifest", "validation"),
         code=("babelrs_core/data/validation.py", "babelrs_core/data/validation_rules.py"),
         deps=("{paths.manifest}", "{paths.raw}"),
-        outs=(
-            "{validation.out_dir}/report.json",
-            "{validation.out_dir}/report.md",
-            "{validation.data_docs_dir}",
-        ),
+        outs=("{validation.out_dir}/report.json", "{validation.out_dir}/report.md"),
         metrics=("{validation.out_dir}/summary.json",),
+        # Data Docs are optional (validation.data_docs): an MLflow artifact, not a DVC output
+        extra={"artifacts": ("{validation.out_dir}/report.md", "{validation.data_docs_dir}")},
     ),
     StageSpec(
         name="shard",
