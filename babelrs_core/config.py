@@ -197,7 +197,7 @@ class Lvsa(Strict):
     # values count from the end (-1 = last block). null: the encoder's default taps.
     layers: list[int] | None = [5, 11, 16]
     tau: NonNegInt = 90  # optimizer steps until alpha(t) = min(t / tau, 1) reaches 1
-    grid: PosInt = 4  # CNN taps are average-pooled to grid x grid before blending
+    grid: PosInt = 16  # CNN taps are resized to grid x grid before blending
     width: PosInt | None = None  # common width of CNN taps (1x1 conv); null: last tap's width
 
 
@@ -214,11 +214,11 @@ class PretrainFreeze(Strict):
 class TaskWeights(Strict):
     """Sampling weight of each CSIA instruction task (0 disables a task)."""
 
-    region: NonNegFloat = 0.6
-    count: NonNegFloat = 0.1
-    presence: NonNegFloat = 0.1
-    listing: NonNegFloat = 0.1
-    caption: NonNegFloat = 0.1
+    region: NonNegFloat = 0.7
+    count: NonNegFloat = 0.075
+    presence: NonNegFloat = 0.075
+    listing: NonNegFloat = 0.075
+    caption: NonNegFloat = 0.075
 
 
 class TinyLm(Strict):
@@ -240,7 +240,7 @@ class Pretrain(Strict):
     image_size: PosInt = 128
     steps: PosInt = 300
     batch_size: PosInt = 8
-    lr: PosFloat = 5e-4
+    lr: PosFloat = 1e-3
     lr_scale_encoder: NonNegFloat = 0.2
     lr_scale_lm: NonNegFloat = 0.2
     warmup_steps: NonNegInt = 30
@@ -251,16 +251,18 @@ class Pretrain(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: NonNegInt = 0  # torch CPU threads; 0: torch's default
     projector_hidden: PosInt | None = None  # null: the language model's width
-    pixel_shuffle: PosInt = 1  # merge s x s visual tokens into one (InternVL uses 2)
-    region_token: bool = True  # region prompts also get the box's RoI feature as one token
+    pixel_shuffle: PosInt = 4  # merge s x s visual cells into one token (InternVL uses 2)
+    region_token: bool = True  # region prompts also get RoI-feature and box-size tokens
     hflip: Fraction = 0.5  # training images flipped left-right (boxes in prompts follow)
     vflip: Fraction = 0.5  # training images flipped top-bottom
+    region_prefix_dropout: Fraction = 0.0  # region prompts: P(image tokens hidden) in training
+    region_roi_dropout: Fraction = 0.0  # region prompts: P(RoI feature hidden, box size kept)
     max_prompt_tokens: PosInt = 96
     max_answer_tokens: PosInt = 32
     max_new_tokens: PosInt = 12  # greedy decoding at evaluation (captions: max_answer_tokens)
     holdout_fraction: Fraction = 0.15  # train images whose prompts are held out for evaluation
     eval_splits: list[Split] = ["val"]  # further held-out images (never trained on)
-    eval_max_per_task: PosInt = 120  # held-out prompts per modality and task
+    eval_max_per_task: PosInt = 80  # held-out prompts per modality and task
     checkpoint_every: PosInt = 100
     tasks: TaskWeights = TaskWeights()
     freeze: PretrainFreeze = PretrainFreeze()
@@ -458,6 +460,18 @@ class Params(Strict):
     def _no_nan(cls, value: Any) -> Any:
         _reject_nan(value)
         return value
+
+    @model_validator(mode="after")
+    def _visual_grid(self) -> Params:
+        pt = self.pretrain
+        if self.model.encoder.startswith("vit"):
+            return self  # ViT grids follow image_size / patch; checked when the model is built
+        if pt.lvsa.grid % pt.pixel_shuffle:
+            raise ValueError(
+                f"pretrain.lvsa.grid ({pt.lvsa.grid}) must be a multiple of "
+                f"pretrain.pixel_shuffle ({pt.pixel_shuffle})"
+            )
+        return self
 
 
 def _reject_nan(value: Any, key: str = "") -> None:

@@ -298,6 +298,13 @@ def main() -> None:
             "",
             table,
             "",
+            "Reading: per iteration both loops do the same backbone / FPN / GFL work on 4 images;",
+            "ours splits it over three heads (one call per dataset) and runs the shared parts once",
+            "per image-size group (no padding of 256 x 256 SAR / RGB images to IR's 320 x 256),",
+            "mmdet's pads the batch. The gradient cosine costs three extra backward passes through",
+            "the shared parts on every `grad_cosine_every`-th iteration (one of the timed ones",
+            "here). Single runs on a machine shared with other jobs: read ratios within ~10 %.",
+            "",
         ])  # fmt: skip
         doc = Path(args.write_docs)
         if not doc.exists():

@@ -65,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.reset_peak_memory_stats()
 
     def step(i: int) -> None:
-        idx, flips = data.draw(i, cfg.batch_size, params.seed)
-        b = data.collate([data.train[j] for j in idx], flips=flips)
-        for name in ("images", "text_ids", "text_mask", "labels", "region_at", "boxes"):
+        idx, flips, drops = data.draw(i, cfg.batch_size, params.seed)
+        b = data.collate([data.train[j] for j in idx], flips=flips, drops=drops)
+        for name in (
+            "images", "text_ids", "text_mask", "labels", "region_at", "boxes", "drop_prefix",
+            "drop_roi",
+        ):  # fmt: skip
             setattr(b, name, getattr(b, name).to(device))
         with autocast_for(cfg.precision, device):
             losses, _ = model.token_losses(b, i)

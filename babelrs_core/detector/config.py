@@ -308,6 +308,8 @@ def runner_config(
         },
         "custom_hooks": [{"type": "GradCosineHook", "interval": cfg.grad_cosine_every}],
         "log_processor": {"type": "LogProcessor", "window_size": cfg.log_every, "by_epoch": False},
+        # no scalar files from mmengine's visualizer: metrics.jsonl is ours (and tracking hooks)
+        "visualizer": {"type": "Visualizer", "vis_backends": []},
         "env_cfg": {
             "cudnn_benchmark": False,
             "mp_cfg": {"mp_start_method": "fork", "opencv_num_threads": 0},

@@ -213,7 +213,10 @@ def _pretraining(t: dict[str, Any], i: dict[str, Any], det: dict[str, Any]) -> s
 def _train_time(t: dict[str, Any]) -> str:
     tm = t["timing"]
     cpu = f", {t['cpu_s_per_iter']:.2f} CPU s/iter" if t.get("cpu_s_per_iter") else ""
-    return f"{tm['train_s']:.0f} s ({tm['s_per_iter']:.2f} s/iter wall{cpu})"
+    span = ""
+    if t.get("resumed_from"):
+        span = f" for iterations {t['resumed_from'] + 1}–{t['iters']} (resumed run)"
+    return f"{tm['train_s']:.0f} s{span} ({tm['s_per_iter']:.2f} s/iter wall{cpu})"
 
 
 def settings_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -10,8 +10,8 @@ from torch import nn
 class Projector(nn.Module):
     """Optional pixel-unshuffle (s x s cells -> one token), LayerNorm, Linear, GELU, Linear.
 
-    ``region`` builds a region token: the RoI-aligned ``s x s`` cells through the same layers,
-    plus a learned embedding of the box geometry (zero-initialised, so it starts neutral).
+    ``region`` builds the two region tokens of a box: its RoI-aligned ``s x s`` cells through the
+    same layers, and a learned embedding of its size (zero-initialised, so it starts neutral).
     """
 
     def __init__(
@@ -23,7 +23,7 @@ class Projector(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.fc1 = nn.Linear(d, hidden or out_dim)
         self.fc2 = nn.Linear(hidden or out_dim, out_dim)
-        self.box_embed = nn.Linear(len(BOX_FEATURES), out_dim)
+        self.box_embed = nn.Linear(box_feature_dim(), out_dim)
         nn.init.zeros_(self.box_embed.weight)
         nn.init.zeros_(self.box_embed.bias)
 
@@ -40,20 +40,31 @@ class Projector(nn.Module):
         return self.fc2(F.gelu(self.fc1(self.norm(tokens))))
 
     def region(self, fmap: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """One token per box: (N, C, H, W) maps and (N, 4) boxes in 0..1 -> (N, out_dim)."""
+        """(N, C, H, W) maps, (N, 4) boxes in 0..1 -> (N, 2, out_dim): feature and size tokens."""
         roi = roi_align(fmap, boxes, self.shuffle)
-        return self.forward(roi)[:, 0] + self.box_embed(box_features(boxes).to(roi.dtype))
+        size = self.box_embed(box_features(boxes).to(roi.dtype))
+        return torch.stack([self.forward(roi)[:, 0], size], dim=1)
 
 
 #: box geometry seen by the region token: size only (corners would let it memorise objects)
-BOX_FEATURES = ("w", "h", "log_w", "log_h")
+BOX_FEATURES = ("log_w", "log_h", "log_area", "log_aspect")
+FOURIER_BANDS = 4
 
 
 def box_features(boxes: torch.Tensor) -> torch.Tensor:
-    """Size of (N, 4) boxes in 0..1 (x1 y1 x2 y2): width, height and their logs."""
+    """Size of (N, 4) boxes in 0..1 (x1 y1 x2 y2): log width, height, area and aspect, each
+    mapped to about 0..1 and expanded in Fourier features (sin / cos of 2^k * pi * v)."""
     w = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3)
     h = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
-    return torch.stack([w, h, w.log(), h.log()], 1)
+    lw, lh = w.log(), h.log()  # -6.9 .. 0
+    v = torch.stack([lw / -7 + 1, lh / -7 + 1, (lw + lh) / -14 + 1, (lw - lh) / 14 + 0.5], 1)
+    k = (2.0 ** torch.arange(FOURIER_BANDS, device=boxes.device, dtype=v.dtype)) * torch.pi
+    ang = v[:, :, None] * k
+    return torch.cat([v, ang.sin().flatten(1), ang.cos().flatten(1)], 1)
+
+
+def box_feature_dim() -> int:
+    return len(BOX_FEATURES) * (1 + 2 * FOURIER_BANDS)
 
 
 def roi_align(fmap: torch.Tensor, boxes: torch.Tensor, size: int, samples: int = 2) -> torch.Tensor:

@@ -36,6 +36,8 @@ from babelrs_core.pretrain.instructions import (
 )
 
 IGNORE = -100
+#: tokens that follow ``</box>`` in region prompts: the RoI feature and the box size
+REGION_SLOTS = 2
 
 
 def _unit_hash(*parts: object) -> float:
@@ -91,7 +93,7 @@ class Encoded:
     question: list[int]
     answer: list[int]  # answer tokens + eos
     text: Instruction
-    region_at: int = -1  # index in ``question`` of the region-token slot, -1 if none
+    region_at: int = -1  # index in ``question`` of the first region slot, -1 if none
     #: (question, region_at) of the flipped image for flip codes 1 (h), 2 (v), 3 (h+v); None when
     #: the prompt does not depend on flips
     variants: list[tuple[list[int], int]] | None = None
@@ -117,6 +119,8 @@ class Batch:
     tasks: list[str]
     region_at: torch.Tensor  # (B,) column of the region-token slot in ``text_ids``, -1 if none
     boxes: torch.Tensor  # (B, 4) region box, x1 y1 x2 y2 in 0..1 (zeros if none)
+    drop_prefix: torch.Tensor | None = None  # (B,) bool: hide the image tokens (region prompts)
+    drop_roi: torch.Tensor | None = None  # (B,) bool: hide the region token's RoI feature
 
 
 @dataclass
@@ -136,6 +140,8 @@ class PretrainData:
     task_weights: dict[str, float] = field(default_factory=dict)
     hflip: float = 0.0  # training-time flip probabilities (aerial views have no "up")
     vflip: float = 0.0
+    region_prefix_dropout: float = 0.0  # region prompts: P(image tokens hidden)
+    region_roi_dropout: float = 0.0  # region prompts: P(RoI feature hidden, box size kept)
     _weights: torch.Tensor | None = None
 
     # -- sampling -------------------------------------------------------------------------------
@@ -164,14 +170,23 @@ class PretrainData:
             self._weights = w
         return self._weights
 
-    def draw(self, step: int, batch_size: int, seed: int) -> tuple[list[int], list[int]]:
-        """Indices into ``train`` and flip codes (bit 0: left-right, bit 1: top-bottom) for
+    def draw(self, step: int, batch_size: int, seed: int) -> tuple[list[int], list[int], list[int]]:
+        """Indices into ``train``, flip codes (bit 0: left-right, bit 1: top-bottom) and
+        visual-dropout codes (bit 0: image tokens, bit 1: RoI feature; region prompts only) for
         optimizer step ``step``: a pure function of seed and step."""
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
         idx = torch.multinomial(self.sampling_weights(), batch_size, True, generator=g).tolist()
         u = torch.rand(batch_size, 2, generator=g)
         flips = ((u[:, 0] < self.hflip).long() + 2 * (u[:, 1] < self.vflip).long()).tolist()
-        return idx, flips
+        d = torch.rand(batch_size, 2, generator=g)
+        drop = (d[:, 0] < self.region_prefix_dropout).long() + 2 * (
+            d[:, 1] < self.region_roi_dropout
+        ).long()
+        drops = [
+            c if self.train[i].region_at >= 0 else 0
+            for i, c in zip(idx, drop.tolist(), strict=True)
+        ]
+        return idx, flips, drops
 
     def sample(self, step: int, batch_size: int, seed: int) -> list[int]:
         """Indices into ``train`` for optimizer step ``step`` (see :meth:`draw`)."""
@@ -190,10 +205,14 @@ class PretrainData:
         return (x - mean[:, :, None, None]) / std[:, :, None, None]
 
     def collate(
-        self, items: Sequence[Encoded], with_answer: bool = True, flips: Sequence[int] | None = None
+        self,
+        items: Sequence[Encoded],
+        with_answer: bool = True,
+        flips: Sequence[int] | None = None,
+        drops: Sequence[int] | None = None,
     ) -> Batch:
         """Right-padded ``question [sep] answer [eos]`` (prompt only unless ``with_answer``) on
-        images flipped by ``flips`` (default: none)."""
+        images flipped by ``flips``, with visual-dropout codes ``drops`` (default: none)."""
         flips = list(flips) if flips is not None else [0] * len(items)
         views = [e.view(f) for e, f in zip(items, flips, strict=True)]
         seqs, labels = [], []
@@ -219,6 +238,8 @@ class PretrainData:
             [e.task for e in items],
             torch.tensor([at for _, at, _ in views], dtype=torch.long),
             torch.tensor([box or (0.0, 0.0, 0.0, 0.0) for _, _, box in views], dtype=torch.float32),
+            torch.tensor([bool(c & 1) for c in drops]) if drops is not None else None,
+            torch.tensor([bool(c & 2) for c in drops]) if drops is not None else None,
         )
 
 
@@ -263,6 +284,8 @@ def build_data(
     region_token: bool = False,
     hflip: float = 0.0,
     vflip: float = 0.0,
+    region_prefix_dropout: float = 0.0,
+    region_roi_dropout: float = 0.0,
 ) -> PretrainData:
     """Read the manifest, hold out images, build and tokenise instructions, cache pixels.
 
@@ -335,6 +358,8 @@ def build_data(
         weights,
         hflip,
         vflip,
+        region_prefix_dropout,
+        region_roi_dropout,
     )
 
 
@@ -345,14 +370,14 @@ def _question_ids(
     slot_id: int,
     limit: int,
 ) -> tuple[list[int], int]:
-    """Question tokens; with ``region_token`` a slot follows ``</box>`` for the region feature."""
+    """Question tokens; with ``region_token`` two slots (RoI feature, box size) follow </box>."""
     end = ins.question.find("</box>")
     if not region_token or ins.box is None or end < 0:
         return encode(ins.question)[:limit], -1
     end += len("</box>")
     head, tail = encode(ins.question[:end]), encode(ins.question[end:])
-    ids = [*head, slot_id, *tail][:limit]
-    return ids, (len(head) if len(head) < len(ids) else -1)
+    ids = [*head, *[slot_id] * REGION_SLOTS, *tail][:limit]
+    return ids, (len(head) if len(head) + REGION_SLOTS <= len(ids) else -1)
 
 
 def _cap(items: list[Encoded], per_group: int, seed: int) -> list[Encoded]:

@@ -53,15 +53,23 @@ class AlignModel(nn.Module):
         return torch.cat([bos.to(vis.dtype), vis], dim=1)
 
     def text_embeds(
-        self, ids: torch.Tensor, region_at: torch.Tensor, boxes: torch.Tensor, fmap: torch.Tensor
+        self,
+        ids: torch.Tensor,
+        region_at: torch.Tensor,
+        boxes: torch.Tensor,
+        fmap: torch.Tensor,
+        drop_roi: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Token embeddings with region tokens written into their slots."""
+        """Token embeddings with the region tokens (RoI feature, box size) written into their slots
+        (``drop_roi`` rows get the "no image" feature token)."""
         emb = self.pivot.embed(ids).to(fmap.dtype)
         rows = torch.nonzero(region_at >= 0, as_tuple=True)[0]
         if len(rows):
-            tokens = self.projector.region(fmap[rows], boxes[rows]).to(emb.dtype)
+            roi_map = fmap if drop_roi is None else _hide(fmap, drop_roi)
+            tokens = self.projector.region(roi_map[rows], boxes[rows]).to(emb.dtype)
             emb = emb.clone()
-            emb[rows, region_at[rows]] = tokens
+            for k in range(tokens.shape[1]):
+                emb[rows, region_at[rows] + k] = tokens[:, k]
         return emb
 
     def token_losses(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,8 +80,10 @@ class AlignModel(nn.Module):
         self, batch: Batch, fmap: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`token_losses` from an already fused feature map."""
-        pre = self.prefix(fmap)
-        text = self.text_embeds(batch.text_ids, batch.region_at, batch.boxes, fmap).to(pre.dtype)
+        pre = self.prefix(fmap if batch.drop_prefix is None else _hide(fmap, batch.drop_prefix))
+        text = self.text_embeds(
+            batch.text_ids, batch.region_at, batch.boxes, fmap, batch.drop_roi
+        ).to(pre.dtype)
         embeds = torch.cat([pre, text], dim=1)
         p = pre.shape[1]
         mask = torch.cat(
@@ -144,3 +154,11 @@ class AlignModel(nn.Module):
             last = hidden[:, -1]
             next_pos = next_pos + 1
         return [[t for t in seq if t != eos_id] for seq in out]
+
+
+def _hide(fmap: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``fmap`` with the maps of ``rows`` (bool, (B,)) zeroed: the projector then emits its
+    constant "no image" token there (visual dropout against memorising small data)."""
+    if not bool(rows.any()):
+        return fmap
+    return fmap * (~rows.to(fmap.device)).to(fmap.dtype)[:, None, None, None]

@@ -208,6 +208,8 @@ def prepare(params: Params, manifest: Path) -> tuple[AlignModel, PretrainData]:
         region_token=cfg.region_token,
         hflip=cfg.hflip,
         vflip=cfg.vflip,
+        region_prefix_dropout=cfg.region_prefix_dropout,
+        region_roi_dropout=cfg.region_roi_dropout,
     )
     return model, data
 
@@ -295,11 +297,12 @@ def run_pretraining(
         bar = tqdm(total=cfg.steps, initial=start, desc="pretrain", unit="step")
     for step in range(start, cfg.steps):
         ts = time.perf_counter()
-        idx, flips = data.draw(step, cfg.batch_size, params.seed)
-        batch = data.collate([data.train[i] for i in idx], flips=flips)
+        idx, flips, drops = data.draw(step, cfg.batch_size, params.seed)
+        batch = data.collate([data.train[i] for i in idx], flips=flips, drops=drops)
         batch.images, batch.text_ids = batch.images.to(device), batch.text_ids.to(device)
         batch.text_mask, batch.labels = batch.text_mask.to(device), batch.labels.to(device)
         batch.region_at, batch.boxes = batch.region_at.to(device), batch.boxes.to(device)
+        batch.drop_prefix, batch.drop_roi = batch.drop_prefix.to(device), batch.drop_roi.to(device)
         with autocast_for(cfg.precision, device):
             tok_losses, rows = model.token_losses(batch, step)
         loss = tok_losses.mean()

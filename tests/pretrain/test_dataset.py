@@ -63,7 +63,7 @@ def test_region_slot_follows_the_box_and_collation_masks_the_prompt(fake: Path) 
     assert region.region_at >= 0
     head = region.text.question[: region.text.question.index("</box>") + len("</box>")]
     assert region.question[: region.region_at] == encode(head)
-    assert region.question[region.region_at] == 0
+    assert region.question[region.region_at : region.region_at + 2] == [0, 0]
     other = next(e for e in data.train if e.task == "count")
     batch = data.collate([region, other])
     assert batch.region_at.tolist() == [region.region_at, -1]
@@ -101,7 +101,18 @@ def test_flips_move_pixels_boxes_and_box_text_together(fake: Path) -> None:
     flipped_question = flipped(region.text, True, True).question
     assert f"[{round((1 - x2) * 1000)},{round((1 - y2) * 1000)}," in flipped_question
     head, tail = flipped_question.split("</box>")
-    assert region.view(3)[0] == [*encode(head + "</box>"), 0, *encode(tail)]
-    idx, flips = data.draw(3, 64, seed=0)
+    assert region.view(3)[0] == [*encode(head + "</box>"), 0, 0, *encode(tail)]
+    idx, flips, _ = data.draw(3, 64, seed=0)
     assert idx == data.sample(3, 64, seed=0) and set(flips) == {0, 1, 2, 3}
     assert build(fake).draw(3, 8, 0)[1] == [0] * 8
+
+
+def test_visual_dropout_codes_only_for_region_prompts(fake: Path) -> None:
+    data = build(fake, region_prefix_dropout=0.5, region_roi_dropout=0.5)
+    idx, _, drops = data.draw(1, 256, seed=0)
+    assert set(drops) == {0, 1, 2, 3}
+    assert all(c == 0 for i, c in zip(idx, drops, strict=True) if data.train[i].region_at < 0)
+    batch = data.collate([data.train[i] for i in idx[:6]], drops=drops[:6])
+    assert batch.drop_prefix.tolist() == [bool(c & 1) for c in drops[:6]]
+    assert batch.drop_roi.tolist() == [bool(c & 2) for c in drops[:6]]
+    assert data.collate([data.train[0]]).drop_roi is None

@@ -23,7 +23,14 @@ def tiny():
     torch.manual_seed(0)
     pivot = load_pivot("tiny", TinyBertSpec(32, 2, 2, 64))
     params = Params.model_validate(
-        {"pretrain": {"pretrained": False, "image_size": 64, "lvsa": {"grid": 2}}}
+        {
+            "pretrain": {
+                "pretrained": True,
+                "image_size": 64,
+                "lvsa": {"grid": 2},
+                "pixel_shuffle": 1,
+            }
+        }
     )
     model, _ = build_model(params, pivot)
     return model.eval(), pivot
@@ -99,3 +106,27 @@ def test_kv_cache_greedy_decoding_matches_recompute(tiny) -> None:
             h, _ = pivot.hidden(emb, torch.ones(1, emb.shape[1], dtype=torch.long))
             seq.append(int(pivot.logits(h[:, -1]).argmax()))
         assert out[i] == seq[len(q) :]
+
+
+def test_visual_dropout_hides_the_image(tiny) -> None:
+    model, pivot = tiny
+    item = _item(pivot, "What is the object in <box>[1,2,3,4]</box>? ok", "A ship.")
+    item.region_at = 9
+    item.text = Instruction("i", "sardet", "sar", "region", "q", "A ship.", (0.1, 0.1, 0.5, 0.4))
+    data, batch = _batch(pivot, [item])
+    other = data.collate([item])
+    other.images = torch.randn_like(batch.images)
+    for b in (batch, other):
+        b.drop_prefix = torch.tensor([True])
+        b.drop_roi = torch.tensor([True])
+    torch.testing.assert_close(model.token_losses(batch, 0)[0], model.token_losses(other, 0)[0])
+    # the slot holds the box-size token when the RoI feature is hidden, the image's otherwise
+    fmap = model.fused(other.images, 0)
+    args = (other.text_ids, other.region_at, other.boxes, fmap)
+    hidden = model.text_embeds(*args, torch.tensor([True]))[0, 9]
+    seen = model.text_embeds(*args, torch.tensor([False]))[0, 9]
+    assert (hidden - seen).abs().max() > 1e-3
+    torch.testing.assert_close(
+        hidden,
+        model.text_embeds(*args[:3], model.fused(batch.images, 0), torch.tensor([True]))[0, 9],
+    )

@@ -38,6 +38,7 @@ def tiny_params(raw: Path, **pretrain) -> Params:
         "max_answer_tokens": 10,
         "freeze": {"lm_embeddings": False, "lm_layers": 0},
         "lvsa": {"tau": 9, "grid": 2},
+        "pixel_shuffle": 1,
         "tiny_lm": {"hidden_size": 32, "layers": 1, "heads": 2, "intermediate_size": 64},
         **pretrain,
     }
