@@ -168,6 +168,7 @@ PIPELINE: list[StageSpec] = [
             "paths.finetune_out",
             "model",
             "finetune",
+            "evaluation.ignore_difficult",
         ),
         code=("babelrs_core/detector", "babelrs_core/models"),
         deps=("{paths.manifest}", "{paths.raw}", "{paths.pretrain_out}"),
