@@ -15,7 +15,7 @@ export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test test-fast test-slow lint format preview lock clean help serve-scheduler gpu-check
+.PHONY: setup run test test-fast test-slow faults lint format preview lock clean help serve-scheduler gpu-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,6 +49,11 @@ test-fast: $(STAMP)  ## the suite without the slow end-to-end tests
 test-slow: $(STAMP)  ## only the slow end-to-end tests
 	@mkdir -p $(PREFECT_HOME)
 	$(VENV)/bin/pytest -q -m slow
+
+faults: $(STAMP)  ## the fault suite: kill -9, corrupt / trapped checkpoints, full disk, bad params, S3 down, leaks
+	@mkdir -p $(PREFECT_HOME)
+	$(VENV)/bin/pytest -q tests/faults tests/orchestration/test_no_secrets.py \
+		tests/e2e/test_dvc_s3.py::test_push_interrupted_by_stopping_the_server
 
 preview: $(STAMP)  ## regenerate the README's preview mosaic
 	$(BABELRS) data preview

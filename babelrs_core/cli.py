@@ -12,6 +12,7 @@ import yaml
 
 from babelrs_core import __version__, stages
 from babelrs_core.config import DEFAULT_PARAMS, ConfigError, Params, load_params
+from babelrs_core.io.atomic import DiskFullError
 
 app = typer.Typer(
     help="babelrs: multi-sensor (SAR / RGB / IR) remote-sensing detectors with BabelRS.",
@@ -293,13 +294,13 @@ def pipeline_run(
 
     from babelrs_core.summary import render_summary
 
+    overrides = _parse_overrides(set_)
+    load_params(params, overrides)  # fail fast, before Prefect starts or anything is written
     home = os.environ.get("PREFECT_HOME")
     if home:  # Prefect creates only the last folder of its home; make the parents first
         Path(home).mkdir(parents=True, exist_ok=True)
     from flows.retrain import babelrs_retrain
 
-    overrides = _parse_overrides(set_)
-    load_params(params, overrides)  # fail fast, before Prefect starts
     results = babelrs_retrain(str(params), overrides or None, stage or None, track)
     render_summary(results)
 
@@ -322,6 +323,9 @@ def main() -> None:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except DiskFullError as exc:
+        typer.secho(f"error: {exc.strerror}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

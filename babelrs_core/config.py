@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from babelrs_core.concepts import DATASETS
 
@@ -457,8 +465,8 @@ class Params(Strict):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_nan(cls, value: Any) -> Any:
-        _reject_nan(value)
+    def _no_nan(cls, value: Any, info: ValidationInfo) -> Any:
+        _reject_nan(value, info.field_name or "")
         return value
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from babelrs_core.io.atomic import atomic_path, write_json
+from babelrs_core.io.atomic import atomic_path, write_bytes, write_json
 
 DETECTOR_FORMAT = "babelrs-detector/1"
 DETECTOR_JSON = "detector.json"
@@ -38,6 +38,34 @@ DETECTOR_WEIGHTS = "detector.safetensors"
 
 class DetectorCheckpointError(RuntimeError):
     """A detector checkpoint is missing, corrupted, or from a different run."""
+
+
+#: mmengine file backend that CheckpointHook writes through (``backend_args``): the local file
+#: system, but every file is written to a temporary sibling and renamed (a kill -9 or a full disk
+#: mid-write leaves the previous checkpoints and no half-written one)
+ATOMIC_BACKEND = "babelrs_atomic_local"
+
+
+def _register_atomic_backend() -> None:
+    from mmengine.fileio.backends import LocalBackend, register_backend
+    from mmengine.fileio.backends.registry_utils import backends
+
+    if ATOMIC_BACKEND in backends:
+        return
+
+    class AtomicLocalBackend(LocalBackend):
+        def put(self, obj: bytes, filepath: str | os.PathLike[str]) -> None:
+            write_bytes(filepath, obj)
+
+        def put_text(
+            self, obj: str, filepath: str | os.PathLike[str], encoding: str = "utf-8"
+        ) -> None:
+            write_bytes(filepath, obj.encode(encoding))
+
+    register_backend(ATOMIC_BACKEND, AtomicLocalBackend)
+
+
+_register_atomic_backend()
 
 
 def sha256(path: str | os.PathLike[str]) -> str:

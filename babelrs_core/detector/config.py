@@ -16,6 +16,7 @@ import torch
 
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params
+from babelrs_core.detector.checkpoint import ATOMIC_BACKEND
 from babelrs_core.detector.data import IMAGENET_MEAN, IMAGENET_STD, train_pipeline
 from babelrs_core.detector.heads import head_config
 from babelrs_core.models.encoders import build_encoder
@@ -304,6 +305,7 @@ def runner_config(
                 "by_epoch": False,
                 "max_keep_ckpts": cfg.keep_checkpoints,
                 "save_last": True,
+                "backend_args": {"backend": ATOMIC_BACKEND},  # temp file + rename
             },
         },
         "custom_hooks": [{"type": "GradCosineHook", "interval": cfg.grad_cosine_every}],

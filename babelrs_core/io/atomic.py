@@ -8,6 +8,7 @@ any, is untouched.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -16,6 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+#: errors that mean "the disk (or the file size limit) is full", reported as :class:`DiskFullError`
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class DiskFullError(OSError):
+    """A write failed for lack of space; the target was left as it was."""
 
 
 @contextmanager
@@ -33,6 +41,14 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as err:
+        if err.errno in _FULL and not isinstance(err, DiskFullError):
+            raise DiskFullError(
+                err.errno,
+                f"{target}: not written, no space left ({err.strerror}); the previous "
+                "file, if any, is unchanged",
+            ) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -274,6 +274,9 @@ def test_push_interrupted_by_stopping_the_server(tmp_path: Path) -> None:
         assert pushed(rerun) == 25  # everything again (24 parts + the folder listing)
         assert len(repo.remote_keys(server.url)) == 25
         assert "in sync" in repo.dvc("status", "-c", "-r", "s3").stdout
+        shutil.rmtree(cache)  # what went up comes back byte for byte
+        repo.dvc("pull", "-r", "s3")
+        assert checksums(cache) == cache_before
     finally:
         proxy.close()
         server.stop()

@@ -1,0 +1,70 @@
+"""Shared pieces of the fault suite: a tiny fine-tuning setup run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.detector.det_fakes import make_fake_encoder, make_fake_manifest, tiny_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_finetune_setup(root: Path, **extra: object) -> Path:
+    """Fake data + fake encoder under ``root``; return a params file for a tiny fine-tuning run."""
+    make_fake_manifest(root)
+    make_fake_encoder(root / "pretrain")
+    params = tiny_params(root, **extra)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment of a CLI subprocess: this checkout's code, offline, one thread."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}
+    env.update(
+        PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg", **extra
+    )
+    return env
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    """Start ``babelrs <args>`` (this checkout's code) in ``cwd``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "babelrs_core.cli", *args],
+        cwd=cwd,
+        env=env or cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600, **kw) -> tuple[int, str]:
+    proc = cli(*args, cwd=cwd, **kw)
+    out = proc.communicate(timeout=timeout)[0]
+    return proc.returncode, out
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 900) -> None:
+    """Wait until ``path`` exists (the process must still be running)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended before {path} appeared:\n{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.1)
+
+
+def temp_leftovers(folder: Path) -> list[Path]:
+    """Temporary files of interrupted atomic writes (``.<name>.*.tmp``)."""
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
