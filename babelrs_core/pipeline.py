@@ -206,8 +206,7 @@ PIPELINE: list[StageSpec] = [
         ),
         code=("babelrs_core/registry",),
         deps=(
-            "{paths.finetune_out}/detector.json",
-            "{paths.finetune_out}/detector.safetensors",
+            "{paths.finetune_out}",
             "{paths.eval_out}/metrics/eval.json",
             "{paths.eval_out}/eval_info.json",
         ),
