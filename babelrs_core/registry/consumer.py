@@ -70,8 +70,11 @@ def feature_collection(dets: pd.DataFrame) -> dict[str, Any]:
         props = {k: _plain(getattr(row, k)) for k in FEATURE_PROPERTIES}
         props["image"] = str(row.image_id)
         feats.append(
-            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-             "properties": props}  # fmt: skip
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": props,
+            }
         )
     return {"type": "FeatureCollection", "coordinates": "pixel", "features": feats}
 
@@ -132,7 +135,7 @@ def predict_files(
     result: dict[str, Any] = {
         "model_uri": model_uri,
         "images": len(paths),
-        "detections": int(len(dets)),
+        "detections": len(dets),
         "csv": str(csv_path),
         "json": str(json_path),
     }

@@ -12,7 +12,8 @@ Output (one row per detection, highest score first within an image)::
     class_name str, soi_name str, dataset str, modality str
 
 Arrays are sent as lossless PNG (:func:`encode_image`); the pixel values the model sees are the
-same as for the array itself (``uint8`` after :func:`~babelrs_core.detector.inference.as_rgb_uint8`).
+same as for the array itself (``uint8`` after
+:func:`~babelrs_core.detector.inference.as_rgb_uint8`).
 Oriented heads will add a ``polygon`` column (x1 y1 ... x4 y4) to the output.
 """
 

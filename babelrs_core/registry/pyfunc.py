@@ -78,7 +78,8 @@ def predict_frame(
     )
     groups: dict[str, list[int]] = {}
     images: list[np.ndarray] = []
-    for i, (data, modality) in enumerate(zip(model_input["image"], model_input["modality"])):
+    pairs = zip(model_input["image"], model_input["modality"], strict=True)
+    for i, (data, modality) in enumerate(pairs):
         images.append(decode_image(data, f"row {i} (image_id {ids[i]})"))
         groups.setdefault(detector.dataset_for(str(modality)), []).append(i)
     thr = float(score_thr) if score_thr else None

@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,8 @@ def _lock_owner(client: Any, lock: str) -> tuple[str, float] | None:
 def _delete_quietly(client: Any, lock: str) -> None:
     from mlflow.exceptions import MlflowException
 
-    try:
+    with suppress(MlflowException):
         client.delete_registered_model(lock)
-    except MlflowException:
-        pass
 
 
 # --- versions ---------------------------------------------------------------------------------
@@ -141,7 +139,9 @@ def eval_from_tags(tags: dict[str, str]) -> dict[str, Any]:
         if len(parts) == 3 and parts[0] == "eval" and parts[2] in EVAL_METRICS:
             out.setdefault(parts[1], {})[parts[2]] = float(value)
     if "hmap" not in out.get("overall", {}):
-        raise RegistryError("model version has no eval.overall.hmap tag (not registered by babelrs)")
+        raise RegistryError(
+            "model version has no eval.overall.hmap tag (not registered by babelrs)"
+        )
     return out
 
 
@@ -181,7 +181,9 @@ def promote(
         champ = champion_version(client, name)
         extra: dict[str, str] = {}
         if champ is not None and str(champ.version) == version:
-            decision = Decision(True, f"v{version} is already the champion", challenger["overall"]["hmap"])
+            decision = Decision(
+                True, f"v{version} is already the champion", challenger["overall"]["hmap"]
+            )
             return decision
         if champ is None:
             decision = decide(challenger, None, margin=cfg.margin, max_drop=cfg.max_drop,

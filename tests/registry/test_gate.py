@@ -6,7 +6,10 @@ from babelrs_core.registry.gate import decide
 
 
 def _ev(hmap: float, **maps: float) -> dict:
-    return {"overall": {"hmap": hmap, "map": 0.0, "ap50": 0.0}, **{k: {"map": v} for k, v in maps.items()}}
+    return {
+        "overall": {"hmap": hmap, "map": 0.0, "ap50": 0.0},
+        **{k: {"map": v} for k, v in maps.items()},
+    }
 
 
 RULE = {"margin": 1.0, "max_drop": 5.0, "floor": 10.0}

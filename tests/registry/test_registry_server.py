@@ -6,7 +6,6 @@ and two promotions racing in two processes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.request
@@ -67,8 +66,8 @@ def _last_json(stdout: str) -> dict:
 def _register(state: State, which, label: str, **extra: object) -> dict:
     from babelrs_core.registry.registry import register
 
-    params = state.trained.params(which, **{"tracking.experiment": "registry-test",
-                                            "registry.out_dir": str(state.tmp / label), **extra})  # fmt: skip
+    over = {"tracking.experiment": "registry-test", "registry.out_dir": str(state.tmp / label)}
+    params = state.trained.params(which, **over, **extra)
     result = register(params)
     state.versions[label] = result["version"]
     return result
@@ -89,8 +88,8 @@ def state(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             mp.setenv("MLFLOW_TRACKING_URI", server.url)
             st = State(server.url, trained, tmp)
             # v1 through the stage runner (the model is logged in the stage's MLflow run)
-            params = trained.params(trained.worse, **{"tracking.experiment": "registry-test",
-                                    "registry.out_dir": str(tmp / "v1"), "registry.floor": 100.0})  # fmt: skip
+            over = {"tracking.experiment": "registry-test", "registry.out_dir": str(tmp / "v1")}
+            params = trained.params(trained.worse, **over, **{"registry.floor": 100.0})
             result = run_stage("register", params, tracker=Tracker.from_params(params))
             st.versions["v1"] = result["version"]
             assert result["mlflow_run_id"] == result["run_id"]
@@ -169,8 +168,8 @@ def test_a_process_knowing_only_the_uri_loads_the_champion_and_predicts(
 ) -> None:
     image = _new_image(tmp_path / "scene.png", seed=123)
     env = clean_env(MLFLOW_TRACKING_URI=state.url)  # no PYTHONPATH: code comes with the model
-    proc = subprocess.run([sys.executable, "-c", CONSUMER, CHAMPION_URI, "sar", str(image)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    cmd = [sys.executable, "-c", CONSUMER, CHAMPION_URI, "sar", str(image)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
     got = json.loads(line.removeprefix("RESULT "))
@@ -249,9 +248,22 @@ def test_two_racing_promotions_leave_one_consistent_champion(state: State) -> No
     client.set_registered_model_alias(NAME, "champion", state.versions["v1"])
     env = state.env(BABELRS_GATE_PAUSE_S="3")  # hold the lock long enough to overlap
     procs = [
-        subprocess.Popen([sys.executable, "-m", "babelrs_core.cli", "registry", "promote",
-                          "--version", state.versions[v]], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "babelrs_core.cli",
+                "registry",
+                "promote",
+                "--version",
+                state.versions[v],
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for v in ("v2", "v4")
     ]
     outs = [p.communicate(timeout=600) for p in procs]
