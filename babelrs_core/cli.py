@@ -258,6 +258,48 @@ def _register_stages() -> None:
 _register_stages()
 
 
+registry_app = typer.Typer(help="The MLflow model registry.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: Annotated[str, typer.Option(help="model version to put through the gate")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """Run the promotion gate for one registered version (registry.* in params.yaml); exit 0
+    whether or not it is promoted, printing the decision and its numbers."""
+    from babelrs_core.registry.registry import promote
+    from babelrs_core.tracking import default_tracking_uri
+
+    p = _params(params, set_)
+    cfg = p.registry
+    decision = promote(cfg.model_name, version, cfg, default_tracking_uri(p.tracking.store))
+    _echo_json({"version": version, **decision.as_tags()})
+
+
+@app.command("predict")
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="image files (PNG, TIFF, JPEG, ...)")],
+    model: Annotated[
+        str, typer.Option(help="MLflow model URI")
+    ] = "models:/babelrs-detector@champion",
+    modality: Annotated[str, typer.Option(help="sar | rgb | ir (or a dataset name)")] = "sar",
+    out: Annotated[Path, typer.Option(help="folder for detections.csv / .json")] = Path(
+        "outputs/predict"
+    ),
+    score_thr: Annotated[float, typer.Option(help="drop detections below this score")] = 0.0,
+    overlays: Annotated[bool, typer.Option(help="also write <image>.overlay.png")] = False,
+    overlay_thr: Annotated[float, typer.Option(help="least score drawn on overlays")] = 0.3,
+) -> None:
+    """Detect objects with a registered model (MLFLOW_TRACKING_URI, default the local store):
+    writes detections.csv and detections.json (GeoJSON-like, pixel coordinates)."""
+    from babelrs_core.registry.consumer import predict_files
+
+    _echo_json(predict_files(model, images, modality, out, score_thr, overlays, overlay_thr))
+
+
 @pipeline_app.command("dvc-yaml")
 def pipeline_dvc_yaml(
     params: ParamsOpt = DEFAULT_PARAMS,

@@ -440,6 +440,19 @@ class Tracking(Strict):
     flush_every: PosInt = 200  # step metrics buffered per log_batch call
 
 
+class Registry(Strict):
+    """MLflow model registry and the promotion gate (docs/registry.md). Scores are in percent
+    points, as in ``metrics/eval.json``."""
+
+    model_name: str = Field("babelrs-detector", min_length=1, pattern=r"^[A-Za-z0-9][\w.\-]*$")
+    margin: NonNegFloat = 1.0  # challenger H-mAP must beat the champion's by at least this
+    max_drop: NonNegFloat = 5.0  # no dataset's mAP may fall by more than this (delta)
+    floor: NonNegFloat = 5.0  # the first champion needs at least this H-mAP
+    out_dir: Path = Path("outputs/registry")  # registration.json (version, URI, gate decision)
+    lock_timeout_s: PosFloat = 300.0  # wait at most this long for another promotion to finish
+    lock_stale_s: PosFloat = 900.0  # a promotion lock older than this is broken (crashed holder)
+
+
 class Orchestration(Strict):
     """Prefect scheduling of the pipeline (prefect.yaml, infra/local/serve_scheduler.sh)."""
 
@@ -461,6 +474,7 @@ class Params(Strict):
     finetune: Finetune = Finetune()
     evaluation: Evaluation = Evaluation()
     tracking: Tracking = Tracking()
+    registry: Registry = Registry()
     orchestration: Orchestration = Orchestration()
 
     @field_validator("*", mode="before")

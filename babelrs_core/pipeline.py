@@ -193,6 +193,26 @@ PIPELINE: list[StageSpec] = [
         metrics=("{paths.eval_out}/metrics/eval.json",),
         extra={"artifacts": ("{paths.eval_out}/plots", "{paths.eval_out}/per_class.md")},
     ),
+    StageSpec(
+        name="register",
+        func="register",
+        help="Log the detector as an MLflow pyfunc model, register a version, run the gate.",
+        params=(
+            "paths.manifest",
+            "paths.finetune_out",
+            "paths.eval_out",
+            "evaluation",
+            "tracking",
+            "registry",
+        ),
+        code=("babelrs_core/registry",),
+        deps=(
+            "{paths.finetune_out}",
+            "{paths.eval_out}/metrics/eval.json",
+            "{paths.eval_out}/eval_info.json",
+        ),
+        metrics=("{registry.out_dir}/registration.json",),
+    ),
 ]
 
 STAGES: dict[str, StageSpec] = {s.name: s for s in PIPELINE}

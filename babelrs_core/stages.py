@@ -90,6 +90,18 @@ def evaluate(
     return run_evaluation(params, manifest, checkpoint, out, progress=True)
 
 
+def register(params: Params, gate: bool = True) -> dict[str, Any]:
+    """Log the fine-tuned detector (``paths.finetune_out``) as an MLflow pyfunc model, register it
+    as a new version of ``registry.model_name`` (alias ``challenger``, its evaluation from
+    ``paths.eval_out`` as tags) and run the promotion gate, which moves the alias ``champion`` to
+    it only if it beats the champion on the same evaluation data. Writes
+    ``registry.out_dir/registration.json``."""
+    from babelrs_core.registry.registry import register as register_model
+    from babelrs_core.tracking import current_run_id
+
+    return register_model(params, run_id=current_run_id(), gate=gate)
+
+
 def validate(
     params: Params,
     manifest: Path | None = None,

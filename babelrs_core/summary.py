@@ -35,7 +35,9 @@ def render_summary(results: dict[str, Any], console: Console | None = None) -> N
     for stage, res in results.items():
         if not isinstance(res, dict):
             continue
-        out = res.get("out") or res.get("manifest") or res.get("output") or ""
+        out = (
+            res.get("out") or res.get("manifest") or res.get("model_uri") or res.get("output") or ""
+        )
         run = res.get("mlflow_run_id", "")
         where.add_row(stage, f"{out}  {run}".strip())
     parent = results.get("mlflow_parent_run_id")

@@ -133,6 +133,12 @@ def log_step(step: int, metrics: Mapping[str, float]) -> None:
         sink.log(step, metrics)
 
 
+def current_run_id() -> str | None:
+    """The MLflow run of the tracked stage running now (None when untracked)."""
+    sink = _SINK.get()
+    return sink.run_id if sink is not None else None
+
+
 def flatten_numbers(data: Any, prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a nested summary as dotted keys (bools and strings skipped)."""
     out: dict[str, float] = {}

@@ -17,6 +17,7 @@ Output layout (``paths.eval_out``)::
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import time
@@ -75,6 +76,8 @@ def run_evaluation(
     scores: list[DatasetScore] = []
     samples: dict[str, list[Any]] = {}
     splits: dict[str, str] = {}
+    # what was evaluated and how: the promotion gate compares only evaluations with equal hashes
+    data_hash = hashlib.sha256(json.dumps([cfg.ignore_difficult, cfg.max_dets]).encode())
     for ds in [d for d in DATASETS if d in detector.datasets]:
         split = cfg.splits.get(ds)
         if split is None:
@@ -90,6 +93,9 @@ def run_evaluation(
             arrays = [read_image(it["img_path"], it["crop_x"], it["crop_y"], it["width"],
                                  it["height"]) for it in chunk]  # fmt: skip
             dets = detector.predict_batch(arrays, ds)
+            for it, arr in zip(chunk, arrays, strict=True):
+                data_hash.update(_item_key(ds, it).encode())
+                data_hash.update(np.ascontiguousarray(arr).tobytes())
             for k, (it, arr, d) in enumerate(zip(chunk, arrays, dets, strict=True)):
                 image_id = start + k + 1
                 objs = [{"bbox": i["bbox"], "label": i["bbox_label"],
@@ -120,6 +126,8 @@ def run_evaluation(
         "iters": detector.info.get("iters"),
         "ignore_difficult": cfg.ignore_difficult,
         "max_dets": cfg.max_dets,
+        "weights_sha256": detector.info.get("sha256"),
+        "data_hash": data_hash.hexdigest()[:16],
         "eval_s": round(time.perf_counter() - t0, 2),
         "scale": "percent (0..100)",
     }
@@ -127,6 +135,12 @@ def run_evaluation(
     if progress:
         print(format_summary(summary))
     return {**summary, "info": info, "out": str(out)}
+
+
+def _item_key(dataset: str, item: dict[str, Any]) -> str:
+    """One evaluated image's identity and ground truth, as text for the evaluation data hash."""
+    objs = [(i["bbox"], i["bbox_label"], bool(i["ignore_flag"])) for i in item["instances"]]
+    return json.dumps([dataset, item["img_id"], objs], default=float)
 
 
 def _write_predictions(target: Path, images: list[dict], dets: list[dict]) -> None:

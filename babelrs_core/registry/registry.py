@@ -1,0 +1,329 @@
+"""Register the fine-tuned detector in the MLflow model registry and run the promotion gate.
+
+MLflow is the source of truth: a version's evaluation numbers are its ``eval.*`` tags (and its
+``eval`` artifact), the gate's verdict its ``gate.*`` tags (also set on the version's run), the
+champion is the alias ``champion``. Nothing here deletes a version.
+
+**Concurrent promotions.** The gate (read champion, compare, move the alias, write tags) runs while
+holding a lock on the tracking server: the registered model ``<name>.promotion-lock``, whose
+creation is atomic on the server (a unique name; a second creation fails with
+``RESOURCE_ALREADY_EXISTS``). Two gates for the same model name, in any processes or machines on
+one tracking server, therefore run one after the other: the second compares against the champion
+the first left. A lock older than ``registry.lock_stale_s`` is taken to be left by a crashed
+holder and removed. After moving the alias the gate reads it back and fails if it changed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from babelrs_core.concepts import DATASETS
+from babelrs_core.config import Params, Registry
+from babelrs_core.registry.gate import Decision, decide
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+LOCK_SUFFIX = ".promotion-lock"
+PAUSE_ENV = "BABELRS_GATE_PAUSE_S"  # tests: seconds to hold the lock (widens a race window)
+EVAL_METRICS = ("ap50", "map", "hmap")
+
+
+class RegistryError(RuntimeError):
+    """The registry is not in a state the operation needs (the message says what to do)."""
+
+
+def _client(tracking_uri: str | None = None) -> Any:
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.MlflowClient()
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "error_code", ""))
+
+
+# --- the lock ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def promotion_lock(client: Any, name: str, cfg: Registry) -> Iterator[str]:
+    """Hold the promotion lock of model ``name`` (see the module docstring); yields its owner id."""
+    from mlflow.exceptions import MlflowException
+
+    lock = name + LOCK_SUFFIX
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + cfg.lock_timeout_s
+    while True:
+        try:
+            client.create_registered_model(
+                lock,
+                tags={"owner": owner, "acquired_at": f"{time.time():.3f}"},
+                description=f"babelrs: promotion of {name!r} in progress (delete if stale)",
+            )
+            break
+        except MlflowException as exc:
+            held = _lock_owner(client, lock)
+            if held is not None and held[0] == owner:
+                break  # created by us; the answer was lost
+            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS" and held is None:
+                raise
+            if held is not None and time.time() - held[1] > cfg.lock_stale_s:
+                _delete_quietly(client, lock)  # left by a crashed holder
+                continue
+        if time.monotonic() > deadline:
+            who = held[0] if held else "?"
+            raise RegistryError(
+                f"promotion lock {lock!r} held by {who} for more than "
+                f"{cfg.lock_timeout_s:.0f} s (registry.lock_timeout_s); delete the registered "
+                "model of that name if no promotion is running"
+            )
+        time.sleep(0.2 + random.random() * 0.3)
+    try:
+        yield owner
+    finally:
+        held = _lock_owner(client, lock)
+        if held is not None and held[0] == owner:
+            _delete_quietly(client, lock)
+
+
+def _lock_owner(client: Any, lock: str) -> tuple[str, float] | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(lock)
+    except MlflowException:
+        return None
+    return model.tags.get("owner", ""), float(model.tags.get("acquired_at", "0") or 0)
+
+
+def _delete_quietly(client: Any, lock: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    with suppress(MlflowException):
+        client.delete_registered_model(lock)
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+def eval_tags(ev: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
+    """``eval.*`` tags of a version: the numbers of ``eval.json`` and what was evaluated."""
+    tags = {
+        f"eval.{key}.{m}": f"{float(val[m]):.4f}"
+        for key, val in ev.items()
+        if isinstance(val, dict)
+        for m in EVAL_METRICS
+        if m in val
+    }
+    tags["eval.data_hash"] = str(info.get("data_hash", ""))
+    tags["eval.splits"] = ",".join(f"{k}:{v}" for k, v in sorted(info.get("splits", {}).items()))
+    return tags
+
+
+def eval_from_tags(tags: dict[str, str]) -> dict[str, Any]:
+    """The ``eval.json`` numbers back from a version's ``eval.*`` tags."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in tags.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "eval" and parts[2] in EVAL_METRICS:
+            out.setdefault(parts[1], {})[parts[2]] = float(value)
+    if "hmap" not in out.get("overall", {}):
+        raise RegistryError(
+            "model version has no eval.overall.hmap tag (not registered by babelrs)"
+        )
+    return out
+
+
+def champion_version(client: Any, name: str) -> Any | None:
+    """The version the alias ``champion`` points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if _error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+Reevaluate = Callable[[Any], dict[str, Any]]
+
+
+def promote(
+    name: str,
+    version: str | int,
+    cfg: Registry,
+    tracking_uri: str | None = None,
+    reevaluate: Reevaluate | None = None,
+) -> Decision:
+    """Run the gate for ``version`` of model ``name`` under the promotion lock; set the alias
+    ``champion`` if it passes; tag the version and its run with the decision either way.
+
+    ``reevaluate(champion_model_version) -> eval.json mapping`` scores the champion on the
+    challenger's evaluation data when their ``eval.data_hash`` tags differ (without it, such a
+    challenger is rejected)."""
+    client = _client(tracking_uri)
+    version = str(version)
+    mv = client.get_model_version(name, version)
+    challenger = eval_from_tags(mv.tags)
+    with promotion_lock(client, name, cfg):
+        champ = champion_version(client, name)
+        extra: dict[str, str] = {}
+        if champ is not None and str(champ.version) == version:
+            decision = Decision(
+                True, f"v{version} is already the champion", challenger["overall"]["hmap"]
+            )
+            return decision
+        if champ is None:
+            decision = decide(challenger, None, margin=cfg.margin, max_drop=cfg.max_drop,
+                              floor=cfg.floor)  # fmt: skip
+        else:
+            theirs = eval_from_tags(champ.tags)
+            same = champ.tags.get("eval.data_hash") == mv.tags.get("eval.data_hash")
+            if not same and reevaluate is not None:
+                theirs = reevaluate(champ)
+                extra["gate.champion_reevaluated"] = "true"
+            if not same and reevaluate is None:
+                decision = Decision(
+                    False,
+                    f"champion v{champ.version} was evaluated on other data "
+                    f"(eval.data_hash {champ.tags.get('eval.data_hash')} != "
+                    f"{mv.tags.get('eval.data_hash')}); run the register stage to re-evaluate it",
+                    challenger["overall"]["hmap"],
+                    champion_version=str(champ.version),
+                )
+            else:
+                decision = decide(challenger, theirs, margin=cfg.margin, max_drop=cfg.max_drop,
+                                  floor=cfg.floor, champion_version=str(champ.version))  # fmt: skip
+        pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+        if pause > 0:
+            time.sleep(pause)
+        if decision.promote:
+            client.set_registered_model_alias(name, CHAMPION, version)
+            now = champion_version(client, name)
+            if now is None or str(now.version) != version:
+                raise RegistryError(f"alias {CHAMPION!r} of {name!r} moved during the promotion")
+        tags = {**decision.as_tags(), **extra, "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                time.gmtime())}  # fmt: skip
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value[:5000])
+        if mv.run_id:
+            for key, value in tags.items():
+                client.set_tag(mv.run_id, key, value[:5000])
+    return decision
+
+
+def register(
+    params: Params,
+    detector_dir: Path | None = None,
+    eval_dir: Path | None = None,
+    run_id: str | None = None,
+    gate: bool = True,
+) -> dict[str, Any]:
+    """Log the exported detector as a pyfunc model (in run ``run_id``, else a new run), register
+    it as a new version of ``registry.model_name`` with the alias ``challenger`` and its
+    evaluation as tags, then run the promotion gate. Writes ``registration.json``."""
+    import mlflow
+
+    from babelrs_core.detector.checkpoint import read_detector_json
+    from babelrs_core.io.atomic import write_json
+    from babelrs_core.registry.pyfunc import log_detector_model
+    from babelrs_core.tracking import Tracker, git_lineage
+
+    cfg = params.registry
+    detector_dir = Path(detector_dir or params.paths.finetune_out)
+    eval_dir = Path(eval_dir or params.paths.eval_out)
+    _, info = read_detector_json(detector_dir)
+    ev, ev_info = _read_eval(eval_dir)
+    if ev_info.get("weights_sha256") != info.get("sha256"):
+        raise ValueError(
+            f"{eval_dir / 'eval_info.json'}: evaluates weights {ev_info.get('weights_sha256')}, "
+            f"but {detector_dir} holds {info.get('sha256')}; run the evaluate stage first"
+        )
+    tracker = Tracker.from_params(params)
+    own_run = run_id is None
+    if own_run:
+        run_id = tracker.start("register", {**git_lineage(), "babelrs.stage": "register"})
+    try:
+        with mlflow.start_run(run_id=run_id, nested=True):
+            model_info = log_detector_model(
+                detector_dir, [eval_dir / "metrics" / "eval.json", eval_dir / "eval_info.json"]
+            )
+        tags = {
+            **eval_tags(ev, ev_info),
+            "detector.sha256": str(info.get("sha256")),
+            "detector.init": str(info.get("init")),
+            "detector.encoder": str(info.get("encoder")),
+            **git_lineage(),
+        }
+        mv = mlflow.register_model(model_info.model_uri, cfg.model_name, tags=tags)
+        client = tracker.client
+        client.set_registered_model_alias(cfg.model_name, CHALLENGER, mv.version)
+        result: dict[str, Any] = {
+            "model_name": cfg.model_name,
+            "version": str(mv.version),
+            "model_uri": f"models:/{cfg.model_name}/{mv.version}",
+            "source": model_info.model_uri,
+            "run_id": run_id,
+            "hmap": float(ev["overall"]["hmap"]),
+        }
+        if gate:
+            reeval = _reevaluator(params, eval_dir)
+            decision = promote(cfg.model_name, mv.version, cfg, tracker.uri, reeval)
+            result["promoted"] = decision.promote
+            result["gate"] = decision.as_tags()
+        write_json(Path(cfg.out_dir) / "registration.json", result)
+        if own_run:
+            tracker.finish(run_id, True)
+        return result
+    except BaseException:
+        if own_run:
+            tracker.finish(run_id, False)
+        raise
+
+
+def _read_eval(eval_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    import json
+
+    out = []
+    for f in (eval_dir / "metrics" / "eval.json", eval_dir / "eval_info.json"):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: not found (run the evaluate stage first)")
+        try:
+            out.append(json.loads(f.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{f}: not valid JSON ({exc})") from None
+    ev, info = out
+    if "hmap" not in ev.get("overall", {}) or not any(k in DATASETS for k in ev):
+        raise ValueError(f"{eval_dir / 'metrics' / 'eval.json'}: no overall.hmap / dataset mAPs")
+    return ev, info
+
+
+def _reevaluator(params: Params, eval_dir: Path) -> Reevaluate:
+    """Score a registered version on the evaluation data of this run (same params, manifest)."""
+
+    def reevaluate(mv: Any) -> dict[str, Any]:
+        import mlflow
+
+        from babelrs_core.evaluation.report import run_evaluation
+
+        with tempfile.TemporaryDirectory(prefix="babelrs-champion-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                f"models:/{mv.name}/{mv.version}", dst_path=tmp
+            )
+            detector = Path(local) / "artifacts" / "detector"
+            result = run_evaluation(params, checkpoint=detector, out=Path(tmp) / "eval")
+        return {k: v for k, v in result.items() if k not in ("info", "out")}
+
+    return reevaluate
