@@ -164,10 +164,12 @@ class Tracker:
         flush_every: int = 200,
         artifact_location: str | None = None,
     ) -> None:
-        import mlflow
-
         self.enabled = is_rank_zero()
         self.flush_every = flush_every
+        if not self.enabled:  # other ranks of a torchrun job never talk to MLflow
+            return
+        import mlflow
+
         self.uri = tracking_uri or default_tracking_uri()
         mlflow.set_tracking_uri(self.uri)
         self.client = mlflow.MlflowClient(self.uri)

@@ -46,7 +46,7 @@ _RESUME_FREE = {"checkpoint_every", "eval_max_per_task", "max_new_tokens", "thre
 
 
 class _StepLoss(nn.Module):
-    """``forward(batch, step)`` = the model's token losses: what DDP wraps (it hooks ``forward``)."""
+    """``forward(batch, step)`` = the token losses: what DDP wraps (it hooks ``forward``)."""
 
     def __init__(self, model: AlignModel) -> None:
         super().__init__()
