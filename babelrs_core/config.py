@@ -236,6 +236,7 @@ class Pretrain(Strict):
     language_model: str = "minilm"  # minilm | tiny | a local Hugging Face causal-LM directory
     encoder_weights: Path | None = None  # local safetensors for vit_*; null: lite0's ImageNet
     pretrained: bool = True  # load the encoder's pretrained weights (ImageNet for lite0)
+    lm_dropout: Fraction | None = None  # language-model dropout; null: the model's own (0.1)
     bn: Literal["frozen", "train"] = "frozen"  # CNN BatchNorm statistics
     image_size: PosInt = 128
     steps: PosInt = 300

@@ -201,7 +201,7 @@ def prepare(params: Params, manifest: Path) -> tuple[AlignModel, PretrainData]:
         cfg.tiny_lm.heads,
         cfg.tiny_lm.intermediate_size,
     )
-    pivot = load_pivot(cfg.language_model, tiny, seed=params.seed)
+    pivot = load_pivot(cfg.language_model, tiny, seed=params.seed, dropout=cfg.lm_dropout)
     model, _ = build_model(params, pivot)
     apply_freeze(model, params)
     data = build_data(
