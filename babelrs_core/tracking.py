@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,12 @@ from typing import Any
 
 DEFAULT_STORE = Path("outputs/mlflow")
 SECRET_ENV_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL")
+_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def metric_key(key: str) -> str:
+    """``key`` with the characters MLflow refuses in names replaced (``a~b`` -> ``a-vs-b``)."""
+    return _BAD_KEY_CHARS.sub("_", key.replace("~", "-vs-"))
 
 
 def is_rank_zero() -> bool:
@@ -107,7 +114,9 @@ class MetricBuffer:
         for key, value in metrics.items():
             v = float(value)
             if v == v and abs(v) != float("inf"):
-                self._pending.append(Metric(key=key, value=v, timestamp=now, step=int(step)))
+                self._pending.append(
+                    Metric(key=metric_key(key), value=v, timestamp=now, step=int(step))
+                )
         if len(self._pending) >= self.flush_every:
             self.flush()
 
