@@ -320,11 +320,11 @@ def pipeline_run(
 ) -> None:
     """Run the whole pipeline through the Prefect flow `babelrs-retrain` (ephemeral Prefect
     unless PREFECT_API_URL is set), then print the summary table."""
-    import os
 
+    from babelrs_core.settings_env import read
     from babelrs_core.summary import render_summary
 
-    home = os.environ.get("PREFECT_HOME")
+    home = read("PREFECT_HOME")
     if home:  # Prefect creates only the last folder of its home; make the parents first
         Path(home).mkdir(parents=True, exist_ok=True)
     from flows.retrain import babelrs_retrain

@@ -9,7 +9,6 @@ writes checkpoints and outputs, and talks to MLflow.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -21,8 +20,12 @@ from typing import Any
 
 import torch
 
+from babelrs_core.settings_env import read
+
 #: set by torchrun in every process it starts
-RANK_ENV, LOCAL_RANK_ENV, WORLD_SIZE_ENV = "RANK", "LOCAL_RANK", "WORLD_SIZE"
+RANK_ENV = "RANK"
+LOCAL_RANK_ENV = "LOCAL_RANK"
+WORLD_SIZE_ENV = "WORLD_SIZE"
 
 
 class DistributedLaunchError(RuntimeError):
@@ -38,16 +41,16 @@ class DistributedLaunchError(RuntimeError):
 
 def world_size() -> int:
     """Processes in this job (``WORLD_SIZE``; 1 outside torchrun)."""
-    return int(os.environ.get(WORLD_SIZE_ENV, "1"))
+    return int(read(WORLD_SIZE_ENV) or "1")
 
 
 def rank() -> int:
     """Global rank of this process (0 outside torchrun)."""
-    return int(os.environ.get(RANK_ENV, os.environ.get(LOCAL_RANK_ENV, "0")))
+    return int(read(RANK_ENV) or read(LOCAL_RANK_ENV) or "0")
 
 
 def local_rank() -> int:
-    return int(os.environ.get(LOCAL_RANK_ENV, "0"))
+    return int(read(LOCAL_RANK_ENV) or "0")
 
 
 def is_main() -> bool:

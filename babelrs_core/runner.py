@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 import yaml
 
 from babelrs_core import distributed as dist_util
-from babelrs_core import stages
+from babelrs_core import settings_env, stages
 from babelrs_core.config import Params, flatten
 from babelrs_core.pipeline import StageSpec, params_subset, stage
 from babelrs_core.tracking import (
@@ -109,7 +108,7 @@ def run_stage(
     spec = stage(name)
     if tracker is None or not tracker.enabled or not dist_util.is_main():
         return call_stage(spec, params, progress)
-    parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
+    parent_run_id = parent_run_id or settings_env.read(PARENT_ENV) or None
     tags = {**lineage_tags(params, runner), "babelrs.stage": name}
     for path, digest in (data_hashes or {}).items():
         tags[f"babelrs.data_hash.{path}"] = digest

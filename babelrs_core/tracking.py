@@ -25,6 +25,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from babelrs_core.settings_env import read
+
 DEFAULT_STORE = Path("outputs/mlflow")
 SECRET_ENV_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL")
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]")
@@ -37,12 +39,12 @@ def metric_key(key: str) -> str:
 
 def is_rank_zero() -> bool:
     """True unless this process is a non-zero rank of a distributed job."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    return int(read("RANK") or read("LOCAL_RANK") or "0") == 0
 
 
 def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else a local SQLite store (no server needed)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = read("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     store.mkdir(parents=True, exist_ok=True)
