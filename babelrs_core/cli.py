@@ -233,16 +233,47 @@ def _stage_command(name: str) -> None:
         set_: SetOpt = None,
         quiet: QuietOpt = False,
         track: TrackOpt = True,
+        parent_run_id: Annotated[
+            str | None,
+            typer.Option(
+                envvar="BABELRS_PARENT_RUN_ID",
+                help="MLflow run to nest this stage's run under (the pipeline's parent run)",
+            ),
+        ] = None,
+        result_json: Annotated[
+            Path | None, typer.Option(help="also write the result here (rank 0 only)")
+        ] = None,
+        runner: Annotated[str, typer.Option(hidden=True, help="lineage tag value")] = "cli",
     ) -> None:
-        from babelrs_core.runner import run_stage
+        from babelrs_core import distributed as dist_util
+        from babelrs_core.io.atomic import write_json
+        from babelrs_core.runner import launch_distributed, run_stage, wants_torchrun
 
         p = _params(params, set_)
-        tracker = None
-        if track:
-            from babelrs_core.tracking import Tracker
+        if wants_torchrun(name, p):  # params.distributed asks for several processes
+            result = launch_distributed(
+                name, p, track=track, parent_run_id=parent_run_id, runner=runner
+            )
+        else:
+            tracker = None
+            if track and dist_util.is_main():
+                from babelrs_core.tracking import Tracker
 
-            tracker = Tracker.from_params(p)
-        _echo_json(run_stage(name, p, tracker=tracker, runner="cli", progress=not quiet))
+                tracker = Tracker.from_params(p)
+            result = run_stage(
+                name,
+                p,
+                tracker=tracker,
+                parent_run_id=parent_run_id,
+                runner=runner,
+                progress=not quiet,
+            )
+        if not dist_util.is_main():
+            return
+        if result_json is not None:  # the launcher reads it (and shows the log)
+            write_json(result_json, json.loads(json.dumps(result, default=str)))
+        else:
+            _echo_json(result)
 
     command.__doc__ = spec.help
     stage_app.command(name, help=spec.help)(command)
@@ -332,13 +363,13 @@ def pipeline_run(
 ) -> None:
     """Run the whole pipeline through the Prefect flow `babelrs-retrain` (ephemeral Prefect
     unless PREFECT_API_URL is set), then print the summary table."""
-    import os
 
+    from babelrs_core.settings_env import read
     from babelrs_core.summary import render_summary
 
     overrides = _parse_overrides(set_)
     load_params(params, overrides)  # fail fast, before Prefect starts or anything is written
-    home = os.environ.get("PREFECT_HOME")
+    home = read("PREFECT_HOME")
     if home:  # Prefect creates only the last folder of its home; make the parents first
         Path(home).mkdir(parents=True, exist_ok=True)
     from flows.retrain import babelrs_retrain

@@ -244,10 +244,11 @@ class Pretrain(Strict):
     language_model: str = "minilm"  # minilm | tiny | a local Hugging Face causal-LM directory
     encoder_weights: Path | None = None  # local safetensors for vit_*; null: lite0's ImageNet
     pretrained: bool = True  # load the encoder's pretrained weights (ImageNet for lite0)
+    lm_dropout: Fraction | None = None  # language-model dropout; null: the model's own (0.1)
     bn: Literal["frozen", "train"] = "frozen"  # CNN BatchNorm statistics
     image_size: PosInt = 128
     steps: PosInt = 300
-    batch_size: PosInt = 8
+    batch_size: PosInt = 8  # global: split over the distributed processes
     lr: PosFloat = 1e-3
     lr_scale_encoder: NonNegFloat = 0.2
     lr_scale_lm: NonNegFloat = 0.2
@@ -343,7 +344,7 @@ class Finetune(Strict):
     neck_outs: PosInt = 5  # FPN levels from the first tap's stride (5: P3-P7 for lite0)
     heads: dict[DatasetName, DetHead] = Field(default_factory=_default_heads)
     source_ratio: dict[DatasetName, PosInt] = {"sardet": 2, "dota": 1, "dronevehicle": 1}
-    batch_size: PosInt = 4  # images per batch, split by source_ratio (paper: 4 per GPU)
+    batch_size: PosInt = 4  # global images per step, split by source_ratio (paper: 4 per GPU)
     iters: PosInt = 300  # optimizer steps (paper: 33,468)
     lr: PosFloat = 5e-5  # AdamW (paper: 5e-5)
     weight_decay: NonNegFloat = 0.05
@@ -459,6 +460,34 @@ class Orchestration(Strict):
     gpu_concurrency: PosInt = 1  # task runs tagged ``gpu`` at once (Prefect tag concurrency limit)
 
 
+class Distributed(Strict):
+    """``torchrun`` data parallelism of the training stages (babelrs_core/distributed.py).
+
+    Batch sizes in ``pretrain`` / ``finetune`` are global: each of the ``nnodes x nproc_per_node``
+    processes takes its share, so changing the process count does not change the optimisation.
+    """
+
+    nproc_per_node: PosInt = 1  # processes per machine (one per GPU); 1: plain single process
+    nnodes: PosInt = 1  # machines; > 1 needs rdzv_endpoint and the same command on every node
+    rdzv_endpoint: str | None = None  # host:port of the rendezvous; null: this machine, free port
+    rdzv_id: str = "babelrs"  # rendezvous job id (the same on every node of one run)
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> Distributed:
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("nnodes > 1 needs rdzv_endpoint (host:port reachable by every node)")
+        if self.rdzv_endpoint is not None:
+            host, _, port = self.rdzv_endpoint.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"rdzv_endpoint {self.rdzv_endpoint!r}: expected host:port")
+        return self
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -476,12 +505,29 @@ class Params(Strict):
     tracking: Tracking = Tracking()
     registry: Registry = Registry()
     orchestration: Orchestration = Orchestration()
+    distributed: Distributed = Distributed()
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_nan(cls, value: Any, info: ValidationInfo) -> Any:
         _reject_nan(value, info.field_name or "")
         return value
+
+    @model_validator(mode="after")
+    def _global_batches(self) -> Params:
+        world = self.distributed.world_size
+        if self.pretrain.batch_size % world:
+            raise ValueError(
+                f"pretrain.batch_size ({self.pretrain.batch_size}) must be a multiple of the "
+                f"number of processes ({world} = distributed.nnodes x nproc_per_node)"
+            )
+        ratio = sum(self.finetune.source_ratio.values())
+        if self.finetune.batch_size % (world * ratio):
+            raise ValueError(
+                f"finetune.batch_size ({self.finetune.batch_size}) must be a multiple of "
+                f"processes x source_ratio sum ({world} x {ratio}): every process keeps the ratio"
+            )
+        return self
 
     @model_validator(mode="after")
     def _visual_grid(self) -> Params:

@@ -36,6 +36,7 @@ class StageSpec:
     metrics: tuple[str, ...] = ()  # JSON metric files (DVC ``metrics``, cache: false)
     plots: tuple[str, ...] = ()
     gpu: bool = False
+    distributed: bool = False  # runs under torchrun when params.distributed asks for > 1 process
     retries: int = 0  # Prefect retries for transient failures (never for bad data)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -150,11 +151,20 @@ PIPELINE: list[StageSpec] = [
         name="pretrain",
         func="pretrain",
         help="CSIA + LVSA: align the shared vision encoder to language (encoder weights).",
-        params=("seed", "paths.raw", "paths.manifest", "paths.pretrain_out", "model", "pretrain"),
+        params=(
+            "seed",
+            "paths.raw",
+            "paths.manifest",
+            "paths.pretrain_out",
+            "model",
+            "pretrain",
+            "distributed",
+        ),
         code=("babelrs_core/models", "babelrs_core/pretrain"),
         deps=("{paths.manifest}", "{paths.raw}", "{validation.out_dir}/summary.json"),
         outs=("{paths.pretrain_out}",),
         gpu=True,
+        distributed=True,
         retries=1,
     ),
     StageSpec(
@@ -169,11 +179,13 @@ PIPELINE: list[StageSpec] = [
             "model",
             "finetune",
             "evaluation.ignore_difficult",
+            "distributed",
         ),
         code=("babelrs_core/detector", "babelrs_core/models"),
         deps=("{paths.manifest}", "{paths.raw}", "{paths.pretrain_out}"),
         outs=("{paths.finetune_out}",),
         gpu=True,
+        distributed=True,
         retries=1,
     ),
     StageSpec(

@@ -9,12 +9,17 @@ subset the stage reads, lineage tags, the step metrics the stage emits through
 from __future__ import annotations
 
 import inspect
-import os
+import json
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from babelrs_core import stages
+import yaml
+
+from babelrs_core import distributed as dist_util
+from babelrs_core import settings_env, stages
 from babelrs_core.config import Params, flatten
 from babelrs_core.pipeline import StageSpec, params_subset, stage
 from babelrs_core.tracking import (
@@ -26,6 +31,47 @@ from babelrs_core.tracking import (
 )
 
 PARENT_ENV = "BABELRS_PARENT_RUN_ID"
+
+
+def wants_torchrun(name: str, params: Params) -> bool:
+    """True when stage ``name`` trains with several processes and this process is not one of
+    them yet (the runners then call :func:`launch_distributed`)."""
+    return (
+        stage(name).distributed
+        and params.distributed.world_size > 1
+        and dist_util.world_size() == 1
+    )
+
+
+def launch_distributed(
+    name: str,
+    params: Params,
+    *,
+    track: bool = True,
+    parent_run_id: str | None = None,
+    runner: str = "cli",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run stage ``name`` as ``torchrun ... -m babelrs_core.cli stage <name>`` with these params
+    (written to a temporary file); every output line goes to ``log`` (secrets redacted). Rank 0
+    creates the MLflow run, a child of ``parent_run_id``, and its result is returned. A failure
+    raises :class:`~babelrs_core.distributed.DistributedLaunchError` with the status and log tail.
+    """
+    from babelrs_core.tracking import redact
+
+    with tempfile.TemporaryDirectory(prefix=f"babelrs-{name}-") as tmp:
+        params_file, result_file = Path(tmp) / "params.yaml", Path(tmp) / "result.json"
+        params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+        args = ["stage", name, "--params", str(params_file), "--quiet", "--runner", runner]
+        args += ["--result-json", str(result_file), "--track" if track else "--no-track"]
+        if parent_run_id:
+            args += ["--parent-run-id", parent_run_id]
+        cmd = dist_util.torchrun_command(params.distributed, args)
+        log(f"stage {name}: {' '.join(cmd)}")
+        dist_util.run_streaming(cmd, lambda line: log(redact(line)))
+        if not result_file.exists():
+            raise RuntimeError(f"stage {name}: torchrun succeeded but rank 0 wrote no result")
+        return json.loads(result_file.read_text())
 
 
 def call_stage(spec: StageSpec, params: Params, progress: bool = True) -> dict[str, Any]:
@@ -60,9 +106,9 @@ def run_stage(
 ) -> dict[str, Any]:
     """Run stage ``name``; tracked in MLflow when ``tracker`` is given."""
     spec = stage(name)
-    if tracker is None or not tracker.enabled:
+    if tracker is None or not tracker.enabled or not dist_util.is_main():
         return call_stage(spec, params, progress)
-    parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
+    parent_run_id = parent_run_id or settings_env.read(PARENT_ENV) or None
     tags = {**lineage_tags(params, runner), "babelrs.stage": name}
     for path, digest in (data_hashes or {}).items():
         tags[f"babelrs.data_hash.{path}"] = digest

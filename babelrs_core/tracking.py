@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -24,18 +25,26 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from babelrs_core.settings_env import read
+
 DEFAULT_STORE = Path("outputs/mlflow")
 SECRET_ENV_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL")
+_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def metric_key(key: str) -> str:
+    """``key`` with the characters MLflow refuses in names replaced (``a~b`` -> ``a-vs-b``)."""
+    return _BAD_KEY_CHARS.sub("_", key.replace("~", "-vs-"))
 
 
 def is_rank_zero() -> bool:
     """True unless this process is a non-zero rank of a distributed job."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    return int(read("RANK") or read("LOCAL_RANK") or "0") == 0
 
 
 def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else a local SQLite store (no server needed)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = read("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     store.mkdir(parents=True, exist_ok=True)
@@ -107,7 +116,9 @@ class MetricBuffer:
         for key, value in metrics.items():
             v = float(value)
             if v == v and abs(v) != float("inf"):
-                self._pending.append(Metric(key=key, value=v, timestamp=now, step=int(step)))
+                self._pending.append(
+                    Metric(key=metric_key(key), value=v, timestamp=now, step=int(step))
+                )
         if len(self._pending) >= self.flush_every:
             self.flush()
 
@@ -170,10 +181,12 @@ class Tracker:
         flush_every: int = 200,
         artifact_location: str | None = None,
     ) -> None:
-        import mlflow
-
         self.enabled = is_rank_zero()
         self.flush_every = flush_every
+        if not self.enabled:  # other ranks of a torchrun job never talk to MLflow
+            return
+        import mlflow
+
         self.uri = tracking_uri or default_tracking_uri()
         mlflow.set_tracking_uri(self.uri)
         self.client = mlflow.MlflowClient(self.uri)

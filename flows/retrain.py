@@ -9,7 +9,11 @@ A thin wrapper: each task calls :func:`babelrs_core.runner.run_stage`, the same 
 * results persisted as JSON and a cache keyed on the stage's params subset and the content hashes
   of its inputs and code, so an unchanged stage is skipped as DVC would skip it (a stage whose
   outputs were deleted is re-run);
-* flow parameters that override params.yaml keys, validated like the file.
+* flow parameters that override params.yaml keys, validated like the file;
+* training stages run as a ``torchrun`` subprocess when ``params.distributed`` asks for more than
+  one process (:func:`babelrs_core.runner.launch_distributed`): its output streams into the task
+  log, a non-zero exit fails the task with the status and the log tail, and rank 0 creates the
+  stage's MLflow run under the parent run id passed on its command line.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from prefect.context import TaskRunContext
 
 from babelrs_core.config import ConfigError, Params, load_params, parse_params
 from babelrs_core.pipeline import PIPELINE, StageSpec, cache_key, stage
-from babelrs_core.runner import lineage_tags, run_stage
+from babelrs_core.runner import launch_distributed, lineage_tags, run_stage, wants_torchrun
 from babelrs_core.tracking import Tracker, path_hash
 
 #: Errors that a retry cannot fix: bad data, bad params, bad files.
@@ -57,6 +61,17 @@ def stage_task(
 ) -> dict[str, Any]:
     """Run one stage (tracked as a child MLflow run of ``parent_run_id``)."""
     params = parse_params(params_data)
+    if wants_torchrun(name, params):
+        logger = get_run_logger()
+        result = launch_distributed(
+            name,
+            params,
+            track=track,
+            parent_run_id=parent_run_id,
+            runner="prefect",
+            log=logger.info,
+        )
+        return json.loads(json.dumps(result, default=str))
     tracker = Tracker.from_params(params) if track else None
     # lineage: content hashes of the data inputs (babelrs.data_hash.<path> tags)
     inputs = stage(name).inputs(params) if track else []

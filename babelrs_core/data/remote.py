@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from babelrs_core.settings_env import read
+
 DEFAULT_S3_REMOTE = "s3"
 BUCKET_ENV = "BABELRS_S3_BUCKET"
 ENDPOINT_ENVS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -97,18 +99,18 @@ def resolve_s3(
     if parsed.scheme != "s3":
         raise RemoteError(f"DVC remote {remote!r} is {url!r}, not an s3:// remote")
     prefix = parsed.path.strip("/")
-    bucket = bucket or os.environ.get(BUCKET_ENV) or parsed.netloc
+    bucket = bucket or read(BUCKET_ENV) or parsed.netloc
     if not bucket:
         raise RemoteError(f"no bucket: set {BUCKET_ENV} or pass --bucket")
     endpoint = (
         endpoint
         or conf.get("endpointurl")
-        or next((os.environ[e] for e in ENDPOINT_ENVS if os.environ.get(e)), None)
+        or next((read(e) for e in ENDPOINT_ENVS if read(e)), None)
     )
     region = (
         conf.get("region")
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
+        or read("AWS_REGION")
+        or read("AWS_DEFAULT_REGION")
         or "us-east-1"
     )
     profile = conf.get("profile") or None

@@ -29,7 +29,7 @@ def register_all() -> None:
     from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
-    from babelrs_core.detector import backbone, data, hooks, model, optim  # noqa: F401
+    from babelrs_core.detector import backbone, data, ddp, hooks, model, optim  # noqa: F401
 
 
 def fast_config(cfg: dict[str, Any]) -> Any:
@@ -56,12 +56,11 @@ def fast_config(cfg: dict[str, Any]) -> Any:
 
 
 def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("finetune.device=cuda but no CUDA device is available")
-    return name
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error.
+    Under torchrun each process is put on the GPU of its local rank."""
+    from babelrs_core.distributed import resolve_device as resolve
+
+    return resolve(name, "finetune.device").type
 
 
 def encoder_geometry(
@@ -263,20 +262,26 @@ def runner_config(
     device: str = "cpu",
     resume: bool = True,
     quiet: bool = True,
+    world_size: int = 1,
 ) -> dict[str, Any]:
-    """The full mmengine ``Runner`` config of a fine-tuning run."""
+    """The full mmengine ``Runner`` config of a fine-tuning run. With ``world_size`` > 1 it is
+    mmengine's ``pytorch`` launcher (under torchrun) and each process loads its share of the
+    global ``finetune.batch_size``."""
+    from babelrs_core.distributed import backend_for
+
     cfg = params.finetune
     ratios = [cfg.source_ratio[ds] for ds in datasets_of(params)]
+    local_batch = cfg.batch_size // world_size  # params validation: a multiple of world x ratio
     return {
         "model": model_config(params, norm, pretrained_dir=pretrained_dir, arch=arch),
         "work_dir": str(work_dir),
         "train_dataloader": {
-            "batch_size": cfg.batch_size,
+            "batch_size": local_batch,
             "num_workers": 0,
             "persistent_workers": False,
             "sampler": {
                 "type": "MultiSourceRatioSampler",
-                "batch_size": cfg.batch_size,
+                "batch_size": local_batch,
                 "source_ratio": ratios,
                 "seed": params.seed,
             },
@@ -315,12 +320,12 @@ def runner_config(
         "env_cfg": {
             "cudnn_benchmark": False,
             "mp_cfg": {"mp_start_method": "fork", "opencv_num_threads": 0},
-            "dist_cfg": {"backend": "nccl"},
+            "dist_cfg": {"backend": backend_for(device, params.distributed.backend)},
         },
         "randomness": {"seed": params.seed, "deterministic": False},
         "default_scope": "mmdet",
         "log_level": "WARNING" if quiet else "INFO",
-        "launcher": "none",
+        "launcher": "pytorch" if world_size > 1 else "none",
         "resume": resume,
         "load_from": None,
     }

@@ -275,7 +275,10 @@ class MultiSourceRatioSampler(Sampler):
 
     Each source is an independent shuffled infinite stream (a new permutation per pass, seeded by
     ``seed`` and the source index); ranks take interleaved elements of every stream. Use it with a
-    DataLoader of the same ``batch_size``.
+    DataLoader of the same ``batch_size`` (the per-process batch). With ``W`` ranks of batch ``b``
+    the union of the ranks' step-``k`` batches is exactly the step-``k`` batch of one process with
+    batch ``W x b`` (same images of every source, per source in another order). ``rank`` /
+    ``world_size`` default to mmengine's view of the process group.
     """
 
     def __init__(
@@ -285,6 +288,8 @@ class MultiSourceRatioSampler(Sampler):
         source_ratio: Sequence[int],
         shuffle: bool = True,
         seed: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         sources = getattr(dataset, "datasets", None)
         if sources is None:
@@ -303,6 +308,8 @@ class MultiSourceRatioSampler(Sampler):
         self.shuffle = shuffle
         self.seed = sync_random_seed() if seed is None else int(seed)
         self.rank, self.world_size = get_dist_info()
+        if rank is not None or world_size is not None:
+            self.rank, self.world_size = int(rank or 0), int(world_size or 1)
         self._total = sum(self.sizes)
         self._skip = 0
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from babelrs_core import distributed as dist_util
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params
 from babelrs_core.detector import checkpoint as ckpt
@@ -67,14 +68,28 @@ def _runner_class():
     from mmengine.runner import Runner
 
     class DeviceRunner(Runner):
-        """mmengine ``Runner`` that keeps the model on ``finetune.device`` (CPU even with a GPU)."""
+        """mmengine ``Runner`` that keeps the model on ``finetune.device`` (CPU even with a GPU)
+        and, under torchrun, wraps it in our DDP wrapper (CPU / gloo included)."""
 
         device = "cpu"
+        sync_bn = False
 
         def wrap_model(self, model_wrapper_cfg: Any, model: torch.nn.Module) -> torch.nn.Module:
-            if self.device == "cpu":
-                return model.to("cpu")
-            return super().wrap_model(model_wrapper_cfg, model)
+            if not self.distributed:
+                if self.device == "cpu":
+                    return model.to("cpu")
+                return super().wrap_model(model_wrapper_cfg, model)
+            from babelrs_core.detector.ddp import BabelRSDistributedDataParallel
+
+            if self.device == "cuda":
+                model = model.to(torch.device("cuda", torch.cuda.current_device()))
+                if self.sync_bn:  # finetune.bn = train: statistics of the global batch
+                    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                model = model.to("cpu")
+            return BabelRSDistributedDataParallel(
+                module=model, broadcast_buffers=False, find_unused_parameters=True
+            )
 
     return DeviceRunner
 
@@ -108,9 +123,30 @@ def run_finetune(
     ``finetune.init`` is ``csia``) to ``paths.pretrain_out``, ``out`` to ``paths.finetune_out``.
     With ``resume`` a rerun continues from the newest checkpoint of the same run. ``callbacks``
     receive every metrics line (``f(iteration, metrics)``); ``hooks`` are extra mmengine hooks
-    (e.g. a tracking hook), registered with their own priority.
+    (e.g. a tracking hook), registered with their own priority. Under ``torchrun`` the processes
+    train together (mmengine's ``pytorch`` launcher); rank 0 alone writes files and calls back,
+    the other ranks return ``{"rank": r}``.
     """
+    if params.finetune.threads:
+        torch.set_num_threads(params.finetune.threads)
+    device = resolve_device(params.finetune.device)
+    with dist_util.process_group(device, params.distributed.backend):
+        return _run(params, device, manifest, encoder, out, resume, callbacks, progress, hooks)
+
+
+def _run(
+    params: Params,
+    device: str,
+    manifest: str | os.PathLike[str] | None,
+    encoder: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str] | None,
+    resume: bool,
+    callbacks: Iterable[MetricsCallback],
+    progress: bool,
+    hooks: Iterable[Any],
+) -> dict[str, Any]:
     cfg = params.finetune
+    main, world = dist_util.is_main(), dist_util.world_size()
     manifest = Path(manifest or params.paths.manifest)
     out = Path(out or params.paths.finetune_out)
     encoder_dir = Path(encoder or params.paths.pretrain_out) if cfg.init == "csia" else None
@@ -121,9 +157,6 @@ def run_finetune(
             f"{encoder_dir / 'encoder.json'}: pretraining output not found; run the pretraining "
             "stage first, or set finetune.init to imagenet or scratch"
         )
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     t0 = time.perf_counter()
 
     work_dir = out / "checkpoints"
@@ -138,12 +171,14 @@ def run_finetune(
         state = ckpt.safe_load_training_checkpoint(latest)
         start_iter = int(state["meta"].get("iter", 0))
         del state
-    else:
+    elif main:
         shutil.rmtree(work_dir, ignore_errors=True)
         for name in ("metrics.jsonl", "train.json", ckpt.DETECTOR_JSON, ckpt.DETECTOR_WEIGHTS):
             (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(run_json, fp)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(run_json, fp)
+    dist_util.barrier()  # rank 0 has cleared or kept the folder before anyone builds the runner
 
     pretrain_info = None
     arch: dict[str, Any] = {}
@@ -162,27 +197,34 @@ def run_finetune(
         arch=arch,
         device=device,
         resume=latest is not None,
-        quiet=not progress,
+        quiet=not (progress and main),
+        world_size=world,
     )
     runner_cls = _runner_class()
     runner_cls.device = device
+    runner_cls.sync_bn = cfg.bn == "train"
     runner = runner_cls.from_cfg(fast_config(rcfg))
     metrics_path = out / "metrics.jsonl"
-    runner.register_hook(
-        MetricsJsonlHook(str(metrics_path), cfg.log_every, callbacks), priority="LOW"
-    )
-    for hook in hooks:
-        runner.register_hook(hook, priority=getattr(hook, "priority", "NORMAL"))
+    if main:
+        runner.register_hook(
+            MetricsJsonlHook(str(metrics_path), cfg.log_every, callbacks), priority="LOW"
+        )
+        for hook in hooks:
+            runner.register_hook(hook, priority=getattr(hook, "priority", "NORMAL"))
     t_build = time.perf_counter() - t0
     t_train0 = time.perf_counter()
     runner.train()
     train_s = time.perf_counter() - t_train0
+    dist_util.barrier()  # rank 0's last checkpoint is written
+    if not main:
+        return {"rank": dist_util.rank(), "iters_this_run": cfg.iters - start_iter}
 
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     info = detector_info(params, model, norm, norm_source, encoder_dir, pretrain_info)
     ckpt.export_detector(model, out, info)
     history = read_metrics(metrics_path)
     summary = train_summary(params, history, device, start_iter, t_build, train_s, runner)
+    summary["processes"] = world
     summary["total_s"] = round(time.perf_counter() - t0, 2)
     summary["out"] = str(out)
     previous = out / "train.json"

@@ -129,8 +129,32 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_pivot(spec: str, tiny: TinyBertSpec | None = None, seed: int = 0) -> Pivot:
-    """``minilm`` | ``tiny`` | a local causal-LM directory -> :class:`Pivot` (offline only)."""
+#: config attributes of Hugging Face models that hold a dropout probability
+DROPOUT_KEYS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "attention_dropout",
+    "hidden_dropout",
+    "dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+)
+
+
+def _set_dropout(cfg: object, dropout: float | None) -> None:
+    if dropout is None:
+        return
+    for key in DROPOUT_KEYS:
+        if isinstance(getattr(cfg, key, None), float | int):
+            setattr(cfg, key, float(dropout))
+
+
+def load_pivot(
+    spec: str, tiny: TinyBertSpec | None = None, seed: int = 0, dropout: float | None = None
+) -> Pivot:
+    """``minilm`` | ``tiny`` | a local causal-LM directory -> :class:`Pivot` (offline only).
+    ``dropout`` replaces every dropout probability of the model's config (None: keep them)."""
     from transformers import (
         AutoConfig,
         AutoModelForCausalLM,
@@ -144,7 +168,10 @@ def load_pivot(spec: str, tiny: TinyBertSpec | None = None, seed: int = 0) -> Pi
         folder = minilm_path()
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         if spec == "minilm":
-            model = BertLMHeadModel.from_pretrained(folder, is_decoder=True, local_files_only=True)
+            cfg = AutoConfig.from_pretrained(folder, local_files_only=True)
+            cfg.is_decoder = True
+            _set_dropout(cfg, dropout)
+            model = BertLMHeadModel.from_pretrained(folder, config=cfg, local_files_only=True)
         else:
             t = tiny or TinyBertSpec()
             cfg = BertConfig(
@@ -156,6 +183,7 @@ def load_pivot(spec: str, tiny: TinyBertSpec | None = None, seed: int = 0) -> Pi
                 max_position_embeddings=512,
                 is_decoder=True,
             )
+            _set_dropout(cfg, dropout)
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
                 model = BertLMHeadModel(cfg)
@@ -170,5 +198,6 @@ def load_pivot(spec: str, tiny: TinyBertSpec | None = None, seed: int = 0) -> Pi
     cfg = AutoConfig.from_pretrained(folder, local_files_only=True)
     if cfg.model_type in ("bert", "roberta", "xlm-roberta", "electra"):
         cfg.is_decoder = True  # encoder checkpoints run as causal decoders
+    _set_dropout(cfg, dropout)
     model = AutoModelForCausalLM.from_pretrained(folder, config=cfg, local_files_only=True)
     return Pivot(model, tok, str(folder))

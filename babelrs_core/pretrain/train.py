@@ -1,6 +1,12 @@
 """The pretraining loop: CSIA loss on response tokens, LVSA annealing by optimizer step, AdamW with
 warmup + cosine, gradient clipping, fp32 / bf16 / fp16-AMP, freeze switches, per-step metrics,
 atomic checkpoints and exact resume, then the encoder export and the held-out evaluation.
+
+Under ``torchrun`` (``params.distributed``) every process draws the same global batch of the step
+(a pure function of seed and step) and trains on its slice; PyTorch DDP averages the gradients.
+Each process's loss is its token-loss sum over the *global* token count times the world size, so
+the averaged gradient is the gradient of the global batch's mean token loss, as in one process.
+Rank 0 alone writes metrics, checkpoints and outputs and runs the evaluation.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from babelrs_core import distributed as dist_util
 from babelrs_core.config import Params
 from babelrs_core.io.atomic import write_text
 from babelrs_core.models.encoders import VisionEncoder, build_encoder
@@ -36,6 +43,17 @@ MetricsHook = Callable[[int, dict[str, float]], None]
 MODALITIES = ("sar", "rgb", "ir")
 #: params that may change between a run and its resume
 _RESUME_FREE = {"checkpoint_every", "eval_max_per_task", "max_new_tokens", "threads", "device"}
+
+
+class _StepLoss(nn.Module):
+    """``forward(batch, step)`` = the token losses: what DDP wraps (it hooks ``forward``)."""
+
+    def __init__(self, model: AlignModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.token_losses(batch, step)
 
 
 class JsonlLogger:
@@ -62,11 +80,7 @@ class JsonlLogger:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("pretrain.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
+    return dist_util.resolve_device(name, "pretrain.device")
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -187,7 +201,7 @@ def prepare(params: Params, manifest: Path) -> tuple[AlignModel, PretrainData]:
         cfg.tiny_lm.heads,
         cfg.tiny_lm.intermediate_size,
     )
-    pivot = load_pivot(cfg.language_model, tiny, seed=params.seed)
+    pivot = load_pivot(cfg.language_model, tiny, seed=params.seed, dropout=cfg.lm_dropout)
     model, _ = build_model(params, pivot)
     apply_freeze(model, params)
     data = build_data(
@@ -229,19 +243,42 @@ def run_pretraining(
     ``encoder.json``, ``projector.safetensors``, ``metrics.json``, ``metrics.jsonl`` and
     ``checkpoints/``. With ``resume`` a rerun continues from the newest checkpoint.
     ``stop_after`` ends the process-equivalent of a crash after that many steps (tests).
+    Under ``torchrun`` the processes train together; ranks other than 0 return ``{"rank": r}``.
     """
+    if params.pretrain.threads:
+        torch.set_num_threads(params.pretrain.threads)
+    device = resolve_device(params.pretrain.device)
+    with dist_util.process_group(device, params.distributed.backend):
+        return _run(params, device, manifest, out, resume, callbacks, stop_after, progress)
+
+
+def _run(
+    params: Params,
+    device: torch.device,
+    manifest: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str] | None,
+    resume: bool,
+    callbacks: Iterable[MetricsHook],
+    stop_after: int | None,
+    progress: bool,
+) -> dict[str, Any]:
     from babelrs_core.pretrain.evaluate import evaluate, export_outputs
 
     cfg = params.pretrain
     manifest = Path(manifest or params.paths.manifest)
     out = Path(out or params.paths.pretrain_out)
     ckpt_dir = out / "checkpoints"
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    main, world, rank = dist_util.is_main(), dist_util.world_size(), dist_util.rank()
+    local_bs = cfg.batch_size // world  # params validation: batch_size is a multiple of world
     t0 = time.perf_counter()
     model, data = prepare(params, manifest)
     model.to(device)
+    step_loss: nn.Module = _StepLoss(model)
+    if world > 1:
+        if cfg.bn == "train" and device.type == "cuda":
+            step_loss = nn.SyncBatchNorm.convert_sync_batchnorm(step_loss)
+        # some trainable parts sit out a step (e.g. region tokens when no region prompt is drawn)
+        step_loss = nn.parallel.DistributedDataParallel(step_loss, find_unused_parameters=True)
     optimizer = torch.optim.AdamW(
         param_groups(model, params), betas=(0.9, 0.999), eps=1e-8, foreach=True
     )
@@ -250,7 +287,7 @@ def run_pretraining(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     logger = JsonlLogger(out / "metrics.jsonl")
-    hooks: list[MetricsHook] = [logger, *callbacks]
+    hooks: list[MetricsHook] = [logger, *callbacks] if main else []
     fp = fingerprint(params)
 
     start, nonfinite = 0, 0
@@ -265,13 +302,17 @@ def run_pretraining(
             scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         start, nonfinite = int(state["step"]), int(state.get("nonfinite_steps", 0))
-        logger.truncate_after(start)
-    else:
+        if main:
+            logger.truncate_after(start)
+    elif main:
         for old in ckpt.list_checkpoints(ckpt_dir):
             old.unlink()
         logger.path.unlink(missing_ok=True)
+    dist_util.barrier()  # every rank has read the checkpoint before rank 0 writes new ones
 
     def save(step: int) -> None:
+        if not main:
+            return
         ckpt.save_checkpoint(
             ckpt_dir,
             step,
@@ -291,25 +332,32 @@ def run_pretraining(
     losses: list[float] = []
     t_train = time.perf_counter()
     bar = None
-    if progress:
+    if progress and main:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc="pretrain", unit="step")
     for step in range(start, cfg.steps):
         ts = time.perf_counter()
         idx, flips, drops = data.draw(step, cfg.batch_size, params.seed)
+        mine = slice(rank * local_bs, (rank + 1) * local_bs)  # this process's share of the step
+        idx, flips, drops = idx[mine], flips[mine], drops[mine]
         batch = data.collate([data.train[i] for i in idx], flips=flips, drops=drops)
         batch.images, batch.text_ids = batch.images.to(device), batch.text_ids.to(device)
         batch.text_mask, batch.labels = batch.text_mask.to(device), batch.labels.to(device)
         batch.region_at, batch.boxes = batch.region_at.to(device), batch.boxes.to(device)
         batch.drop_prefix, batch.drop_roi = batch.drop_prefix.to(device), batch.drop_roi.to(device)
         with autocast_for(cfg.precision, device):
-            tok_losses, rows = model.token_losses(batch, step)
-        loss = tok_losses.mean()
+            tok_losses, rows = step_loss(batch, step)
+        mods = [batch.modalities[r] for r in rows.tolist()]
+        sums = _global_sums(tok_losses.detach(), mods)  # summed over ranks: [loss, n, per mod]
+        n_tokens = max(float(sums[1]), 1.0)
+        # global mean token loss once DDP has averaged the ranks' gradients (see module doc)
+        loss = tok_losses.sum() * (world / n_tokens)
+        global_loss = float(sums[0]) / n_tokens
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm))
-        finite = math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)
+        finite = math.isfinite(global_loss) and math.isfinite(grad_norm)
         if scaler.is_enabled():
             scaler.step(optimizer)  # skips the update itself on inf / nan gradients
             scaler.update()
@@ -320,34 +368,36 @@ def run_pretraining(
         scheduler.step()
 
         metrics: dict[str, float] = {
-            "loss": float(loss.detach()),
+            "loss": global_loss,
             "grad_norm": grad_norm,
             "alpha": alpha(step, cfg.lvsa.tau),
             "lr": cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio),
             "nonfinite_steps": nonfinite,
         }
-        mods = [batch.modalities[r] for r in rows.tolist()]
-        for m in MODALITIES:  # a modality absent from this batch has no key at this step
-            sel = [i for i, mm in enumerate(mods) if mm == m]
-            if sel:
-                metrics[f"loss_{m}"] = float(tok_losses.detach()[sel].mean())
+        for k, m in enumerate(MODALITIES):  # a modality absent from this batch has no key
+            if float(sums[3 + 2 * k]) > 0:
+                metrics[f"loss_{m}"] = float(sums[2 + 2 * k]) / float(sums[3 + 2 * k])
         metrics["samples_per_s"] = cfg.batch_size / max(time.perf_counter() - ts, 1e-9)
         for hook in hooks:
             hook(step + 1, metrics)
-        losses.append(float(loss.detach()))
+        losses.append(global_loss)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{global_loss:.3f}")
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_after:
             save(done)
         if stop_after is not None and done >= stop_after and done < cfg.steps:
             if bar is not None:
                 bar.close()
+            dist_util.barrier()
             return {"stopped_at": done, "out": str(out)}
     if bar is not None:
         bar.close()
     train_s = time.perf_counter() - t_train
+    dist_util.barrier()  # the last checkpoint is written before any rank leaves
+    if not main:
+        return {"rank": rank, "steps_this_run": cfg.steps - start}
 
     t_eval = time.perf_counter()
     heldout = evaluate(model, data, params, device)
@@ -370,6 +420,18 @@ def run_pretraining(
         },
     )
     return summary
+
+
+def _global_sums(tok_losses: torch.Tensor, mods: Sequence[str]) -> torch.Tensor:
+    """[loss sum, token count, (sum, count) per modality] of this step, summed over all ranks."""
+    vals = [tok_losses.float().sum(), torch.tensor(float(len(mods)))]
+    for m in MODALITIES:
+        sel = [i for i, mm in enumerate(mods) if mm == m]
+        vals += [tok_losses[sel].float().sum() if sel else torch.tensor(0.0), float(len(sel))]
+    out = torch.tensor([float(v) for v in vals], dtype=torch.float64, device=tok_losses.device)
+    if dist_util.active():
+        torch.distributed.all_reduce(out)
+    return out.cpu()
 
 
 def _read_losses(path: Path) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from typing import Any
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params, Registry
 from babelrs_core.registry.gate import Decision, decide
+from babelrs_core.settings_env import read
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -206,7 +207,7 @@ def promote(
             else:
                 decision = decide(challenger, theirs, margin=cfg.margin, max_drop=cfg.max_drop,
                                   floor=cfg.floor, champion_version=str(champ.version))  # fmt: skip
-        pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+        pause = float(read(PAUSE_ENV, "0") or 0)
         if pause > 0:
             time.sleep(pause)
         if decision.promote:

@@ -126,3 +126,24 @@ def test_modality_statistics(fake_manifest: Path) -> None:
     assert set(stats) == {"sar", "rgb"}
     assert len(set(stats["sar"]["mean"])) == 1  # grey file replicated to three channels
     assert 60 < stats["sar"]["mean"][0] < 200 and stats["rgb"]["std"][0] > 1
+
+
+def test_sampler_rank_shares_union_is_the_single_process_batch() -> None:
+    """Two ranks of batch 4 draw, at every step, the images one process of batch 8 draws."""
+    from types import SimpleNamespace
+
+    from babelrs_core.detector.data import MultiSourceRatioSampler
+
+    concat = SimpleNamespace(datasets=[list(range(7)), list(range(5)), list(range(3))])
+    ratio = [2, 1, 1]
+    one = iter(MultiSourceRatioSampler(concat, 8, ratio, seed=4, rank=0, world_size=1))
+    ranks = [
+        iter(MultiSourceRatioSampler(concat, 4, ratio, seed=4, rank=r, world_size=2))
+        for r in range(2)
+    ]
+    for _ in range(12):  # several passes over every source
+        single = [next(one) for _ in range(8)]
+        shares = [[next(it) for _ in range(4)] for it in ranks]
+        assert sorted(shares[0] + shares[1]) == sorted(single)
+        for share in shares:  # every rank keeps the 2:1:1 ratio: every head sees images
+            assert sum(i < 7 for i in share) == 2 and sum(i >= 12 for i in share) == 1

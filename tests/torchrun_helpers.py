@@ -1,0 +1,49 @@
+"""Helpers of the torchrun tests: the CLI as a subprocess on CPU (gloo), MLflow runs by parent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_params(params: Any, path: Path) -> Path:
+    """The validated params as a YAML file (what the CLI reads)."""
+    path.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def cli(args: list[str], cwd: Path, timeout_s: float = 900) -> subprocess.CompletedProcess:
+    """``python -m babelrs_core.cli ARGS`` on CPU, one thread per process, offline."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("BABELRS_PARENT_RUN_ID", None)
+    return subprocess.run(
+        [sys.executable, "-m", "babelrs_core.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def child_runs(tracker: Any, parent_id: str) -> list[Any]:
+    """MLflow runs nested under ``parent_id``."""
+    return tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
