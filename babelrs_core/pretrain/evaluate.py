@@ -255,8 +255,11 @@ def export_outputs(
 
 
 # -- docs/results.md ------------------------------------------------------------------------------
-def results_markdown(metrics: dict[str, Any], source: str = "outputs/pretrain/metrics.json") -> str:
-    """The "Pretraining (CSIA + LVSA)" section, generated from a run's ``metrics.json``."""
+def results_markdown(
+    metrics: dict[str, Any], source: str = "outputs/pretrain/metrics.json", note: str = ""
+) -> str:
+    """The "Pretraining (CSIA + LVSA)" section, generated from a run's ``metrics.json`` (``note``:
+    a sentence about where and how the run was made)."""
     p = metrics["params"]
     held = metrics["heldout"]
     lines = [
@@ -269,7 +272,7 @@ def results_markdown(metrics: dict[str, Any], source: str = "outputs/pretrain/me
         f"{p['steps']} steps x batch {p['batch_size']}, image {p['image_size']} px, "
         f"LVSA mode `{p['lvsa']['mode']}` layers {p['lvsa']['layers']} tau {p['lvsa']['tau']}, "
         f"{p['precision']}, seed {p['seed']}, device {metrics.get('device')} "
-        f"({metrics.get('threads')} threads).",
+        f"({metrics.get('threads')} threads).{' ' + note if note else ''}",
         "",
         f"Time: {metrics['timing'].get('total_s')} s in all "
         f"({metrics['timing'].get('train_s')} s training, {metrics['timing'].get('eval_s')} s "
@@ -314,11 +317,13 @@ def results_markdown(metrics: dict[str, Any], source: str = "outputs/pretrain/me
     return "\n".join(lines)
 
 
-def update_results_doc(metrics_path: str | os.PathLike[str], doc: str | os.PathLike[str]) -> Path:
+def update_results_doc(
+    metrics_path: str | os.PathLike[str], doc: str | os.PathLike[str], note: str = ""
+) -> Path:
     """Replace (or append) the pretraining section of ``doc`` with one generated from a run."""
     metrics_path, doc = Path(metrics_path), Path(doc)
     metrics = json.loads(metrics_path.read_text())
-    section = results_markdown(metrics, metrics_path.as_posix())
+    section = results_markdown(metrics, metrics_path.as_posix(), note)
     text = doc.read_text() if doc.exists() else "# Results\n\n"
     pattern = re.compile(re.escape(SECTION) + r"\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
@@ -333,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write the pretraining section of docs/results.md")
     ap.add_argument("metrics", nargs="?", default="outputs/pretrain/metrics.json")
     ap.add_argument("doc", nargs="?", default="docs/results.md")
+    ap.add_argument("--note", default="", help="a sentence on where / how the run was made")
     a = ap.parse_args(argv)
-    print(update_results_doc(a.metrics, a.doc))
+    print(update_results_doc(a.metrics, a.doc, a.note))
     return 0
 
 
