@@ -306,10 +306,7 @@ def main() -> None:
             "here). Single runs on a machine shared with other jobs: read ratios within ~10 %.",
             "",
         ])  # fmt: skip
-        doc = Path(args.write_docs)
-        if not doc.exists():
-            doc.write_text("# Benchmarks\n")
-        update_results_md(doc, section, "## Detector fine-tuning")
+        update_results_md(args.write_docs, section, "## Detector fine-tuning", title="# Benchmarks")
 
 
 if __name__ == "__main__":

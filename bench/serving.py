@@ -140,10 +140,7 @@ def main() -> None:
             "on top of the pyfunc figure.",
             "",
         ])  # fmt: skip
-        doc = Path(args.write_docs)
-        if not doc.exists():
-            doc.write_text("# Benchmarks\n")
-        update_results_md(doc, section, SECTION)
+        update_results_md(args.write_docs, section, SECTION, title="# Benchmarks")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,3 +48,21 @@ def child_runs(tracker: Any, parent_id: str) -> list[Any]:
     return tracker.client.search_runs(
         [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
     )
+
+
+def logged_losses(out: Path) -> list[float]:
+    """The ``loss`` of every line of a stage's ``metrics.jsonl``."""
+    return [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_under_parent(stage: str, params: Any, tmp_path: Path) -> tuple[Any, Any, str]:
+    """Start a parent MLflow run, then ``babelrs stage <stage> --parent-run-id ...`` with
+    ``params`` (written to YAML); returns (completed process, tracker, parent run id)."""
+    from babelrs_core.tracking import Tracker
+
+    tracker = Tracker.from_params(params)
+    parent = tracker.start("parent", {})
+    args = ["stage", stage, "--params", str(write_params(params, tmp_path / "p.yaml"))]
+    proc = cli([*args, "--quiet", "--parent-run-id", parent], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, tracker, parent

@@ -333,10 +333,13 @@ def results_section(
     return "\n".join(parts)
 
 
-def update_results_md(path: str | os.PathLike[str], section: str, heading: str = SECTION) -> Path:
-    """Replace (or append) the ``heading`` section of ``path``; other sections stay untouched."""
+def update_results_md(
+    path: str | os.PathLike[str], section: str, heading: str = SECTION, title: str = "# Results"
+) -> Path:
+    """Replace (or append) the ``heading`` section of ``path``; other sections stay untouched
+    (a missing file starts with ``title``)."""
     path = Path(path)
-    text = path.read_text() if path.exists() else "# Results\n"
+    text = path.read_text() if path.exists() else title + "\n"
     lines = text.splitlines()
     start = next((i for i, ln in enumerate(lines) if ln.strip() == heading), None)
     new = section.rstrip("\n").splitlines()

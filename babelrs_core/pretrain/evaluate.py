@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -324,13 +323,9 @@ def update_results_doc(
     metrics_path, doc = Path(metrics_path), Path(doc)
     metrics = json.loads(metrics_path.read_text())
     section = results_markdown(metrics, metrics_path.as_posix(), note)
-    text = doc.read_text() if doc.exists() else "# Results\n\n"
-    pattern = re.compile(re.escape(SECTION) + r"\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    write_text(doc, text.rstrip("\n") + "\n")
+    from babelrs_core.evaluation.report import update_results_md
+
+    update_results_md(doc, section, SECTION)
     return doc
 
 

@@ -31,9 +31,8 @@ import torch
 from safetensors.torch import load_file
 
 from babelrs_core.detector.train import run_finetune
-from babelrs_core.tracking import Tracker
 from tests.detector.det_fakes import make_fake_encoder, make_fake_manifest, tiny_params
-from tests.torchrun_helpers import child_runs, cli, write_params
+from tests.torchrun_helpers import child_runs, logged_losses, run_under_parent
 
 ITERS = 6
 NO_AUG = {
@@ -58,10 +57,6 @@ def _params(root: Path, out: Path, nproc: int):
     )
 
 
-def _losses(out: Path) -> list[float]:
-    return [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_two_process_finetuning_matches_one_process(tmp_path: Path) -> None:
     make_fake_manifest(tmp_path)
@@ -71,11 +66,7 @@ def test_two_process_finetuning_matches_one_process(tmp_path: Path) -> None:
     run_finetune(one)
 
     two = _params(tmp_path, ddp, 2)
-    tracker = Tracker.from_params(two)
-    parent = tracker.start("parent", {})
-    args = ["stage", "finetune", "--params", str(write_params(two, tmp_path / "p.yaml"))]
-    proc = cli([*args, "--quiet", "--parent-run-id", parent], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc, tracker, parent = run_under_parent("finetune", two, tmp_path)
     assert "--nproc-per-node=2" in proc.stdout
 
     runs = child_runs(tracker, parent)
@@ -85,7 +76,7 @@ def test_two_process_finetuning_matches_one_process(tmp_path: Path) -> None:
     assert saved == [f"iter_{ITERS}.pth"]
     train = json.loads((ddp / "train.json").read_text())
     assert train["processes"] == 2 and train["iters_this_run"] == ITERS
-    a, b = _losses(single), _losses(ddp)
+    a, b = logged_losses(single), logged_losses(ddp)
     assert len(a) == len(b) == ITERS // 2
     assert torch.allclose(torch.tensor(b), torch.tensor(a), rtol=1e-4, atol=0), (a, b)
 

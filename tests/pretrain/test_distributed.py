@@ -12,7 +12,6 @@ init|), while training moved the weights far more than that.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,9 @@ from safetensors.torch import load_file
 
 from babelrs_core.pretrain import checkpoint as ckpt
 from babelrs_core.pretrain.train import prepare, run_pretraining
-from babelrs_core.tracking import Tracker
 from tests.pretrain.fakes import make_fake_dataset
 from tests.pretrain.test_train import tiny_params
-from tests.torchrun_helpers import child_runs, cli, write_params
+from tests.torchrun_helpers import child_runs, logged_losses, run_under_parent
 
 STEPS = 8
 
@@ -43,10 +41,6 @@ def _params(root: Path, out: Path, nproc: int):
     return type(p).model_validate(data)
 
 
-def _losses(out: Path) -> list[float]:
-    return [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_two_process_pretraining_matches_one_process(tmp_path: Path) -> None:
     make_fake_dataset(tmp_path)
@@ -55,11 +49,7 @@ def test_two_process_pretraining_matches_one_process(tmp_path: Path) -> None:
     run_pretraining(one, out=single)
 
     two = _params(tmp_path, ddp, 2)
-    tracker = Tracker.from_params(two)
-    parent = tracker.start("parent", {})
-    args = ["stage", "pretrain", "--params", str(write_params(two, tmp_path / "p.yaml"))]
-    proc = cli([*args, "--quiet", "--parent-run-id", parent], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc, tracker, parent = run_under_parent("pretrain", two, tmp_path)
     assert "torch.distributed.run" in proc.stdout and "--nproc-per-node=2" in proc.stdout
 
     # rank 0 alone: one child run, one checkpoint, one metrics line per step
@@ -67,7 +57,7 @@ def test_two_process_pretraining_matches_one_process(tmp_path: Path) -> None:
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["distributed.nproc_per_node"] == "2"
     assert [p.name for p in (ddp / "checkpoints").iterdir()] == [f"step_{STEPS:07d}.pt"]
-    a, b = _losses(single), _losses(ddp)
+    a, b = logged_losses(single), logged_losses(ddp)
     assert len(a) == len(b) == STEPS
     assert torch.allclose(torch.tensor(b), torch.tensor(a), rtol=1e-4, atol=0)
 
