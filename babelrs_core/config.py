@@ -626,7 +626,6 @@ class Params(Strict):
             )
         return self
 
-
     @model_validator(mode="after")
     def _ablation_variants(self) -> Params:
         for name in self.ablation.variants:
