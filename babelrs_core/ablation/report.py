@@ -225,7 +225,11 @@ def statement(order: dict[str, Any], spread: str = "half_range") -> str:
     if not sc:
         return f"{order['precision']}: no evaluated runs, so the ordering cannot be checked."
     exp = " > ".join(order["expected"])
-    got = " > ".join(f"{v} {sc[v]['mean']:.2f}" for v in order["measured"])
+    ms = order["measured"]
+    got = f"{ms[0]} {sc[ms[0]]['mean']:.2f}" + "".join(
+        (" = " if sc[b]["mean"] == sc[a]["mean"] else " > ") + f"{b} {sc[b]['mean']:.2f}"
+        for a, b in itertools.pairwise(ms)
+    )
     text = (
         f"**{order['precision']}, {name}** (mean ± {spread.replace('_', '-')} over seeds). "
         f"Expected (paper): {exp}. Measured: {got}. "
@@ -249,9 +253,10 @@ def statement(order: dict[str, Any], spread: str = "half_range") -> str:
         flipped = [p for p in order["pairs"] if not p["kept"]]
         text += "**The paper's ordering did not hold here**"
         if flipped:
-            text += ": flipped adjacent pairs " + "; ".join(
-                f"{p['better']} − {p['worse']} = {p['gap']:+.2f} "
-                + ("(beyond" if p["beyond_spread"] else "(within")
+            text += ": adjacent pairs out of order " + "; ".join(
+                f"{p['better']} − {p['worse']} = {p['gap']:+.2f} ("
+                + ("tied" if p["gap"] == 0 else "flipped")
+                + (", beyond" if p["beyond_spread"] else ", within")
                 + f" the seed spread {p['spread']:.2f})"
                 for p in flipped
             )
@@ -570,6 +575,14 @@ def section(
             "pretraining and fine-tuning run.",
             "",
         ]
+    ft_s = sum(r["train_s"] or 0 for r in rows)
+    pt_s = sum(p.get("total_s") or 0 for p in pretrains)
+    parts += [
+        f"Compute in the outputs (sum over runs, reused or not): {ft_s:.0f} s of fine-tuning "
+        f"loops over {len(rows)} runs and {pt_s:.0f} s of pretraining (training + held-out "
+        f"evaluation) over {len(pretrains)} runs.",
+        "",
+    ]
     parts += ["Reproduce:", "", "```", "make ablation   # = babelrs ablation run", "```", ""]
     return "\n".join(parts)
 
@@ -599,6 +612,7 @@ def pretrain_info(plan: Plan) -> list[dict[str, Any]]:
                 "final_loss": hist[-1]["loss"] if hist else None,
                 "nonfinite_steps": hist[-1].get("nonfinite_steps") if hist else None,
                 "train_s": (m.get("timing") or {}).get("train_s"),
+                "total_s": (m.get("timing") or {}).get("total_s"),
             }
         )
     return out

@@ -84,9 +84,19 @@ def test_ordering_that_did_not_hold_names_the_flipped_pairs() -> None:
     assert order["concordant"] == 0
     text = statement(order)
     assert "**The paper's ordering did not hold here**" in text
-    assert "ours − last = -1.00 (within the seed spread 2.00)" in text
-    assert "last − img = -8.00 (beyond the seed spread 1.00)" in text
+    assert "ours − last = -1.00 (flipped, within the seed spread 2.00)" in text
+    assert "last − img = -8.00 (flipped, beyond the seed spread 1.00)" in text
+    assert "Measured: img 20.00 > last 12.00 > ours 11.00." in text
     assert "0 of 3 variant pairs" in text
+
+
+def test_a_tie_does_not_count_as_held() -> None:
+    rows = [_row(v, s, 10.0) for v in ("ours", "img") for s in (0, 1)]
+    order = ordering(aggregate(rows), ["ours", "img"], "hmap", "fp32")
+    assert not order["held"] and order["concordant"] == 0
+    text = statement(order)
+    assert "Measured: ours 10.00 = img 10.00." in text
+    assert "ours − img = +0.00 (tied, within the seed spread 0.00)" in text
 
 
 def test_ordering_with_a_variant_missing_does_not_hold() -> None:
