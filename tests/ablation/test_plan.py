@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +89,22 @@ def test_invalid_ablation_params_name_the_key(overrides: dict, message: str) -> 
         load_params(ROOT / "params.yaml", overrides)
     assert "params.yaml" in str(err.value)
     assert message in str(err.value)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "babelrs_core.cli", "ablation", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+def test_cli_plan_prints_the_runs_and_bad_params_exit_2(tmp_path: Path) -> None:
+    out = _cli("plan", "--set", "ablation.cpu_fp16=skip", "--set", "finetune.device=cpu")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert len(plan["finetune"]) == 10 and len(plan["skipped"]) == 5
+    assert sorted(plan["pretrain"]) == ["last_layer", "ours", "tau0"]
+    root = tmp_path / "ab"
+    bad = _cli("run", "--set", "ablation.seeds=[3]", "--set", f"ablation.out_root={root}")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "ablation" in bad.stderr and "at least two distinct seeds" in bad.stderr
+    assert not root.exists(), "nothing may be written for invalid params"
