@@ -9,6 +9,7 @@ Interrupted runs resume from their newest checkpoint; runs whose params changed 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ def run_pretrain_job(params_json: dict[str, Any], out: str, manifest: str) -> di
     from babelrs_core.config import Params
     from babelrs_core.pretrain.train import fingerprint, run_pretraining
 
+    t0 = time.perf_counter()
     params = Params.model_validate(params_json)
     target = Path(out)
     fp = json.loads(json.dumps(fingerprint(params)))
@@ -63,7 +65,8 @@ def run_pretrain_job(params_json: dict[str, Any], out: str, manifest: str) -> di
     write_json(meta, {"fingerprint": fp, "done": False})
     summary = run_pretraining(params, manifest, target, resume=same)
     write_json(meta, {"fingerprint": fp, "done": True})
-    return {"timing": summary.get("timing", {}), "out": str(target)}
+    took = time.perf_counter() - t0
+    return {"timing": summary.get("timing", {}), "out": str(target), "job_s": took}
 
 
 def run_finetune_job(
@@ -74,6 +77,7 @@ def run_finetune_job(
     from babelrs_core.detector.train import fingerprint, run_finetune
     from babelrs_core.evaluation.report import run_evaluation
 
+    t0 = time.perf_counter()
     params = Params.model_validate(params_json)
     ft, ev = Path(out) / "finetune", Path(out) / "eval"
     enc = Path(encoder) if encoder else None
@@ -84,4 +88,5 @@ def run_finetune_job(
         result["eval"] = {
             k: v for k, v in run_evaluation(params, manifest, ft, ev).items() if k != "info"
         }
+    result["job_s"] = time.perf_counter() - t0
     return result

@@ -175,7 +175,9 @@ def _execute(
                     log(f"ablation: {name} FAILED after {secs:.0f} s: {errors[name]}")
                 else:
                     counts["ran"] += 1
-                    log(f"ablation: {name} done in {secs:.0f} s")
+                    took = fut.result().get("job_s")
+                    own = f", {took:.0f} s running" if isinstance(took, int | float) else ""
+                    log(f"ablation: {name} done ({secs:.0f} s since queued{own})")
                 status = "failed" if exc is not None else "ran"
                 if kind == "pt":
                     if exc is None:
