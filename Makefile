@@ -15,7 +15,7 @@ export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test test-fast test-slow faults lint format preview lock clean help serve-scheduler gpu-check
+.PHONY: setup run test test-fast test-slow faults ablation lint format preview lock clean help serve-scheduler gpu-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -54,6 +54,9 @@ faults: $(STAMP)  ## the fault suite: kill -9, corrupt / trapped checkpoints, fu
 	@mkdir -p $(PREFECT_HOME)
 	$(VENV)/bin/pytest -q tests/faults tests/orchestration/test_no_secrets.py \
 		tests/e2e/test_dvc_s3.py::test_push_interrupted_by_stopping_the_server
+
+ablation: $(STAMP)  ## encoder-start ablation (5 inits x fp32/fp16 x 2 seeds) -> docs/results.md "Ablation"
+	$(BABELRS) ablation run
 
 preview: $(STAMP)  ## regenerate the README's preview mosaic
 	$(BABELRS) data preview

@@ -331,6 +331,52 @@ def predict(
     _echo_json(predict_files(model, images, modality, out, score_thr, overlays, overlay_thr))
 
 
+ablation_app = typer.Typer(
+    help="The encoder-start ablation (ablation.* in params.yaml, docs/ablation.md).",
+    no_args_is_help=True,
+)
+app.add_typer(ablation_app, name="ablation")
+
+
+@ablation_app.command("run")
+def ablation_run(
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    track: TrackOpt = True,
+) -> None:
+    """Pretrain the variants, fine-tune every variant x precision x seed (equal compute), evaluate,
+    and regenerate the "Ablation" section of docs/results.md with its PNGs. Finished runs are
+    reused, interrupted ones resume; exit 1 if any run failed (the report lists it)."""
+    from babelrs_core.ablation.run import AblationError, run_ablation
+
+    p = _params(params, set_)
+    try:
+        summary = run_ablation(p, track=track)
+    except AblationError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo("\n".join(summary["statements"]))
+    typer.echo(f"wrote {p.ablation.results_md} and {p.ablation.out_root / 'summary.json'}")
+
+
+@ablation_app.command("report")
+def ablation_report(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
+    """Regenerate the "Ablation" section and PNGs from the outputs of earlier runs."""
+    from babelrs_core.ablation.run import report_ablation
+
+    p = _params(params, set_)
+    summary = report_ablation(p)
+    typer.echo("\n".join(summary["statements"]))
+
+
+@ablation_app.command("plan")
+def ablation_plan(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
+    """Print the runs the ablation would do (nothing runs)."""
+    from babelrs_core.ablation.plan import build_plan
+
+    _echo_json(build_plan(_params(params, set_)).describe())
+
+
 @pipeline_app.command("dvc-yaml")
 def pipeline_dvc_yaml(
     params: ParamsOpt = DEFAULT_PARAMS,

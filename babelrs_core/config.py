@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -387,6 +388,89 @@ class Finetune(Strict):
         return self
 
 
+# -- the ablation (issue #10, docs/ablation.md) ---------------------------------------------------
+
+ABLATION_FIXED = ("init", "precision", "iters", "threads", "device", "log_every",
+                  "grad_cosine_every")  # fmt: skip
+
+
+class AblationVariant(Strict):
+    """One encoder start of the ablation: ``init`` plus overrides of its pretraining / fine-tuning.
+
+    ``pretrain`` and ``finetune`` hold dotted keys relative to those sections (``lvsa.mode: last``).
+    """
+
+    label: str = Field(min_length=1)
+    init: Literal["csia", "imagenet", "scratch"]
+    pretrain: dict[str, Any] = {}  # csia only: how its encoder is pretrained differs
+    finetune: dict[str, Any] = {}  # the same for every seed and precision of this variant
+
+    @model_validator(mode="after")
+    def _overrides(self) -> AblationVariant:
+        if self.pretrain and self.init != "csia":
+            raise ValueError(f"pretrain overrides need init csia (init is {self.init})")
+        fixed = sorted(k for k in self.finetune if k.split(".")[0] in ABLATION_FIXED)
+        if fixed:
+            raise ValueError(
+                f"finetune overrides {fixed}: set by the ablation plan itself (init, precision, "
+                "iters: equal compute for every variant)"
+            )
+        return self
+
+
+def _default_variants() -> dict[str, AblationVariant]:
+    return {
+        "ours": AblationVariant(label="CSIA + LVSA (ours)", init="csia"),
+        "last_layer": AblationVariant(
+            label="CSIA, last layer only", init="csia", pretrain={"lvsa.mode": "last"}
+        ),
+        "tau0": AblationVariant(label="CSIA, tau = 0", init="csia", pretrain={"lvsa.tau": 0}),
+        "imagenet": AblationVariant(label="ImageNet (late alignment)", init="imagenet"),
+        "scratch": AblationVariant(label="scratch", init="scratch"),
+    }
+
+
+class Ablation(Strict):
+    """``babelrs ablation run``: encoder starts x precisions x seeds, equal fine-tuning compute."""
+
+    variants: dict[str, AblationVariant] = Field(default_factory=_default_variants)
+    expected_order: list[str] = ["ours", "last_layer", "tau0", "imagenet", "scratch"]
+    precisions: list[Literal["fp32", "bf16", "fp16"]] = ["fp32", "fp16"]
+    seeds: list[NonNegInt] = [0, 1]  # fine-tuning seeds (at least two: a spread needs two)
+    iters: PosInt = 200  # fine-tuning iterations of every run (equal compute)
+    pretrain_seed: NonNegInt | None = None  # seed of every pretraining; null: the top-level seed
+    pretrain_eval_max_per_task: PosInt = 16  # held-out prompts in the pretraining evaluation
+    cpu_fp16: Literal["full", "probe", "skip"] = "probe"  # fp16 autocast on a CPU device
+    probe_iters: PosInt = 20  # iterations of a cpu_fp16 probe run (not evaluated)
+    log_every: PosInt = 1  # metrics.jsonl lines: 1 = every iteration (exact first non-finite)
+    grad_cosine_every: PosInt = 10  # per-modality gradient cosines every N iterations
+    workers: PosInt = 2  # runs at once (separate processes)
+    threads: NonNegInt = 1  # torch threads per run; 0: torch's default
+    spread: Literal["half_range", "std"] = "half_range"  # over seeds: (max - min) / 2 or std
+    order_metric: Literal["hmap", "map", "ap50"] = "hmap"  # overall score the ordering uses
+    out_root: Path = Path("outputs/ablation")
+    results_md: Path = Path("docs/results.md")
+    plots_dir: Path = Path("docs/img/ablation")  # PNGs linked from results_md
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Ablation:
+        bad = [n for n in self.variants if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", n)]
+        if bad:
+            raise ValueError(f"variants {bad}: names are lower-case letters, digits, _ and -")
+        if not self.variants:
+            raise ValueError("variants: at least one")
+        unknown = [n for n in self.expected_order if n not in self.variants]
+        if unknown:
+            raise ValueError(f"expected_order: unknown variants {unknown}")
+        if len(set(self.expected_order)) != len(self.expected_order):
+            raise ValueError("expected_order: a variant appears twice")
+        if len(set(self.seeds)) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {self.seeds}: at least two distinct seeds (mean +- spread)")
+        if not self.precisions or len(set(self.precisions)) != len(self.precisions):
+            raise ValueError(f"precisions {self.precisions}: one or more, each once")
+        return self
+
+
 class Evaluation(Strict):
     """SOI-Det evaluation of the fine-tuned detector (BABELRS.md §4.2)."""
 
@@ -506,6 +590,7 @@ class Params(Strict):
     registry: Registry = Registry()
     orchestration: Orchestration = Orchestration()
     distributed: Distributed = Distributed()
+    ablation: Ablation = Ablation()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -540,6 +625,34 @@ class Params(Strict):
                 f"pretrain.pixel_shuffle ({pt.pixel_shuffle})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _ablation_variants(self) -> Params:
+        for name in self.ablation.variants:
+            ablation_section(self, name, "pretrain")
+            ablation_section(self, name, "finetune")
+        return self
+
+
+def ablation_section(params: Params, variant: str, section: str) -> Any:
+    """``params.<section>`` (pretrain | finetune) with the ablation variant's overrides applied."""
+    base = getattr(params, section)
+    overrides = getattr(params.ablation.variants[variant], section)
+    if not overrides:
+        return base
+    data = base.model_dump(mode="json")
+    for key, value in overrides.items():
+        set_dotted(data, key, value)
+    try:
+        return type(base).model_validate(data)
+    except ValidationError as exc:
+        where = f"ablation.variants.{variant}.{section}"
+        msgs = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: "
+            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in exc.errors()
+        )
+        raise ValueError(f"{where}: {msgs}") from None
 
 
 def _reject_nan(value: Any, key: str = "") -> None:

@@ -1,0 +1,1 @@
+"""The ablation (``babelrs ablation run``, docs/ablation.md): plan, run, report."""

@@ -1,0 +1,110 @@
+"""The ablation plan from params: equal compute, shared pretraining, fp16 on CPU; bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from babelrs_core.ablation.plan import build_plan
+from babelrs_core.config import ConfigError, load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_plan_on_cpu_probes_fp16_and_keeps_compute_equal() -> None:
+    params = load_params(ROOT / "params.yaml")
+    plan = build_plan(params, device="cpu")
+    assert [j.name for j in plan.pretrains] == ["ours", "last_layer", "tau0"]
+    assert plan.pretrain_job("last_layer").params.pretrain.lvsa.mode == "last"
+    assert plan.pretrain_job("tau0").params.pretrain.lvsa.tau == 0
+    assert plan.pretrain_job("ours").params.pretrain.lvsa.mode == "lvsa"
+    full = [j for j in plan.finetunes if j.mode == "full"]
+    probes = [j for j in plan.finetunes if j.mode == "probe"]
+    assert len(full) == 5 * 2 and {j.precision for j in full} == {"fp32"}
+    assert len(probes) == 5 and {(j.precision, j.seed) for j in probes} == {("fp16", 0)}
+    assert {j.params.finetune.iters for j in probes} == {params.ablation.probe_iters}
+    # equal compute: every full run has the same fine-tuning params but init and seed
+    shapes = set()
+    for j in full:
+        ft = j.params.finetune.model_dump(mode="json")
+        ft.pop("init")
+        shapes.add(repr(sorted(ft.items())))
+    assert len(shapes) == 1
+    assert {j.params.finetune.iters for j in full} == {params.ablation.iters}
+    assert {j.seed for j in full} == set(params.ablation.seeds)
+    assert {j.variant: j.pretrain for j in full}["imagenet"] is None
+    assert {j.variant: j.params.finetune.init for j in full}["scratch"] == "scratch"
+    assert len({j.out for j in plan.finetunes}) == len(plan.finetunes)
+
+
+def test_plan_on_a_gpu_runs_fp16_in_full_and_skip_drops_it() -> None:
+    params = load_params(ROOT / "params.yaml")
+    gpu = build_plan(params, device="cuda")
+    assert len(gpu.finetunes) == 5 * 2 * 2 and {j.mode for j in gpu.finetunes} == {"full"}
+    skip = build_plan(load_params(ROOT / "params.yaml", {"ablation.cpu_fp16": "skip"}), "cpu")
+    assert len(skip.finetunes) == 10
+    assert {(s["variant"], s["precision"]) for s in skip.skipped} == {
+        (v, "fp16") for v in params.ablation.variants
+    }
+
+
+def test_variants_with_the_same_pretraining_share_one_run() -> None:
+    params = load_params(
+        ROOT / "params.yaml",
+        {
+            "ablation.variants.ours_again": {"label": "again", "init": "csia"},
+            "ablation.variants.tau0.pretrain": {"lvsa.tau": 0, "steps": 50},
+        },
+    )
+    plan = build_plan(params, device="cpu")
+    assert plan.pretrain_job("ours").variants == ("ours", "ours_again")
+    assert plan.pretrain_job("tau0").params.pretrain.steps == 50
+    assert {j.pretrain for j in plan.finetunes if j.variant == "ours_again"} == {"ours"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ablation.seeds": [0]}, "at least two distinct seeds"),
+        ({"ablation.seeds": [1, 1]}, "at least two distinct seeds"),
+        ({"ablation.expected_order": ["ours", "nope"]}, "unknown variants ['nope']"),
+        ({"ablation.precisions": ["fp32", "fp8"]}, "ablation.precisions.1"),
+        ({"ablation.variants.tau0.pretrain": {"lvsa.tauu": 0}}, "tau0.pretrain: lvsa.tauu"),
+        ({"ablation.variants.tau0.pretrain": {"lvsa.tau": -1}}, "tau0.pretrain: lvsa.tau"),
+        ({"ablation.variants.imagenet.pretrain": {"steps": 5}}, "pretrain overrides need init"),
+        ({"ablation.variants.ours.finetune": {"iters": 5}}, "set by the ablation plan"),
+        ({"ablation.variants.ours.init": "mae"}, "ablation.variants.ours.init"),
+        ({"ablation.variants.Bad_Name": {"label": "x", "init": "scratch"}}, "Bad_Name"),
+        ({"ablation.iters": 0}, "ablation.iters"),
+        ({"ablation.cpu_fp16": "maybe"}, "ablation.cpu_fp16"),
+    ],
+)
+def test_invalid_ablation_params_name_the_key(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_params(ROOT / "params.yaml", overrides)
+    assert "params.yaml" in str(err.value)
+    assert message in str(err.value)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "babelrs_core.cli", "ablation", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+def test_cli_plan_prints_the_runs_and_bad_params_exit_2(tmp_path: Path) -> None:
+    out = _cli("plan", "--set", "ablation.cpu_fp16=skip", "--set", "finetune.device=cpu")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert len(plan["finetune"]) == 10 and len(plan["skipped"]) == 5
+    assert sorted(plan["pretrain"]) == ["last_layer", "ours", "tau0"]
+    root = tmp_path / "ab"
+    bad = _cli("run", "--set", "ablation.seeds=[3]", "--set", f"ablation.out_root={root}")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "ablation" in bad.stderr and "at least two distinct seeds" in bad.stderr
+    assert not root.exists(), "nothing may be written for invalid params"
