@@ -12,6 +12,7 @@ import yaml
 
 from babelrs_core import __version__, stages
 from babelrs_core.config import DEFAULT_PARAMS, ConfigError, Params, load_params
+from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import DiskFullError
 
 app = typer.Typer(
@@ -444,6 +445,9 @@ def main() -> None:
         sys.exit(2)
     except DiskFullError as exc:
         typer.secho(f"error: {exc.strerror}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except BabelrsError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(1)
 
 

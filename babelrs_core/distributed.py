@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from babelrs_core.errors import BabelrsError
 from babelrs_core.settings_env import read
 
 #: set by torchrun in every process it starts
@@ -28,8 +29,10 @@ LOCAL_RANK_ENV = "LOCAL_RANK"
 WORLD_SIZE_ENV = "WORLD_SIZE"
 
 
-class DistributedLaunchError(RuntimeError):
+class DistributedLaunchError(BabelrsError, RuntimeError):
     """``torchrun`` exited with a non-zero status; the message carries the log tail."""
+
+    transient = True
 
     def __init__(self, returncode: int, tail: str, cmd: Sequence[str]) -> None:
         self.returncode = returncode

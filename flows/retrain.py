@@ -26,6 +26,8 @@ from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext
 
 from babelrs_core.config import ConfigError, Params, load_params, parse_params
+from babelrs_core.errors import BabelrsError
+from babelrs_core.io.atomic import DiskFullError
 from babelrs_core.pipeline import PIPELINE, StageSpec, cache_key, stage
 from babelrs_core.runner import launch_distributed, lineage_tags, run_stage, wants_torchrun
 from babelrs_core.tracking import Tracker, path_hash
@@ -46,6 +48,8 @@ def _stage_cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
 
 def _retry_transient(task_: Any, task_run: Any, state: Any) -> bool:
     exc = state.result(raise_on_failure=False)
+    if isinstance(exc, BabelrsError | DiskFullError):
+        return bool(getattr(exc, "transient", False))
     return not isinstance(exc, PERMANENT_ERRORS)
 
 

@@ -25,12 +25,13 @@ from babelrs_core.ablation import jobs
 from babelrs_core.ablation.plan import FinetuneJob, Plan, PretrainJob, build_plan
 from babelrs_core.ablation.report import RUN_JSON, collect_row, write_report
 from babelrs_core.config import Params, flatten
+from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import write_json
 
 PARENT_NAME = "babelrs-ablation"
 
 
-class AblationError(RuntimeError):
+class AblationError(BabelrsError, RuntimeError):
     """Some runs of the ablation failed (the report lists them)."""
 
 

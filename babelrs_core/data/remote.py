@@ -25,6 +25,8 @@ the bucket.
 
 from __future__ import annotations
 
+from babelrs_core.errors import BabelrsError
+
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,8 +41,10 @@ ENDPOINT_ENVS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 PROBE_KEY = ".babelrs-access-check"
 
 
-class RemoteError(RuntimeError):
+class RemoteError(BabelrsError, RuntimeError):
     """The remote cannot be used; the message says why in one sentence (no secrets)."""
+
+    transient = True
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import atomic_path, write_bytes, write_json
 
 DETECTOR_FORMAT = "babelrs-detector/1"
@@ -36,7 +37,7 @@ DETECTOR_JSON = "detector.json"
 DETECTOR_WEIGHTS = "detector.safetensors"
 
 
-class DetectorCheckpointError(RuntimeError):
+class DetectorCheckpointError(BabelrsError, RuntimeError):
     """A detector checkpoint is missing, corrupted, or from a different run."""
 
 

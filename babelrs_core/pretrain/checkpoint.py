@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import atomic_path
 
 FORMAT = 1
@@ -23,7 +24,7 @@ _NAME = re.compile(r"^step_(\d{7})\.pt$")
 REQUIRED = ("format", "step", "model", "optimizer", "scheduler", "rng", "fingerprint")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(BabelrsError, RuntimeError):
     """A checkpoint is corrupted, incomplete or from a different configuration."""
 
 

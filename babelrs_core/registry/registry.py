@@ -28,6 +28,7 @@ from typing import Any
 
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params, Registry
+from babelrs_core.errors import BabelrsError
 from babelrs_core.registry.gate import Decision, decide
 from babelrs_core.settings_env import read
 
@@ -38,8 +39,10 @@ PAUSE_ENV = "BABELRS_GATE_PAUSE_S"  # tests: seconds to hold the lock (widens a 
 EVAL_METRICS = ("ap50", "map", "hmap")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(BabelrsError, RuntimeError):
     """The registry is not in a state the operation needs (the message says what to do)."""
+
+    transient = True
 
 
 def _client(tracking_uri: str | None = None) -> Any:
