@@ -128,19 +128,22 @@ def coco_ground_truth(
 
 
 def coco_detections(preds: Mapping[int, Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """COCO results from ``{image id: [{"x1".."y2", "score", "label"}]}``."""
+    """COCO results from ``{image id: [{"x1".."y2", "score", "label"}]}``; oriented detections
+    keep their ``polygon`` and ``rbox`` (ignored by the COCO evaluation)."""
     out = []
     for image_id, dets in preds.items():
         for d in dets:
             w, h = d["x2"] - d["x1"], d["y2"] - d["y1"]
-            out.append(
-                {
-                    "image_id": image_id,
-                    "category_id": int(d["label"]) + 1,
-                    "bbox": [float(d["x1"]), float(d["y1"]), float(w), float(h)],
-                    "score": float(d["score"]),
-                }
-            )
+            rec = {
+                "image_id": image_id,
+                "category_id": int(d["label"]) + 1,
+                "bbox": [float(d["x1"]), float(d["y1"]), float(w), float(h)],
+                "score": float(d["score"]),
+            }
+            for key in ("polygon", "rbox"):
+                if d.get(key) is not None:
+                    rec[key] = [float(v) for v in d[key]]
+            out.append(rec)
     return out
 
 
@@ -168,7 +171,8 @@ def evaluate_coco(
         coco = COCO()
         coco.dataset = {k: list(v) for k, v in gt.items()}
         coco.createIndex()
-        res = coco.loadRes([dict(d) for d in dets])
+        keep = ("image_id", "category_id", "bbox", "score")
+        res = coco.loadRes([{k: d[k] for k in keep} for d in dets])
         ev = COCOeval(coco, res, "bbox")
         ev.params.maxDets = [1, 10, max_dets]
         ev.params.iouThrs = IOU_THRESHOLDS
@@ -211,7 +215,7 @@ def rotated_inputs(
 ) -> tuple[list[list[np.ndarray]], list[dict[str, np.ndarray]]]:
     """mmrotate's ``eval_rbbox_map`` inputs from polygons: ``images`` as for
     :func:`coco_ground_truth` with ``"poly"`` (8 values) per object, ``preds`` as for
-    :func:`coco_detections` with ``"poly"`` per detection. Boxes become le90 ``(cx, cy, w, h, θ)``;
+    :func:`coco_detections` with ``"polygon"`` per detection (the inference API's key). Boxes become le90 ``(cx, cy, w, h, θ)``;
     difficult objects go to ``bboxes_ignore`` when ``ignore_difficult``."""
     from babelrs_core.detector.rbox import poly_to_rbox
 
@@ -230,7 +234,7 @@ def rotated_inputs(
             }
         )
         dets = list(preds.get(img["id"], []))
-        drb = poly_to_rbox([d["poly"] for d in dets])
+        drb = poly_to_rbox([d["polygon"] for d in dets])
         sc = np.array([float(d["score"]) for d in dets], np.float32).reshape(-1, 1)
         dl = np.array([int(d["label"]) for d in dets], np.int64)
         full = np.concatenate([drb, sc], 1)

@@ -32,7 +32,7 @@ def _gt(i: int, objs: list[tuple[list[float], int, bool]]) -> dict:
 
 
 def _det(poly: list[float], score: float, label: int = 0) -> dict:
-    return {"poly": poly, "score": score, "label": label}
+    return {"polygon": poly, "score": score, "label": label}
 
 
 def test_rotated_iou_decides_the_thresholds_met() -> None:
