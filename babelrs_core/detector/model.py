@@ -84,6 +84,20 @@ class ModalityDataPreprocessor(DetDataPreprocessor):
         return out
 
 
+def _rotated_gt(samples: Sequence[Any]) -> None:
+    """Oriented ground truth that arrives as plain ``(n, 5)`` tensors (mmdet's
+    ``add_pred_to_datasample`` turns every box of a sample into a tensor, in place) becomes
+    ``RotatedBoxes`` again: mmrotate's coders need the box type."""
+    for sample in samples:
+        for key in ("gt_instances", "ignored_instances"):
+            inst = sample.get(key)
+            boxes = inst.get("bboxes") if inst is not None else None
+            if isinstance(boxes, torch.Tensor) and boxes.dim() == 2 and boxes.shape[-1] == 5:
+                from mmrotate.structures.bbox import RotatedBoxes
+
+                inst.bboxes = RotatedBoxes(boxes)
+
+
 def _split(feats: Sequence[torch.Tensor], idx: list[int], n: int) -> tuple[torch.Tensor, ...]:
     if len(idx) == n:
         return tuple(feats)
@@ -177,6 +191,7 @@ class MultiHeadDetector(BaseDetector):
     # -- mmdet API --------------------------------------------------------------------------------
 
     def loss(self, batch_inputs: torch.Tensor, batch_data_samples: list) -> dict:
+        _rotated_gt(batch_data_samples)
         counts = {name: len(idx) for name, idx in self._groups(batch_data_samples).items()}
         losses: dict[str, Any] = {}
         for name, idx, feats in self._routes(batch_inputs, batch_data_samples):
