@@ -215,8 +215,9 @@ def rotated_inputs(
 ) -> tuple[list[list[np.ndarray]], list[dict[str, np.ndarray]]]:
     """mmrotate's ``eval_rbbox_map`` inputs from polygons: ``images`` as for
     :func:`coco_ground_truth` with ``"poly"`` (8 values) per object, ``preds`` as for
-    :func:`coco_detections` with ``"polygon"`` per detection (the inference API's key). Boxes become le90 ``(cx, cy, w, h, θ)``;
-    difficult objects go to ``bboxes_ignore`` when ``ignore_difficult``."""
+    :func:`coco_detections` with ``"polygon"`` per detection (the inference API's key). Boxes
+    become le90 ``(cx, cy, w, h, θ)``; difficult objects go to ``bboxes_ignore`` when
+    ``ignore_difficult``."""
     from babelrs_core.detector.rbox import poly_to_rbox
 
     det_results, annotations = [], []
@@ -270,7 +271,7 @@ def rotated_ap(
         recall = tp / max(num_gts, eps)
         precision = tp / np.maximum(tp + fp, eps)
         ap = float(average_precision(recall, precision, "area")) if num_gts else 0.0
-        out.append({"num_gts": num_gts, "num_dets": int(len(dets)), "recall": recall,
+        out.append({"num_gts": num_gts, "num_dets": len(dets), "recall": recall,
                     "precision": precision, "ap": ap})  # fmt: skip
     return out
 
