@@ -232,7 +232,9 @@ def rotated_retina_head(
     spec: Any, num_classes: int, in_channels: int, strides: Sequence[int]
 ) -> HeadCfg:
     """Rotated RetinaNet (mmrotate ``rotated-retinanet-rbox-le90``): horizontal anchors as
-    rotated boxes, rotated-IoU max-IoU assignment, (dx, dy, dw, dh, dθ) deltas with L1 loss."""
+    rotated boxes, rotated-IoU max-IoU assignment, (dx, dy, dw, dh, dθ) deltas with L1 loss.
+    Rotated IoUs come from :class:`~babelrs_core.detector.iou.SparseRBboxOverlaps2D` (the same
+    values as mmrotate's ``RBboxOverlaps2D``, computed only for pairs that can overlap)."""
     return {
         "type": "mmrotate.RotatedRetinaHead",
         **_common(spec, num_classes, in_channels),
@@ -260,7 +262,7 @@ def rotated_retina_head(
                 "neg_iou_thr": 0.4,
                 "min_pos_iou": 0,
                 "ignore_iof_thr": -1,
-                "iou_calculator": {"type": "mmrotate.RBboxOverlaps2D"},
+                "iou_calculator": {"type": "SparseRBboxOverlaps2D"},
             },
             "sampler": {"type": "PseudoSampler"},
             "allowed_border": -1,
@@ -371,7 +373,7 @@ def oriented_rcnn_head(
                     "neg_iou_thr": 0.5,
                     "min_pos_iou": 0.5,
                     "match_low_quality": False,
-                    "iou_calculator": {"type": "mmrotate.RBboxOverlaps2D"},
+                    "iou_calculator": {"type": "SparseRBboxOverlaps2D"},
                     "ignore_iof_thr": -1,
                 },
                 "sampler": {

@@ -75,3 +75,31 @@ def test_round_trip_and_enclosing_box() -> None:
     _same(poly_to_hbox([HEAD_CW]), [[27.679492, 31.339746, 72.320508, 68.660254]])
     assert poly_to_rbox(np.zeros((0, 8))).shape == (0, 5)
     assert rbox_to_poly(np.zeros((0, 5))).shape == (0, 8)
+
+
+def test_sparse_rotated_iou_equals_mmrotate() -> None:
+    import torch
+    from mmrotate.models.task_modules.assigners import RBboxOverlaps2D
+
+    from babelrs_core.detector.iou import SparseRBboxOverlaps2D, enclosing_hboxes
+
+    g = torch.Generator().manual_seed(0)
+
+    def boxes(n: int) -> torch.Tensor:
+        r = torch.rand(n, 5, generator=g)
+        return r * torch.tensor([200.0, 200.0, 40.0, 20.0, 3.14]) + torch.tensor(
+            [0.0, 0.0, 1.0, 1.0, -1.57]
+        )
+
+    a, b = boxes(400), boxes(30)
+    b[0] = a[5]  # one exact match
+    sparse, dense = SparseRBboxOverlaps2D(), RBboxOverlaps2D()
+    for mode in ("iou", "iof"):
+        got, ref = sparse(a, b, mode), dense(a, b, mode)
+        assert got.shape == (400, 30) and (ref > 0).sum() > 10
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    assert sparse(a[:0], b).shape == (0, 30)
+    # the enclosing box of the 40 x 20 box at 30°: half extents 20 cos + 10 sin, 20 sin + 10 cos
+    hb = enclosing_hboxes(torch.tensor([[50.0, 50.0, 40.0, 20.0, math.pi / 6]]))[0]
+    ex, ey = 20 * math.cos(math.pi / 6) + 5, 10 + 10 * math.cos(math.pi / 6)
+    _same(hb.tolist(), [50 - ex, 50 - ey, 50 + ex, 50 + ey])
