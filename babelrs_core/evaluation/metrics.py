@@ -215,9 +215,9 @@ def rotated_inputs(
 ) -> tuple[list[list[np.ndarray]], list[dict[str, np.ndarray]]]:
     """mmrotate's ``eval_rbbox_map`` inputs from polygons: ``images`` as for
     :func:`coco_ground_truth` with ``"poly"`` (8 values) per object, ``preds`` as for
-    :func:`coco_detections` with ``"polygon"`` per detection (the inference API's key). Boxes
-    become le90 ``(cx, cy, w, h, θ)``; difficult objects go to ``bboxes_ignore`` when
-    ``ignore_difficult``."""
+    :func:`coco_detections` with ``"polygon"`` (or ``"rbox"``, used when every detection has one)
+    per detection, the inference API's keys. Boxes become le90 ``(cx, cy, w, h, θ)``; difficult
+    objects go to ``bboxes_ignore`` when ``ignore_difficult``."""
     from babelrs_core.detector.rbox import poly_to_rbox
 
     det_results, annotations = [], []
@@ -235,7 +235,10 @@ def rotated_inputs(
             }
         )
         dets = list(preds.get(img["id"], []))
-        drb = poly_to_rbox([d["polygon"] for d in dets])
+        if dets and all(d.get("rbox") is not None for d in dets):  # the head's own boxes
+            drb = np.array([d["rbox"] for d in dets], np.float32).reshape(-1, 5)
+        else:
+            drb = poly_to_rbox([d["polygon"] for d in dets])
         sc = np.array([float(d["score"]) for d in dets], np.float32).reshape(-1, 1)
         dl = np.array([int(d["label"]) for d in dets], np.int64)
         full = np.concatenate([drb, sc], 1)
