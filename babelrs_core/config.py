@@ -276,14 +276,14 @@ HeadType = Literal["gfl", "retinanet", "fcos", "atss", "oriented_rcnn"]
 #: head types per box type (docs/detector.md; builders in babelrs_core/detector/heads.py)
 HEAD_TYPES_BY_BOX = {
     "hbox": ("gfl", "retinanet", "fcos", "atss"),
-    "obox": ("retinanet", "oriented_rcnn"),
+    "obox": ("retinanet", "atss", "oriented_rcnn"),
 }
 
 
 class DetHead(Strict):
     """One dataset's detection head (BABELRS.md §3.3); heads are keyed by dataset name."""
 
-    type: HeadType = "gfl"  # hbox: gfl | retinanet | fcos | atss; obox: retinanet | oriented_rcnn
+    type: HeadType = "gfl"  # see HEAD_TYPES_BY_BOX: which types each box_type offers
     box_type: Literal["hbox", "obox"] = "hbox"  # obox: mmrotate RotatedBoxes (le90), rotated AP
     loss_weight: NonNegFloat = 1.0  # this head's losses are multiplied by it before summing
     stacked_convs: PosInt = 4  # conv tower depth (paper: 4)

@@ -5,10 +5,10 @@ heads of different types side by side. :data:`HEAD_BUILDERS` is keyed by ``(type
 
 * ``hbox``: plain mmdet dense heads (GFL, RetinaNet, FCOS, ATSS) on ``HorizontalBoxes``.
 * ``obox``: mmrotate 1.x heads on ``RotatedBoxes`` in the ``le90`` angle convention --
-  rotated RetinaNet (``retinanet``, single stage, the CPU default: it needs only rotated ops with
-  CPU kernels: ``box_iou_rotated``, ``nms_rotated``) and Oriented R-CNN (``oriented_rcnn``, the
-  paper's RGB / IR head: oriented RPN + ``RoIAlignRotated`` box head, wrapped in
-  :class:`~babelrs_core.detector.twostage.TwoStageHead`).
+  rotated ATSS (``atss``, single stage, the CPU default) and rotated RetinaNet (``retinanet``),
+  which need only rotated ops with CPU kernels (``box_iou_rotated``, ``nms_rotated``), and
+  Oriented R-CNN (``oriented_rcnn``, the paper's RGB / IR head: oriented RPN + ``RoIAlignRotated``
+  box head, wrapped in :class:`~babelrs_core.detector.twostage.TwoStageHead`).
 
 mmrotate parts carry the ``mmrotate.`` scope prefix, so the runner keeps mmdet as its default
 scope; nested mmdet parts are found there unprefixed.
@@ -273,6 +273,55 @@ def rotated_retina_head(
     }
 
 
+def rotated_atss_head(
+    spec: Any, num_classes: int, in_channels: int, strides: Sequence[int]
+) -> HeadCfg:
+    """Rotated ATSS (mmrotate ``rotated-atss-le90``): one horizontal anchor per location, adaptive
+    training-sample selection on rotated IoU (no fixed IoU threshold, which thin rotated objects
+    rarely reach with horizontal anchors), KLD loss on the decoded boxes, centre-ness."""
+    return {
+        "type": "mmrotate.RotatedATSSHead",
+        **_common(spec, num_classes, in_channels),
+        "anchor_generator": {
+            "type": "mmrotate.FakeRotatedAnchorGenerator",
+            "angle_version": ANGLE_VERSION,
+            "octave_base_scale": spec.anchor_scale,
+            "scales_per_octave": 1,
+            "ratios": [1.0],
+            "strides": list(strides),
+        },
+        "bbox_coder": {**_rbox_coder([1.0] * 5), "use_box_type": True},
+        "loss_cls": {
+            "type": "FocalLoss",
+            "use_sigmoid": True,
+            "gamma": 2.0,
+            "alpha": 0.25,
+            "loss_weight": 1.0,
+        },
+        # RotatedATSSHead applies its box loss to decoded boxes: the Gaussian KLD loss (pure
+        # PyTorch; the reference's rotated-IoU loss needs diff_iou_rotated, which has no CPU kernel)
+        "loss_bbox": {
+            "type": "mmrotate.GDLoss",
+            "loss_type": "kld",
+            "fun": "log1p",
+            "tau": 1.0,
+            "loss_weight": 1.0,
+        },
+        "loss_centerness": {"type": "CrossEntropyLoss", "use_sigmoid": True, "loss_weight": 1.0},
+        "train_cfg": {
+            "assigner": {
+                "type": "mmrotate.RotatedATSSAssigner",
+                "topk": 9,
+                "iou_calculator": {"type": "SparseRBboxOverlaps2D"},
+            },
+            "allowed_border": -1,
+            "pos_weight": -1,
+            "debug": False,
+        },
+        "test_cfg": _rotated_test_cfg(spec),
+    }
+
+
 def oriented_rcnn_head(
     spec: Any, num_classes: int, in_channels: int, strides: Sequence[int]
 ) -> HeadCfg:
@@ -408,6 +457,7 @@ HEAD_BUILDERS: dict[tuple[str, str], HeadBuilder] = {
     ("fcos", "hbox"): fcos_head,
     ("atss", "hbox"): atss_head,
     ("retinanet", "obox"): rotated_retina_head,
+    ("atss", "obox"): rotated_atss_head,
     ("oriented_rcnn", "obox"): oriented_rcnn_head,
 }
 

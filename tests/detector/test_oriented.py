@@ -116,7 +116,7 @@ def _batch(params, root: Path):
     return pseudo_collate([dss[0][0], dss[0][1], dss[1][0], dss[2][0]])
 
 
-@pytest.mark.parametrize("dota_head", ["retinanet", "oriented_rcnn"])
+@pytest.mark.parametrize("dota_head", ["retinanet", "atss", "oriented_rcnn"])
 def test_oriented_heads_train_and_predict_beside_a_horizontal_sar_head(
     root: Path, dota_head: str
 ) -> None:
@@ -136,6 +136,8 @@ def test_oriented_heads_train_and_predict_beside_a_horizontal_sar_head(
     if dota_head == "oriented_rcnn":
         rcnn = {"dota.loss_rpn_cls", "dota.loss_rpn_bbox", "dota.loss_cls", "dota.loss_bbox"}
         assert rcnn <= keys
+    if dota_head == "atss":
+        assert "dota.loss_centerness" in keys
     assert {"sardet.loss_dfl", "dronevehicle.loss_cls", "dronevehicle.loss_bbox"} <= keys
     total, _ = model.parse_losses(losses)
     assert torch.isfinite(total)

@@ -23,7 +23,7 @@ def test_shipped_defaults() -> None:
     assert set(ft.heads) == {"sardet", "dota", "dronevehicle"}
     assert ft.heads["sardet"].type == "gfl" and ft.heads["sardet"].box_type == "hbox"
     for ds in ("dota", "dronevehicle"):  # oriented boxes (paper), the CPU-friendly rotated head
-        assert ft.heads[ds].box_type == "obox" and ft.heads[ds].type == "retinanet"
+        assert ft.heads[ds].box_type == "obox" and ft.heads[ds].type == "atss"
     assert ft.heads["dota"].loss_weight == 1.5  # the reference's DOTA weight
     assert ft.modalities["sar"].rot90 == 0.0  # SAR geometry: no quarter turns
     assert p.evaluation.splits == {"sardet": "test", "dota": "val", "dronevehicle": "test"}
@@ -90,6 +90,7 @@ def test_oriented_rcnn_config_builds_from_params() -> None:
     assert roi["bbox_roi_extractor"]["featmap_strides"] == [8, 16, 32, 64]
     assert roi["bbox_head"]["num_classes"] == 15 and roi["bbox_head"]["predict_box_type"] == "rbox"
     assert rcnn["test_cfg"]["rcnn"]["nms"]["type"] == "nms_rotated"
-    assert heads["dronevehicle"]["type"] == "mmrotate.RotatedRetinaHead"
+    assert heads["dronevehicle"]["type"] == "mmrotate.RotatedATSSHead"
+    assert heads["dronevehicle"]["loss_bbox"]["type"] == "mmrotate.GDLoss"  # pure PyTorch
     assert heads["dronevehicle"]["bbox_coder"]["angle_version"] == "le90"
     assert heads["sardet"]["type"] == "GFLHead"
