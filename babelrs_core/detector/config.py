@@ -31,7 +31,16 @@ def register_all() -> None:
 
     register_mmrotate(init_default_scope=False)
     register_all_modules(init_default_scope=True)
-    from babelrs_core.detector import backbone, data, hooks, iou, model, optim, twostage  # noqa: F401
+    from babelrs_core.detector import (  # noqa: F401
+        backbone,
+        data,
+        hooks,
+        iou,
+        losses,
+        model,
+        optim,
+        twostage,
+    )
 
 
 def fast_config(cfg: dict[str, Any]) -> Any:

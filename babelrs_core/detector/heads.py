@@ -301,11 +301,14 @@ def rotated_atss_head(
         # RotatedATSSHead applies its box loss to decoded boxes: the Gaussian KLD loss (pure
         # PyTorch; the reference's rotated-IoU loss needs diff_iou_rotated, which has no CPU kernel)
         "loss_bbox": {
-            "type": "mmrotate.GDLoss",
-            "loss_type": "kld",
-            "fun": "log1p",
-            "tau": 1.0,
-            "loss_weight": 1.0,
+            "type": "Float32Loss",  # bf16 / fp16 have no CPU kernels for its 2x2 inverses
+            "loss": {
+                "type": "mmrotate.GDLoss",
+                "loss_type": "kld",
+                "fun": "log1p",
+                "tau": 1.0,
+                "loss_weight": 1.0,
+            },
         },
         "loss_centerness": {"type": "CrossEntropyLoss", "use_sigmoid": True, "loss_weight": 1.0},
         "train_cfg": {
