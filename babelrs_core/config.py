@@ -282,14 +282,19 @@ class Pretrain(Strict):
 
 # -- detector fine-tuning and evaluation (issue #5, docs/detector.md) ------------------------------
 
-HeadType = Literal["gfl", "retinanet", "fcos", "atss"]
+HeadType = Literal["gfl", "retinanet", "fcos", "atss", "oriented_rcnn"]
+#: head types per box type (docs/detector.md; builders in babelrs_core/detector/heads.py)
+HEAD_TYPES_BY_BOX = {
+    "hbox": ("gfl", "retinanet", "fcos", "atss"),
+    "obox": ("retinanet", "atss", "oriented_rcnn"),
+}
 
 
 class DetHead(Strict):
     """One dataset's detection head (BABELRS.md §3.3); heads are keyed by dataset name."""
 
-    type: HeadType = "gfl"  # gfl (paper's SAR head) | retinanet | fcos | atss
-    box_type: Literal["hbox", "obox"] = "hbox"  # obox (mmrotate) arrives with the oriented issue
+    type: HeadType = "gfl"  # see HEAD_TYPES_BY_BOX: which types each box_type offers
+    box_type: Literal["hbox", "obox"] = "hbox"  # obox: mmrotate RotatedBoxes (le90), rotated AP
     loss_weight: NonNegFloat = 1.0  # this head's losses are multiplied by it before summing
     stacked_convs: PosInt = 4  # conv tower depth (paper: 4)
     feat_channels: PosInt = 256  # conv tower width (paper: 256)
@@ -297,6 +302,16 @@ class DetHead(Strict):
     score_thr: Fraction = 0.05  # test: drop detections below this score
     nms_iou: Fraction = 0.6  # test: NMS IoU threshold
     max_per_img: PosInt = 100  # test: detections kept per image
+
+    @model_validator(mode="after")
+    def _known_head(self) -> DetHead:
+        allowed = HEAD_TYPES_BY_BOX[self.box_type]
+        if self.type not in allowed:
+            raise ValueError(
+                f"type {self.type!r} has no {self.box_type} head; {self.box_type} heads: "
+                + ", ".join(allowed)
+            )
+        return self
 
 
 class DetModality(Strict):
@@ -306,6 +321,8 @@ class DetModality(Strict):
     hflip: Fraction = 0.5  # probability of a horizontal flip
     vflip: Fraction = 0.0  # probability of a vertical flip
     rot90: Fraction = 0.0  # probability of a random 90/180/270 degree rotation
+    rotate: Fraction = 0.0  # probability of a free rotation (obox heads only; see docs/detector.md)
+    rotate_range: float = Field(180.0, gt=0, le=180)  # free rotation angle in [-range, range)
     mean: list[float] | None = None  # 0..255 per channel; null: from finetune.normalization
     std: list[float] | None = None
 

@@ -82,7 +82,8 @@ def evaluate(
     out: Path | None = None,
 ) -> dict[str, Any]:
     """SOI-Det evaluation of the fine-tuned detector in ``checkpoint`` (default
-    ``params.paths.finetune_out``): per-dataset COCO AP@50 / mAP, overall, H-mAP, per-class table,
+    ``params.paths.finetune_out``): per-dataset AP@50 / mAP (COCO for horizontal heads, rotated
+    VOC AP for oriented ones, with their horizontal scores beside), overall, H-mAP, per-class table,
     precision-recall curves and sample predictions under ``out`` (default ``params.paths.eval_out``;
     DVC metrics in ``metrics/eval.json``)."""
     from babelrs_core.evaluation.report import run_evaluation

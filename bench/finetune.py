@@ -5,7 +5,8 @@
 Three runs on the same machine, in one process, one after the other, on SOI-mini's training split:
 
 1. **babelrs**: ``run_finetune`` with the params (``finetune.init`` forced to ``imagenet`` so that
-   no pretraining output is needed): ``MultiHeadDetector`` with one head per dataset, the 2:1:1
+   no pretraining output is needed, every head GFL with horizontal boxes like the plain
+   baseline): ``MultiHeadDetector`` with one head per dataset, the 2:1:1
    multi-source sampler over manifest datasets, per-modality normalisation and sizes, our hooks
    (metrics JSONL, per-modality gradient cosine every ``grad_cosine_every`` iterations).
 2. **babelrs, no grad cosine**: the same with ``grad_cosine_every: 0``.
@@ -55,6 +56,15 @@ class IterTimes(Hook):
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
         self.times.append(time.perf_counter())
+
+
+#: GFL heads with horizontal boxes everywhere, whatever the params say (the defaults give DOTA /
+#: DroneVehicle oriented heads): the plain mmdet baseline is GFL, and the loops are what is compared
+SAME_MODEL = {
+    f"finetune.heads.{ds}.{key}": value
+    for ds in ("sardet", "dota", "dronevehicle")
+    for key, value in (("type", "gfl"), ("box_type", "hbox"))
+}
 
 
 def rate(times: list[float], skip: int) -> tuple[float, int]:
@@ -249,6 +259,7 @@ def main() -> None:
                         "finetune.iters": args.iters,
                         "finetune.checkpoint_every": 10**6,
                     },
+                    **SAME_MODEL,
                     **extra,
                 },
             )

@@ -27,6 +27,7 @@ def compare_inits(
     results_md: str | os.PathLike[str] | None = "docs/results.md",
     rerun: bool = False,
     command: str | None = None,
+    note: str | None = None,
 ) -> list[dict[str, Any]]:
     """Fine-tune + evaluate per init; return the results rows (and write ``results_md``)."""
     from babelrs_core.detector.train import run_finetune
@@ -48,7 +49,7 @@ def compare_inits(
             run_evaluation(p, manifest, ft, ev)
         rows.append(load_run(init, ev, ft))
     if results_md:
-        update_results_md(results_md, results_section(rows, command))
+        update_results_md(results_md, results_section(rows, command, note))
     return rows
 
 
@@ -99,11 +100,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ap.add_argument("--results-md", default="docs/results.md")
     ap.add_argument("--rerun", action="store_true", help="train again even if finished")
+    ap.add_argument("--note", default=None, help="a paragraph under the tables (how it was run)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     rows = compare_inits(
         params, args.inits, args.root, args.manifest, args.encoder, args.results_md or None,
-        rerun=args.rerun, command=COMMAND,
+        rerun=args.rerun, command=COMMAND, note=args.note,
     )  # fmt: skip
     print(json.dumps({r["label"]: r["eval"]["overall"] for r in rows}, indent=2))
 

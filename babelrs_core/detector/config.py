@@ -25,11 +25,24 @@ Norm = dict[str, dict[str, list[float]]]
 
 
 def register_all() -> None:
-    """Import every module that registers into mmdet / mmengine registries; set mmdet's scope."""
+    """Import every module that registers into mmdet / mmrotate / mmengine registries; set mmdet's
+    scope (mmrotate parts are named with the ``mmrotate.`` prefix)."""
     from mmdet.utils import register_all_modules
+    from mmrotate.utils import register_all_modules as register_mmrotate
 
+    register_mmrotate(init_default_scope=False)
     register_all_modules(init_default_scope=True)
-    from babelrs_core.detector import backbone, data, ddp, hooks, model, optim  # noqa: F401
+    from babelrs_core.detector import (  # noqa: F401
+        backbone,
+        data,
+        ddp,
+        hooks,
+        iou,
+        losses,
+        model,
+        optim,
+        twostage,
+    )
 
 
 def fast_config(cfg: dict[str, Any]) -> Any:
@@ -143,7 +156,7 @@ def model_config(
             "norm": norm,
             "pad_size_divisor": 32,
             "bgr_to_rgb": False,
-            "boxtype2tensor": True,
+            "boxtype2tensor": False,  # RotatedBoxes stay boxes; HorizontalBoxes become tensors
         },
         "backbone": {
             "type": "BabelRSBackbone",
@@ -195,6 +208,9 @@ def source_datasets(
                     m.vflip,
                     m.rot90,
                     cfg.cache_images,
+                    m.rotate,
+                    m.rotate_range,
+                    ds,
                 ),
             }
         )

@@ -7,7 +7,10 @@
   optionally cached in memory) and builds the ground truth as mmdet box structures (``hbox`` ->
   ``HorizontalBoxes``; ``obox`` -> mmrotate ``RotatedBoxes`` from the polygons).
 * :class:`RandomRot90` rotates image and boxes by a multiple of 90 degrees (aerial views; not SAR,
-  whose look direction fixes the image geometry).
+  whose look direction fixes the image geometry). Oriented-box sources can also get mmrotate's
+  free ``RandomRotate`` (the reference's ``PolyRandomRotate``): only by multiples of 90 degrees
+  when the image holds a class of :data:`RECT_CLASSES` (round objects whose box has no
+  orientation).
 * :class:`MultiSourceRatioSampler` fills every batch with a fixed number of images from each source
   (2:1:1 SAR:RGB:IR by default), drawn from per-source shuffled infinite streams, and supports
   mmengine's cheap ``skip`` on resume.
@@ -186,10 +189,17 @@ def make_boxes(instances: list[dict[str, Any]], box_type: str) -> Any:
         arr = np.array([i["bbox"] for i in instances], dtype=np.float32).reshape(-1, 4)
         return HorizontalBoxes(arr)
     if box_type == "obox":
-        from mmrotate.structures.bbox import QuadriBoxes
+        from mmrotate.structures.bbox import RotatedBoxes
 
-        arr = np.array([i["poly"] for i in instances], dtype=np.float32).reshape(-1, 8)
-        return QuadriBoxes(arr).convert_to("rbox")
+        from babelrs_core.detector.rbox import poly_to_rbox
+
+        missing = [n for n, i in enumerate(instances) if i.get("poly") is None]
+        if missing:
+            raise ValueError(
+                f"box_type obox needs polygons; instances {missing[:5]} have none (use hbox "
+                "for datasets without oriented annotations)"
+            )
+        return RotatedBoxes(poly_to_rbox([i["poly"] for i in instances]))
     raise ValueError(f"unknown box_type {box_type!r}; expected hbox | obox")
 
 
@@ -236,10 +246,24 @@ def rot90_boxes(boxes: Any, k: int, width: int, height: int) -> Any:
     return QuadriBoxes(q).convert_to("rbox")
 
 
+#: classes rotated only by multiples of 90 degrees under free rotation (the reference's
+#: ``rect_classes`` of ``PolyRandomRotate``: round objects, whose box angle is arbitrary)
+RECT_CLASSES: dict[str, tuple[str, ...]] = {"dota": ("roundabout", "storage-tank")}
+
+
 def train_pipeline(
-    box_type: str, image_size: int, hflip: float, vflip: float, rot90: float, cache: bool
+    box_type: str,
+    image_size: int,
+    hflip: float,
+    vflip: float,
+    rot90: float,
+    cache: bool,
+    rotate: float = 0.0,
+    rotate_range: float = 180.0,
+    dataset: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The mmcv pipeline of one source: load, resize (keep ratio), flips, rot90, pack."""
+    """The mmcv pipeline of one source: load, resize (keep ratio), flips, rot90, free rotation
+    (``obox`` only: a rotated horizontal box would only grow), pack."""
     pipe: list[dict[str, Any]] = [
         {"type": "LoadManifestSample", "box_type": box_type, "cache": cache},
         {"type": "Resize", "scale": (image_size, image_size), "keep_ratio": True},
@@ -251,6 +275,18 @@ def train_pipeline(
         pipe.append({"type": "RandomFlip", "prob": vflip, "direction": "vertical"})
     if rot90 > 0:
         pipe.append({"type": "RandomRot90", "prob": rot90})
+    if rotate > 0 and box_type == "obox":
+        rect = RECT_CLASSES.get(dataset or "", ())
+        names = list(DATASET_INFO[dataset].class_names) if dataset else []
+        pipe.append(
+            {
+                "type": "mmrotate.RandomRotate",
+                "prob": rotate,
+                "angle_range": rotate_range,
+                "rect_obj_labels": [names.index(c) for c in rect] or None,
+                "rotate_type": "mmrotate.Rotate",
+            }
+        )
     pipe.append({"type": "PackDetInputs", "meta_keys": META_KEYS})
     return pipe
 

@@ -8,6 +8,13 @@
 is replicated to three channels, as in training). ``modality`` is ``sar`` / ``rgb`` / ``ir`` or a
 dataset name (``sardet`` / ``dota`` / ``dronevehicle``); it picks the head and the normalisation.
 Boxes are in the input image's pixel coordinates.
+
+Heads with oriented boxes (``box_type: obox``, DOTA / DroneVehicle by default) also return
+``polygon``: the 4 corners ``[x1, y1, x2, y2, x3, y3, x4, y4]`` of the rotated box, clockwise on
+screen (DOTA's vertex order, starting at the box's ``(-w/2, -h/2)`` corner) and ``rbox``:
+``[cx, cy, w, h, θ]`` (``le90``: ``w >= h``, θ in radians in ``[-π/2, π/2)``, clockwise on
+screen). Their ``x1 y1 x2 y2`` is the enclosing horizontal box (clipped to the image, the polygon
+is not). Horizontal heads return ``polygon`` and ``rbox`` as ``None``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from babelrs_core.detector import checkpoint as ckpt
 
 PRED_COLUMNS = (
     "x1", "y1", "x2", "y2", "score", "label", "class_name", "soi_name", "soi_label",
-    "dataset", "modality",
+    "dataset", "modality", "polygon", "rbox",
 )  # fmt: skip
 
 
@@ -82,6 +89,11 @@ class Detector:
         ckpt.load_weights(model, folder, info, device="cpu")
         model.to(device)
         return cls(model, info, device)
+
+    @property
+    def box_types(self) -> dict[str, str]:
+        """``hbox`` / ``obox`` per dataset head."""
+        return {ds: d.get("box_type", "hbox") for ds, d in self.datasets.items()}
 
     @property
     def classes(self) -> dict[str, list[str]]:
@@ -153,11 +165,19 @@ class Detector:
     def _records(
         self, pred: Any, dataset: str, shape: tuple[int, int], score_thr: float | None
     ) -> list[dict[str, Any]]:
+        from babelrs_core.detector.rbox import poly_to_hbox, rbox_to_poly, regularize
+
         d = self.datasets[dataset]
-        boxes = pred.bboxes.detach().float().cpu()
+        boxes = pred.bboxes
         if hasattr(boxes, "tensor"):
             boxes = boxes.tensor
-        boxes = boxes.numpy().reshape(-1, 4).copy()
+        boxes = boxes.detach().float().cpu().numpy()
+        rboxes = polys = None
+        if boxes.ndim == 2 and boxes.shape[1] == 5:  # oriented head: (cx, cy, w, h, θ) le90
+            rboxes = regularize(boxes)
+            polys = rbox_to_poly(rboxes)
+            boxes = poly_to_hbox(polys)
+        boxes = boxes.reshape(-1, 4).copy()
         h, w = shape
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
@@ -182,6 +202,8 @@ class Detector:
                     "soi_label": SOI_DET_CLASSES.index(soi),
                     "dataset": dataset,
                     "modality": d["modality"],
+                    "polygon": None if polys is None else [float(v) for v in polys[i]],
+                    "rbox": None if rboxes is None else [float(v) for v in rboxes[i]],
                 }
             )
         return out

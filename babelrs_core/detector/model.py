@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
+from mmdet.structures.bbox import HorizontalBoxes
 from mmengine.model import ModuleDict
 from mmengine.structures import InstanceData
 from torch import nn
@@ -41,6 +42,11 @@ class ModalityDataPreprocessor(DetDataPreprocessor):
 
     ``norm`` maps a modality to ``{"mean": [3], "std": [3]}`` on the 0..255 scale. Images are
     normalised one by one, then padded with 0 (= the mean) to ``pad_size_divisor``.
+
+    Ground-truth boxes: ``HorizontalBoxes`` become plain tensors (what mmdet's dense heads expect),
+    mmrotate ``RotatedBoxes`` stay box objects (what the rotated coders need; mmrotate configs set
+    ``boxtype2tensor=False`` for the same reason), so both kinds of heads share one preprocessor.
+    ``boxtype2tensor=True`` (older checkpoints) converts every box type.
     """
 
     def __init__(self, norm: dict[str, dict[str, Sequence[float]]], **kwargs: Any) -> None:
@@ -68,7 +74,28 @@ class ModalityDataPreprocessor(DetDataPreprocessor):
             mean, std = getattr(self, f"mean_{mod}"), getattr(self, f"std_{mod}")
             inputs.append((img.float() - mean) / std)
         data = {**data, "inputs": inputs}
-        return super().forward(data, training)
+        out = super().forward(data, training)
+        if not self.boxtype2tensor:
+            for sample in out.get("data_samples") or []:
+                for key in ("gt_instances", "ignored_instances"):
+                    inst = sample.get(key)
+                    if inst is not None and isinstance(inst.get("bboxes"), HorizontalBoxes):
+                        inst.bboxes = inst.bboxes.tensor
+        return out
+
+
+def _rotated_gt(samples: Sequence[Any]) -> None:
+    """Oriented ground truth that arrives as plain ``(n, 5)`` tensors (mmdet's
+    ``add_pred_to_datasample`` turns every box of a sample into a tensor, in place) becomes
+    ``RotatedBoxes`` again: mmrotate's coders need the box type."""
+    for sample in samples:
+        for key in ("gt_instances", "ignored_instances"):
+            inst = sample.get(key)
+            boxes = inst.get("bboxes") if inst is not None else None
+            if isinstance(boxes, torch.Tensor) and boxes.dim() == 2 and boxes.shape[-1] == 5:
+                from mmrotate.structures.bbox import RotatedBoxes
+
+                inst.bboxes = RotatedBoxes(boxes)
 
 
 def _split(feats: Sequence[torch.Tensor], idx: list[int], n: int) -> tuple[torch.Tensor, ...]:
@@ -164,6 +191,7 @@ class MultiHeadDetector(BaseDetector):
     # -- mmdet API --------------------------------------------------------------------------------
 
     def loss(self, batch_inputs: torch.Tensor, batch_data_samples: list) -> dict:
+        _rotated_gt(batch_data_samples)
         counts = {name: len(idx) for name, idx in self._groups(batch_data_samples).items()}
         losses: dict[str, Any] = {}
         for name, idx, feats in self._routes(batch_inputs, batch_data_samples):

@@ -325,7 +325,7 @@ def train_summary(
             "lr": cfg.lr,
             "precision": cfg.precision,
             "image_sizes": {m: s.image_size for m, s in cfg.modalities.items()},
-            "heads": {ds: h.type for ds, h in cfg.heads.items()},
+            "heads": {ds: f"{h.type} ({h.box_type})" for ds, h in cfg.heads.items()},
             "seed": params.seed,
         },
     }

@@ -1,5 +1,13 @@
-"""SOI-Det metrics (BABELRS.md §4.2): per-dataset COCO AP@50 and mAP(.5:.95) through pycocotools,
-the overall score as the mean over the union of classes, and H-mAP.
+"""SOI-Det metrics (BABELRS.md §4.2): per-dataset AP@50 and mAP(.5:.95), the overall score as the
+mean over the union of classes, and H-mAP.
+
+* Horizontal-box datasets (SAR): COCO AP through pycocotools (:func:`evaluate_coco`).
+* Oriented-box datasets (DOTA, DroneVehicle, ``box_type: obox``): mmrotate's DOTA metric
+  (:func:`evaluate_rotated`): rotated IoU, VOC area AP (all-point interpolation), at each IoU of
+  0.50:0.05:0.95, with mmrotate's own per-image matching (``tpfp_default``) and mmdet's
+  ``average_precision``; their horizontal COCO scores (enclosing boxes) are kept beside them
+  (:attr:`DatasetScore.hbox`). The paper scores the oriented datasets this way and mixes both kinds
+  in its overall and H-mAP; ``summarize`` does the same and also reports all-horizontal scores.
 
 * Per class ``c``: ``AP50_c`` (IoU 0.5) and ``AP_c`` (mean over IoU 0.50:0.05:0.95), COCO's
   101-point interpolated precision, ``maxDets`` detections per image, all areas.
@@ -69,6 +77,8 @@ class DatasetScore:
     num_images: int
     num_objects: int
     num_detections: int
+    box_type: str = "hbox"  # how the main scores were computed: hbox (COCO) | obox (rotated VOC)
+    hbox: DatasetScore | None = None  # obox datasets: their horizontal COCO scores
 
     @property
     def scored(self) -> list[ClassScore]:
@@ -118,19 +128,22 @@ def coco_ground_truth(
 
 
 def coco_detections(preds: Mapping[int, Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """COCO results from ``{image id: [{"x1".."y2", "score", "label"}]}``."""
+    """COCO results from ``{image id: [{"x1".."y2", "score", "label"}]}``; oriented detections
+    keep their ``polygon`` and ``rbox`` (ignored by the COCO evaluation)."""
     out = []
     for image_id, dets in preds.items():
         for d in dets:
             w, h = d["x2"] - d["x1"], d["y2"] - d["y1"]
-            out.append(
-                {
-                    "image_id": image_id,
-                    "category_id": int(d["label"]) + 1,
-                    "bbox": [float(d["x1"]), float(d["y1"]), float(w), float(h)],
-                    "score": float(d["score"]),
-                }
-            )
+            rec = {
+                "image_id": image_id,
+                "category_id": int(d["label"]) + 1,
+                "bbox": [float(d["x1"]), float(d["y1"]), float(w), float(h)],
+                "score": float(d["score"]),
+            }
+            for key in ("polygon", "rbox"):
+                if d.get(key) is not None:
+                    rec[key] = [float(v) for v in d[key]]
+            out.append(rec)
     return out
 
 
@@ -158,7 +171,8 @@ def evaluate_coco(
         coco = COCO()
         coco.dataset = {k: list(v) for k, v in gt.items()}
         coco.createIndex()
-        res = coco.loadRes([dict(d) for d in dets])
+        keep = ("image_id", "category_id", "bbox", "score")
+        res = coco.loadRes([{k: d[k] for k in keep} for d in dets])
         ev = COCOeval(coco, res, "bbox")
         ev.params.maxDets = [1, 10, max_dets]
         ev.params.iouThrs = IOU_THRESHOLDS
@@ -183,10 +197,128 @@ def evaluate_coco(
     return DatasetScore(name, classes, len(gt["images"]), n_obj, len(dets))
 
 
+def precision_at_recalls(recall: np.ndarray, precision: np.ndarray) -> list[float]:
+    """Interpolated precision (max precision at recall >= r) at :data:`RECALL_POINTS`."""
+    recall, precision = np.asarray(recall, float).ravel(), np.asarray(precision, float).ravel()
+    if not len(recall):
+        return [0.0] * len(RECALL_POINTS)
+    env = np.maximum.accumulate(precision[::-1])[::-1]
+    idx = np.searchsorted(recall, RECALL_POINTS, side="left")
+    return [float(env[i]) if i < len(env) else 0.0 for i in idx]
+
+
+def rotated_inputs(
+    images: Sequence[dict[str, Any]],
+    preds: Mapping[int, Sequence[dict[str, Any]]],
+    num_classes: int,
+    ignore_difficult: bool = True,
+) -> tuple[list[list[np.ndarray]], list[dict[str, np.ndarray]]]:
+    """mmrotate's ``eval_rbbox_map`` inputs from polygons: ``images`` as for
+    :func:`coco_ground_truth` with ``"poly"`` (8 values) per object, ``preds`` as for
+    :func:`coco_detections` with ``"polygon"`` (or ``"rbox"``, used when every detection has one)
+    per detection, the inference API's keys. Boxes become le90 ``(cx, cy, w, h, θ)``; difficult
+    objects go to ``bboxes_ignore`` when ``ignore_difficult``."""
+    from babelrs_core.detector.rbox import poly_to_rbox
+
+    det_results, annotations = [], []
+    for img in images:
+        objs = img["objects"]
+        ign = np.array([bool(o.get("difficult")) and ignore_difficult for o in objs], bool)
+        rb = poly_to_rbox([o["poly"] for o in objs]).astype(np.float32)
+        labels = np.array([int(o["label"]) for o in objs], np.int64)
+        annotations.append(
+            {
+                "bboxes": rb[~ign],
+                "labels": labels[~ign],
+                "bboxes_ignore": rb[ign],
+                "labels_ignore": labels[ign],
+            }
+        )
+        dets = list(preds.get(img["id"], []))
+        if dets and all(d.get("rbox") is not None for d in dets):  # the head's own boxes
+            drb = np.array([d["rbox"] for d in dets], np.float32).reshape(-1, 5)
+        else:
+            drb = poly_to_rbox([d["polygon"] for d in dets])
+        sc = np.array([float(d["score"]) for d in dets], np.float32).reshape(-1, 1)
+        dl = np.array([int(d["label"]) for d in dets], np.int64)
+        full = np.concatenate([drb, sc], 1)
+        det_results.append([full[dl == k] for k in range(num_classes)])
+    return det_results, annotations
+
+
+def rotated_ap(
+    det_results: list[list[np.ndarray]], annotations: list[dict[str, np.ndarray]], iou_thr: float
+) -> list[dict[str, Any]]:
+    """Per class ``{"num_gts", "num_dets", "recall", "precision", "ap"}`` at one IoU: the loop of
+    mmrotate's ``eval_rbbox_map`` (VOC area AP, rotated IoU) without its process pool, which
+    spawns fresh interpreters at every call."""
+    from mmdet.evaluation.functional import average_precision
+    from mmrotate.evaluation.functional.mean_ap import get_cls_results, tpfp_default
+
+    out = []
+    for k in range(len(det_results[0]) if det_results else 0):
+        cls_dets, cls_gts, cls_ign = get_cls_results(det_results, annotations, k, "rbox")
+        num_gts = int(sum(g.shape[0] for g in cls_gts))
+        dets = np.vstack(cls_dets) if cls_dets else np.zeros((0, 6))
+        if not len(dets):
+            out.append({"num_gts": num_gts, "num_dets": 0, "recall": np.zeros(0),
+                        "precision": np.zeros(0), "ap": 0.0})  # fmt: skip
+            continue
+        tpfp = [tpfp_default(d, g, i, iou_thr, "rbox") for d, g, i in
+                zip(cls_dets, cls_gts, cls_ign, strict=True)]  # fmt: skip
+        tp = np.hstack([t for t, _ in tpfp])[0]
+        fp = np.hstack([f for _, f in tpfp])[0]
+        order = np.argsort(-dets[:, -1])
+        tp, fp = np.cumsum(tp[order]), np.cumsum(fp[order])
+        eps = np.finfo(np.float32).eps
+        recall = tp / max(num_gts, eps)
+        precision = tp / np.maximum(tp + fp, eps)
+        ap = float(average_precision(recall, precision, "area")) if num_gts else 0.0
+        out.append({"num_gts": num_gts, "num_dets": len(dets), "recall": recall,
+                    "precision": precision, "ap": ap})  # fmt: skip
+    return out
+
+
+def evaluate_rotated(
+    name: str,
+    images: Sequence[dict[str, Any]],
+    preds: Mapping[int, Sequence[dict[str, Any]]],
+    class_names: Sequence[str],
+    ignore_difficult: bool = True,
+    iou_thrs: Sequence[float] = tuple(IOU_THRESHOLDS),
+) -> DatasetScore:
+    """Per-class rotated AP@50 / AP(.5:.95) (DOTA metric, VOC area) of one oriented dataset."""
+    det_results, annotations = rotated_inputs(images, preds, len(class_names), ignore_difficult)
+    per_t = [rotated_ap(det_results, annotations, float(t)) for t in iou_thrs]
+    classes = []
+    for k, cname in enumerate(class_names):
+        n = per_t[0][k]["num_gts"] if per_t and det_results else 0
+        if n == 0:
+            classes.append(ClassScore(cname, 0, 0.0, 0.0, []))
+            continue
+        aps = [r[k]["ap"] for r in per_t]
+        pr50 = precision_at_recalls(per_t[0][k]["recall"], per_t[0][k]["precision"])
+        classes.append(ClassScore(cname, n, 100 * aps[0], 100 * float(np.mean(aps)), pr50))
+    n_obj = sum(len(a["labels"]) for a in annotations)
+    n_det = sum(len(d) for img in det_results for d in img)
+    return DatasetScore(name, classes, len(images), n_obj, n_det, box_type="obox")
+
+
+def _mean(classes: Sequence[ClassScore], key: str) -> float:
+    return round(float(np.mean([getattr(c, key) for c in classes])), 4) if classes else 0.0
+
+
 def summarize(scores: Sequence[DatasetScore]) -> dict[str, Any]:
-    """Per-dataset and overall AP@50 / mAP, H-mAP; the shape of ``metrics/eval.json``."""
+    """Per-dataset and overall AP@50 / mAP, H-mAP; the shape of ``metrics/eval.json``.
+
+    ``ap50`` / ``map`` are each dataset's main scores (rotated for ``obox`` datasets), and the
+    overall scores mix them as the paper does. When some dataset is oriented, ``hbox_ap50`` /
+    ``hbox_map`` give its horizontal COCO scores, and ``overall.hbox_*`` the all-horizontal
+    overall and H-mAP.
+    """
     out: dict[str, Any] = {}
     all_classes: list[ClassScore] = []
+    hbox_classes: list[ClassScore] = []
     for s in scores:
         out[s.name] = {
             "ap50": round(s.ap50, 4),
@@ -196,21 +328,38 @@ def summarize(scores: Sequence[DatasetScore]) -> dict[str, Any]:
             "objects": s.num_objects,
             "detections": s.num_detections,
         }
+        if s.hbox is not None:
+            out[s.name].update(hbox_ap50=round(s.hbox.ap50, 4), hbox_map=round(s.hbox.map, 4))
         all_classes += s.scored
+        hbox_classes += (s.hbox or s).scored
     overall = {
-        "ap50": round(float(np.mean([c.ap50 for c in all_classes])), 4) if all_classes else 0.0,
-        "map": round(float(np.mean([c.ap for c in all_classes])), 4) if all_classes else 0.0,
+        "ap50": _mean(all_classes, "ap50"),
+        "map": _mean(all_classes, "ap"),
         "hmap": round(harmonic_mean([s.map for s in scores]), 4) if scores else 0.0,
         "classes_scored": len(all_classes),
     }
+    if any(s.hbox is not None for s in scores):
+        overall.update(
+            hbox_ap50=_mean(hbox_classes, "ap50"),
+            hbox_map=_mean(hbox_classes, "ap"),
+            hbox_hmap=round(harmonic_mean([(s.hbox or s).map for s in scores]), 4),
+        )
     return {"overall": overall, **out}
 
 
 def per_class_rows(scores: Sequence[DatasetScore]) -> list[dict[str, Any]]:
-    """One row per (dataset, class) with ground truth counts and APs (percent)."""
-    return [
-        {"dataset": s.name, "class": c.name, "num_gt": c.num_gt,
-         "ap50": round(c.ap50, 4) if c.num_gt else None,
-         "map": round(c.ap, 4) if c.num_gt else None}
-        for s in scores for c in s.classes
-    ]  # fmt: skip
+    """One row per (dataset, class) with ground truth counts and APs (percent); ``box`` says how
+    ``ap50`` / ``map`` were computed, ``hbox_*`` are the horizontal scores of oriented datasets."""
+    rows = []
+    for s in scores:
+        hb = {c.name: c for c in s.hbox.classes} if s.hbox is not None else {}
+        for c in s.classes:
+            h = hb.get(c.name)
+            rows.append(
+                {"dataset": s.name, "class": c.name, "box": s.box_type, "num_gt": c.num_gt,
+                 "ap50": round(c.ap50, 4) if c.num_gt else None,
+                 "map": round(c.ap, 4) if c.num_gt else None,
+                 "hbox_ap50": round(h.ap50, 4) if h is not None and h.num_gt else None,
+                 "hbox_map": round(h.ap, 4) if h is not None and h.num_gt else None}
+            )  # fmt: skip
+    return rows

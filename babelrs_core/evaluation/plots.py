@@ -81,16 +81,22 @@ def draw_detections(
     preds: Sequence[dict[str, Any]],
     score_thr: float = 0.3,
 ) -> Image.Image:
-    """Ground truth (green) and predictions above ``score_thr`` (red, with class and score)."""
+    """Ground truth (green) and predictions above ``score_thr`` (red, with class and score);
+    oriented boxes (``poly`` / ``polygon``) are drawn as polygons."""
     im = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(im)
     for g in gt:
-        draw.rectangle([float(v) for v in g["bbox"]], outline=GT_COLOR, width=1)
+        if g.get("poly") is not None:
+            draw.polygon([float(v) for v in g["poly"]], outline=GT_COLOR, width=1)
+        else:
+            draw.rectangle([float(v) for v in g["bbox"]], outline=GT_COLOR, width=1)
     for p in preds:
         if p["score"] < score_thr:
             continue
-        box = [p["x1"], p["y1"], p["x2"], p["y2"]]
-        draw.rectangle(box, outline=PRED_COLOR, width=2)
+        if p.get("polygon") is not None:
+            draw.polygon([float(v) for v in p["polygon"]], outline=PRED_COLOR, width=2)
+        else:
+            draw.rectangle([p["x1"], p["y1"], p["x2"], p["y2"]], outline=PRED_COLOR, width=2)
         draw.text((p["x1"] + 2, max(p["y1"] - 11, 0)), f"{p['class_name']} {p['score']:.2f}",
                   fill=PRED_COLOR)  # fmt: skip
     return im

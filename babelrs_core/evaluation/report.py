@@ -35,6 +35,7 @@ from babelrs_core.evaluation.metrics import (
     coco_detections,
     coco_ground_truth,
     evaluate_coco,
+    evaluate_rotated,
     per_class_rows,
     summarize,
 )
@@ -83,6 +84,7 @@ def run_evaluation(
         if split is None:
             raise ValueError(f"evaluation.splits has no split for dataset {ds!r}")
         splits[ds] = split
+        oriented = detector.box_types[ds] == "obox"
         items = image_items(frame, ds, split, cfg.ignore_difficult)
         if not items:
             raise ValueError(f"{manifest}: no {ds} images in evaluation split {split!r}")
@@ -99,7 +101,9 @@ def run_evaluation(
             for k, (it, arr, d) in enumerate(zip(chunk, arrays, dets, strict=True)):
                 image_id = start + k + 1
                 objs = [{"bbox": i["bbox"], "label": i["bbox_label"],
-                         "difficult": bool(i["ignore_flag"])} for i in it["instances"]]  # fmt: skip
+                         "difficult": bool(i["ignore_flag"]),
+                         "poly": i["poly"] if oriented else None}
+                        for i in it["instances"]]  # fmt: skip
                 gt_images.append({"id": image_id, "width": it["width"], "height": it["height"],
                                   "objects": objs, "file": it["img_id"]})  # fmt: skip
                 preds[image_id] = d
@@ -107,9 +111,15 @@ def run_evaluation(
                     samples.setdefault(DATASETS[ds].modality, []).append(
                         (it["img_id"], arr, objs, d)
                     )
-        gt = coco_ground_truth(gt_images, DATASETS[ds].class_names, cfg.ignore_difficult)
+        names = DATASETS[ds].class_names
+        gt = coco_ground_truth(gt_images, names, cfg.ignore_difficult)
         dets = coco_detections(preds)
-        scores.append(evaluate_coco(ds, gt, dets, cfg.max_dets))
+        score = evaluate_coco(ds, gt, dets, cfg.max_dets)
+        if oriented:  # rotated VOC AP as the main score, the horizontal one beside it
+            hbox = score
+            score = evaluate_rotated(ds, gt_images, preds, names, cfg.ignore_difficult)
+            score.hbox = hbox
+        scores.append(score)
         _write_predictions(out / "predictions" / f"{ds}.json", gt_images, dets)
     summary = summarize(scores)
     write_outputs(out, scores, summary)
@@ -124,6 +134,13 @@ def run_evaluation(
         "init": detector.info.get("init"),
         "encoder": detector.info.get("encoder"),
         "iters": detector.info.get("iters"),
+        "box_types": {ds: detector.box_types[ds] for ds in splits},
+        "metrics": {
+            ds: "rotated IoU, VOC area AP (mmrotate DOTA metric); hbox_*: COCO of enclosing boxes"
+            if detector.box_types[ds] == "obox"
+            else "COCO bbox AP (pycocotools)"
+            for ds in splits
+        },
         "ignore_difficult": cfg.ignore_difficult,
         "max_dets": cfg.max_dets,
         "weights_sha256": detector.info.get("sha256"),
@@ -154,14 +171,22 @@ def write_outputs(out: Path, scores: Sequence[DatasetScore], summary: dict[str, 
     rows = per_class_rows(scores)
     target = out / "per_class.csv"
     with atomic_path(target, suffix=".csv") as tmp, tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["dataset", "class", "num_gt", "ap50", "map"])
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["dataset", "class"])
         w.writeheader()
         w.writerows(rows)
-    lines = ["| dataset | class | GT objects | AP@50 | mAP |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "| dataset | class | box | GT objects | AP@50 | mAP | hbox AP@50 | hbox mAP |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
     for r in rows:
-        ap50 = "–" if r["ap50"] is None else f"{r['ap50']:.2f}"
-        m = "–" if r["map"] is None else f"{r['map']:.2f}"
-        lines.append(f"| {r['dataset']} | {r['class']} | {r['num_gt']} | {ap50} | {m} |")
+        lines.append(
+            f"| {r['dataset']} | {r['class']} | {r['box']} | {r['num_gt']} | {fmt(r['ap50'])} | "
+            f"{fmt(r['map'])} | {fmt(r['hbox_ap50'])} | {fmt(r['hbox_map'])} |"
+        )
     write_text(out / "per_class.md", "\n".join(lines) + "\n")
     for s in scores:
         plots.write_pr_csv(s, out / "plots" / f"pr_{s.name}.csv")
@@ -173,10 +198,16 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A few readable lines of ``eval.json``."""
     o = summary["overall"]
     lines = [f"overall: AP@50 {o['ap50']:.2f}  mAP {o['map']:.2f}  H-mAP {o['hmap']:.2f}"]
+    if "hbox_hmap" in o:
+        lines.append(f"overall (all horizontal): AP@50 {o['hbox_ap50']:.2f}  "
+                     f"mAP {o['hbox_map']:.2f}  H-mAP {o['hbox_hmap']:.2f}")  # fmt: skip
     for ds in DATASETS:
         if ds in summary:
             s = summary[ds]
-            lines.append(f"{ds}: AP@50 {s['ap50']:.2f}  mAP {s['map']:.2f}")
+            line = f"{ds}: AP@50 {s['ap50']:.2f}  mAP {s['map']:.2f}"
+            if "hbox_map" in s:
+                line += f" (rotated; horizontal {s['hbox_ap50']:.2f} / {s['hbox_map']:.2f})"
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -196,12 +227,24 @@ def results_table(rows: Sequence[dict[str, Any]], with_paper: bool = True) -> st
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for r in rows:
         e = r["eval"]
-        cells = [r["label"]]
+        rotated = [SHORT[d] for d in dss if "hbox_map" in e.get(d, {})]
+        label = r["label"] + (f" ({' / '.join(rotated)} rotated)" if rotated else "")
+        cells = [label]
         for d in dss:
             cells += [f"{e[d]['ap50']:.2f}", f"{e[d]['map']:.2f}"] if d in e else ["–", "–"]
         o = e["overall"]
         cells += [f"{o['ap50']:.2f}", f"{o['map']:.2f}", f"**{o['hmap']:.2f}**"]
         lines.append("| " + " | ".join(cells) + " |")
+        if "hbox_hmap" in o:  # the same run scored with horizontal boxes everywhere
+            cells = [f"{r['label']} (all horizontal)"]
+            for d in dss:
+                if d not in e:
+                    cells += ["–", "–"]
+                    continue
+                ap50, m = e[d].get("hbox_ap50", e[d]["ap50"]), e[d].get("hbox_map", e[d]["map"])
+                cells += [f"{ap50:.2f}", f"{m:.2f}"]
+            cells += [f"{o['hbox_ap50']:.2f}", f"{o['hbox_map']:.2f}", f"{o['hbox_hmap']:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
     if with_paper:
         cells = [PAPER_ROW["label"]]
         for d in dss:
@@ -309,15 +352,19 @@ def results_section(
         "",
         "<!-- generated by babelrs_core.evaluation.report.update_results_md; do not edit -->",
         "",
-        "Shared detector (our encoder as an mmdet backbone + one FPN + one head per dataset, "
-        "horizontal boxes) fine-tuned on SOI-mini with the same settings, differing only in the "
+        "Shared detector (our encoder as an mmdet backbone + one FPN + one head per dataset) "
+        "fine-tuned on SOI-mini with the same settings, differing only in the "
         "encoder's starting weights (`finetune.init`): **csia** = this pipeline's CSIA + LVSA "
         "pretraining output (early alignment), **imagenet** = the encoder's ImageNet weights "
         "(late-alignment baseline). Scores in percent on each dataset's SOI-Det evaluation split; "
         "overall = mean over the union of classes present, H-mAP = harmonic mean of the "
-        "per-dataset mAPs (BABELRS.md §4.2). The paper row (ViT-L, full SOI-Det, oriented heads "
-        "for DOTA / DroneVehicle) is for orientation only: its absolute numbers are not "
-        "comparable.",
+        "per-dataset mAPs (BABELRS.md §4.2). As in the paper, SAR is scored with horizontal "
+        "boxes (COCO AP) and datasets with oriented heads (`box_type: obox`, marked *rotated*) "
+        "with rotated boxes (mmrotate's DOTA metric: rotated IoU, VOC area AP at IoU "
+        "0.50:0.05:0.95); overall and H-mAP mix the two kinds as the paper does. The *all "
+        "horizontal* row scores the same predictions by their enclosing horizontal boxes "
+        "(COCO AP everywhere). The paper row (ViT-L, full SOI-Det, Oriented R-CNN for DOTA / "
+        "DroneVehicle) is for orientation only: its absolute numbers are not comparable.",
         "",
         results_table(rows),
         "",

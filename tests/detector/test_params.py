@@ -22,6 +22,9 @@ def test_shipped_defaults() -> None:
     assert ft.source_ratio == {"sardet": 2, "dota": 1, "dronevehicle": 1}
     assert set(ft.heads) == {"sardet", "dota", "dronevehicle"}
     assert ft.heads["sardet"].type == "gfl" and ft.heads["sardet"].box_type == "hbox"
+    for ds in ("dota", "dronevehicle"):  # oriented boxes (paper), the CPU-friendly rotated head
+        assert ft.heads[ds].box_type == "obox" and ft.heads[ds].type == "atss"
+    assert ft.heads["dota"].loss_weight == 1.5  # the reference's DOTA weight
     assert ft.modalities["sar"].rot90 == 0.0  # SAR geometry: no quarter turns
     assert p.evaluation.splits == {"sardet": "test", "dota": "val", "dronevehicle": "test"}
     assert p.paths.finetune_out == Path("outputs/finetune")
@@ -71,3 +74,23 @@ def test_runner_config_from_params() -> None:
     assert cfg["optim_wrapper"]["max_norm"] == p.finetune.clip_grad_norm
     warm, steps = schedule(p)
     assert warm["end"] == 12 and steps["milestones"] == [80, 110]
+
+
+def test_oriented_rcnn_config_builds_from_params() -> None:
+    from babelrs_core.detector.config import model_config
+
+    p = _load(**{"finetune.heads.dota.type": "oriented_rcnn"})
+    norm = {m: {"mean": [0.0] * 3, "std": [1.0] * 3} for m in ("sar", "rgb", "ir")}
+    heads = model_config(p, norm)["heads"]
+    rcnn = heads["dota"]
+    assert rcnn["type"] == "TwoStageHead"
+    assert rcnn["rpn_head"]["type"] == "mmrotate.OrientedRPNHead"
+    roi = rcnn["roi_head"]
+    assert roi["bbox_roi_extractor"]["roi_layer"]["type"] == "RoIAlignRotated"
+    assert roi["bbox_roi_extractor"]["featmap_strides"] == [8, 16, 32, 64]
+    assert roi["bbox_head"]["num_classes"] == 15 and roi["bbox_head"]["predict_box_type"] == "rbox"
+    assert rcnn["test_cfg"]["rcnn"]["nms"]["type"] == "nms_rotated"
+    assert heads["dronevehicle"]["type"] == "mmrotate.RotatedATSSHead"
+    assert heads["dronevehicle"]["loss_bbox"]["loss"]["type"] == "mmrotate.GDLoss"  # pure PyTorch
+    assert heads["dronevehicle"]["bbox_coder"]["angle_version"] == "le90"
+    assert heads["sardet"]["type"] == "GFLHead"

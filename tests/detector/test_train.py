@@ -47,6 +47,7 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     heads = {
         "finetune.heads.sardet.type": "retinanet",
         "finetune.heads.dronevehicle.type": "retinanet",
+        "finetune.heads.dota.score_thr": 0.001,  # keep low-score oriented detections: polygons
     }
     params = tiny_params(root, **{"finetune.iters": 16, "finetune.warmup_iters": 4, **heads})
     seen: list[int] = []
@@ -74,10 +75,24 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     info = json.loads((root / "finetune" / "detector.json").read_text())
     assert info["init"] == "csia" and info["modalities"]["sar"]["source"] == "encoder"
 
+    # oriented RGB / IR heads (the shipped default) beside the horizontal SAR head
+    assert info["datasets"]["dota"]["box_type"] == "obox"
+    assert info["datasets"]["dronevehicle"]["box_type"] == "obox"
+    assert info["datasets"]["sardet"]["box_type"] == "hbox"
     result = run_evaluation(params)
     ev = json.loads((root / "eval" / "metrics" / "eval.json").read_text())
     assert set(ev) == {"overall", "sardet", "dota", "dronevehicle"}
     assert {"ap50", "map", "hmap"} <= set(ev["overall"])
+    # rotated scores (main) and horizontal ones beside them; H-mAP mixes SAR hbox + RGB/IR rotated
+    assert {"hbox_ap50", "hbox_map", "hbox_hmap"} <= set(ev["overall"])
+    for ds in ("dota", "dronevehicle"):
+        assert {"ap50", "map", "hbox_ap50", "hbox_map"} <= set(ev[ds])
+    assert "hbox_map" not in ev["sardet"]
+    maps = [ev[d]["map"] for d in ("sardet", "dota", "dronevehicle")]
+    expect = 0.0 if min(maps) == 0 else 3 / sum(1 / m for m in maps)
+    assert ev["overall"]["hmap"] == pytest.approx(expect, abs=1e-3)
+    assert result["info"]["box_types"] == {"sardet": "hbox", "dota": "obox",
+                                           "dronevehicle": "obox"}  # fmt: skip
     assert all(isinstance(v, int | float) for d in ev.values() for v in d.values())
     assert result["info"]["splits"] == {"sardet": "test", "dota": "val", "dronevehicle": "test"}
     written = ["plots/pr_curves.png", "plots/pr_sardet.csv", "plots/pr_classes.csv",
@@ -95,6 +110,19 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     assert list(frame.columns)[:5] == ["x1", "y1", "x2", "y2", "score"]
     assert (frame["x2"] <= 70).all() and (frame["y2"] <= 50).all()
     assert set(frame["class_name"]) <= set(det.classes["sardet"])
+    assert frame["polygon"].isna().all()  # horizontal head: no polygon
+    rgb = np.full((64, 64, 3), 90, np.uint8)
+    rgb[20:40, 10:30] = 240
+    dets = det.predict(rgb, "rgb")
+    assert dets, "the DOTA head returns detections at score_thr 0.001"
+    for d in dets:
+        assert len(d["polygon"]) == 8 and len(d["rbox"]) == 5
+        xs, ys = d["polygon"][0::2], d["polygon"][1::2]
+        assert d["x1"] == pytest.approx(max(min(xs), 0), abs=1e-3)
+        assert d["y2"] == pytest.approx(min(max(ys), 64), abs=1e-3)
+        assert d["rbox"][2] >= d["rbox"][3] and -np.pi / 2 - 1e-6 <= d["rbox"][4] < np.pi / 2
+    preds = json.loads((root / "eval" / "predictions" / "dota.json").read_text())
+    assert preds and all(len(p["polygon"]) == 8 for p in preds)
     assert det.predict(np.zeros((40, 40, 3), np.uint8), "dronevehicle") is not None
     with pytest.raises(ValueError, match="no head"):
         det.predict(img, "lidar")

@@ -120,7 +120,8 @@ def test_dataset_means_skip_classes_without_ground_truth_and_overall_spans_all_c
     assert out["overall"]["classes_scored"] == 3
     assert out["overall"]["hmap"] == pytest.approx(harmonic_mean([100.0, 50.0]), abs=1e-3)
     rows = per_class_rows([s_a, s_b])
-    assert rows[-1] == {"dataset": "B", "class": "z", "num_gt": 0, "ap50": None, "map": None}
+    assert rows[-1] == {"dataset": "B", "class": "z", "box": "hbox", "num_gt": 0, "ap50": None,
+                        "map": None, "hbox_ap50": None, "hbox_map": None}  # fmt: skip
 
 
 def test_no_detections_score_zero() -> None:

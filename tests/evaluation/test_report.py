@@ -54,3 +54,18 @@ def test_section_is_inserted_before_later_sections_when_present(tmp_path: Path) 
     new = tmp_path / "new.md"
     update_results_md(new, results_section([{"label": "csia", "eval": _eval(1.0)}]))
     assert new.read_text().startswith("# Results\n\n" + SECTION)
+
+
+def test_oriented_runs_get_a_rotated_row_and_an_all_horizontal_row() -> None:
+    e = _eval(21.5)
+    e["dota"] = {**e["dota"], "map": 12.0, "hbox_ap50": 55.0, "hbox_map": 25.0}
+    e["dronevehicle"] = {**e["dronevehicle"], "hbox_ap50": 60.0, "hbox_map": 30.0}
+    e["overall"] = {**e["overall"], "hbox_ap50": 52.0, "hbox_map": 24.0, "hbox_hmap": 23.5}
+    lines = results_table([{"label": "csia", "eval": e}]).splitlines()
+    row = "| csia (DOTA / DroneVehicle rotated) | 50.00 | 20.00 | 50.00 | 12.00"
+    assert lines[2].startswith(row)
+    assert lines[2].endswith("| **21.50** |")
+    # the same run, horizontal everywhere: SAR as is, DOTA / DroneVehicle from hbox_*
+    assert lines[3] == ("| csia (all horizontal) | 50.00 | 20.00 | 55.00 | 25.00 | 60.00 | 30.00 "
+                        "| 52.00 | 24.00 | 23.50 |")  # fmt: skip
+    assert "53.02" in lines[4]  # the paper row
