@@ -11,6 +11,7 @@ says which server (default: the local store ``outputs/mlflow``).
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from babelrs_core.io.atomic import atomic_path, write_json
-from babelrs_core.registry.payload import OUTPUT_COLUMNS, decode_image
+from babelrs_core.registry.payload import OUTPUT_COLUMNS, POLYGON_COLUMNS, decode_image
 
 FEATURE_PROPERTIES = ("score", "label", "class_name", "soi_name", "dataset", "modality")
 
@@ -67,7 +68,13 @@ def feature_collection(dets: pd.DataFrame) -> dict[str, Any]:
     for row in dets.itertuples(index=False):
         x1, y1, x2, y2 = (float(row.x1), float(row.y1), float(row.x2), float(row.y2))
         ring = [[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]
+        corners = [float(getattr(row, c)) for c in POLYGON_COLUMNS]
+        if not any(math.isnan(v) for v in corners):  # oriented detection: its own polygon
+            ring = [[corners[k], corners[k + 1]] for k in range(0, 8, 2)]
+            ring.append(ring[0])
         props = {k: _plain(getattr(row, k)) for k in FEATURE_PROPERTIES}
+        if not math.isnan(float(row.angle)):
+            props["angle"] = float(row.angle)
         props["image"] = str(row.image_id)
         feats.append(
             {
@@ -108,6 +115,9 @@ def write_overlays(
     for i, path in enumerate(paths):
         image = as_rgb_uint8(decode_image(Path(path).read_bytes(), str(path)))
         mine = dets[dets["image_index"] == i].to_dict("records")
+        for det in mine:  # oriented detections are drawn as their polygon
+            corners = [det[c] for c in POLYGON_COLUMNS]
+            det["polygon"] = None if any(math.isnan(v) for v in corners) else corners
         target = Path(out_dir) / f"{Path(path).stem}.overlay.png"
         written.append(save_png(draw_detections(image, [], mine, score_thr), target))
     return written

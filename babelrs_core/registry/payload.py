@@ -9,12 +9,16 @@ Input (a pandas DataFrame, one row per image)::
 Output (one row per detection, highest score first within an image)::
 
     image_index int, image_id str, x1 y1 x2 y2 float (input pixels), score float, label int,
-    class_name str, soi_name str, dataset str, modality str
+    class_name str, soi_name str, dataset str, modality str,
+    px1 py1 px2 py2 px3 py3 px4 py4 float   oriented heads (RGB / IR): the box's corners in DOTA
+                                            order (clockwise on screen from the head vertex);
+                                            NaN for horizontal heads (SAR)
+    angle float                             oriented heads: le90 angle of the box in radians
+                                            (cx, cy, w, h from the corners); NaN for horizontal
 
 Arrays are sent as lossless PNG (:func:`encode_image`); the pixel values the model sees are the
 same as for the array itself (``uint8`` after
 :func:`~babelrs_core.detector.inference.as_rgb_uint8`).
-Oriented heads will add a ``polygon`` column (x1 y1 ... x4 y4) to the output.
 """
 
 from __future__ import annotations
@@ -30,10 +34,20 @@ import pandas as pd
 from babelrs_core.detector.inference import as_rgb_uint8
 
 INPUT_COLUMNS = ("image", "modality", "image_id")
+POLYGON_COLUMNS = ("px1", "py1", "px2", "py2", "px3", "py3", "px4", "py4")
 OUTPUT_COLUMNS = (
     "image_index", "image_id", "x1", "y1", "x2", "y2", "score", "label", "class_name",
-    "soi_name", "dataset", "modality",
+    "soi_name", "dataset", "modality", *POLYGON_COLUMNS, "angle",
 )  # fmt: skip
+
+
+def flat_polygon(det: dict[str, Any]) -> dict[str, float]:
+    """The polygon / angle columns of one inference record (NaN where the head is horizontal)."""
+    poly, rbox = det.get("polygon"), det.get("rbox")
+    values = [float(v) for v in poly] if poly is not None else [float("nan")] * 8
+    out = dict(zip(POLYGON_COLUMNS, values, strict=True))
+    out["angle"] = float(rbox[4]) if rbox is not None else float("nan")
+    return out
 
 
 class PayloadError(ValueError):
@@ -127,7 +141,7 @@ def empty_output() -> pd.DataFrame:
 def _dtype(column: str) -> str:
     if column in ("image_index", "label"):
         return "int64"
-    if column in ("x1", "y1", "x2", "y2", "score"):
+    if column in ("x1", "y1", "x2", "y2", "score", *POLYGON_COLUMNS, "angle"):
         return "float64"
     return "object"
 

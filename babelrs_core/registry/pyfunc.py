@@ -24,6 +24,7 @@ from babelrs_core.registry.payload import (
     PayloadError,
     decode_image,
     empty_output,
+    flat_polygon,
     input_frame,
     signature,
 )
@@ -89,7 +90,9 @@ def predict_frame(
         dets = detector.predict_batch([images[i] for i in idx], dataset, thr)
         per_image.update(zip(idx, dets, strict=True))
     for i in range(len(images)):
-        rows += [{"image_index": i, "image_id": ids[i], **d} for d in per_image[i]]
+        rows += [
+            {"image_index": i, "image_id": ids[i], **d, **flat_polygon(d)} for d in per_image[i]
+        ]
     if not rows:
         return empty_output()
     return pd.DataFrame(rows)[list(OUTPUT_COLUMNS)]

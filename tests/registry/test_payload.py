@@ -59,3 +59,30 @@ def test_input_frame_and_rest_payload_follow_the_signature() -> None:
     assert "polygon" not in sig.outputs.input_names()
     with pytest.raises(ValueError, match="2 images but 1"):
         input_frame([b"a", b"b"], ["sar"])
+
+
+def test_oriented_detections_carry_their_polygon_horizontal_ones_nan() -> None:
+    import math
+
+    import pandas as pd
+
+    from babelrs_core.registry.consumer import feature_collection
+    from babelrs_core.registry.payload import OUTPUT_COLUMNS, POLYGON_COLUMNS, flat_polygon
+
+    base = {"image_index": 0, "image_id": "a", "score": 0.9, "label": 0, "class_name": "car",
+            "soi_name": "car", "dataset": "dota", "modality": "rgb"}  # fmt: skip
+    poly = [10.0, 0.0, 20.0, 10.0, 10.0, 20.0, 0.0, 10.0]  # a diamond, clockwise from the head
+    oriented = {**base, "x1": 0.0, "y1": 0.0, "x2": 20.0, "y2": 20.0, "polygon": poly,
+                "rbox": [10.0, 10.0, 14.14, 14.14, math.pi / 4]}  # fmt: skip
+    flat = {**base, "x1": 1.0, "y1": 2.0, "x2": 5.0, "y2": 6.0, "polygon": None, "rbox": None}
+    assert [flat_polygon(oriented)[c] for c in POLYGON_COLUMNS] == poly
+    assert flat_polygon(oriented)["angle"] == pytest.approx(math.pi / 4)
+    assert all(math.isnan(v) for v in flat_polygon(flat).values())
+
+    rows = [{**d, **flat_polygon(d)} for d in (oriented, flat)]
+    frame = pd.DataFrame(rows)[list(OUTPUT_COLUMNS)]
+    geo = feature_collection(frame)["features"]
+    assert geo[0]["geometry"]["coordinates"][0] == [[10, 0], [20, 10], [10, 20], [0, 10], [10, 0]]
+    assert geo[0]["properties"]["angle"] == pytest.approx(math.pi / 4)
+    assert geo[1]["geometry"]["coordinates"][0] == [[1, 2], [5, 2], [5, 6], [1, 6], [1, 2]]
+    assert "angle" not in geo[1]["properties"]
