@@ -133,7 +133,11 @@ def test_tiny_ablation_tracks_parent_and_children_and_writes_the_report(
             assert (tags["babelrs.variant"], tags["babelrs.precision"]) == (variant, precision)
             assert f"seed{tags['babelrs.seed']}" == seed
             norms = client.get_metric_history(child.info.run_id, "grad_norm")
-            assert len(norms) == (4 if precision == "fp32" else 2)
+            if precision == "fp32":
+                assert len(norms) == 4
+            else:  # an fp16 step whose gradients overflow is skipped by the loss scaler
+                skipped = child.data.metrics.get("nonfinite_steps", 0)
+                assert len(norms) + skipped == 2, (len(norms), child.data.metrics)
             if precision == "fp32":
                 assert "eval.overall.hmap" in child.data.metrics
                 assert child.data.params["finetune.iters"] == "4"
