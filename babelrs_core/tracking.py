@@ -171,6 +171,25 @@ def prefect_lineage() -> dict[str, str]:
     return {"prefect.flow_run_id": str(run_id)} if run_id else {}
 
 
+@contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.start_run``, ``log_model``, ``register_model``) at
+    ``uri`` for the block, then restore the process-wide URI and ``MLFLOW_TRACKING_URI``."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    saved_env, saved_uri = read("MLFLOW_TRACKING_URI"), utils._tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils._tracking_uri = saved_uri
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ.update(MLFLOW_TRACKING_URI=saved_env)
+
+
 class Tracker:
     """MLflow runs for one pipeline run: a parent run, a child run per stage."""
 
@@ -187,8 +206,10 @@ class Tracker:
             return
         import mlflow
 
+        # a client bound to the URI; the process-wide URI (and MLFLOW_TRACKING_URI, which MLflow's
+        # set_tracking_uri also writes) stay untouched, so another Tracker in this process still
+        # follows its own params (see fluent_tracking_uri for MLflow's fluent API)
         self.uri = tracking_uri or default_tracking_uri()
-        mlflow.set_tracking_uri(self.uri)
         self.client = mlflow.MlflowClient(self.uri)
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (

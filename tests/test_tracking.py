@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import pytest
 
 from babelrs_core.config import load_params
@@ -64,7 +63,7 @@ def test_failed_stage_marks_the_run_failed(tracker: Tracker, tmp_path: Path) -> 
     params = load_params(ROOT / "params.yaml", {"paths.manifest": str(tmp_path / "none.parquet")})
     with pytest.raises(FileNotFoundError):
         run_stage("validate", params, tracker=tracker, progress=False)
-    runs = mlflow.search_runs([tracker.experiment_id], output_format="list")
+    runs = tracker.client.search_runs([tracker.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
 
 

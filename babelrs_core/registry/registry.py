@@ -48,9 +48,7 @@ class RegistryError(BabelrsError, RuntimeError):
 def _client(tracking_uri: str | None = None) -> Any:
     import mlflow
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.MlflowClient()
+    return mlflow.MlflowClient(tracking_uri)
 
 
 def _error_code(exc: Exception) -> str:
@@ -243,7 +241,7 @@ def register(
     from babelrs_core.detector.checkpoint import read_detector_json
     from babelrs_core.io.atomic import write_json
     from babelrs_core.registry.pyfunc import log_detector_model
-    from babelrs_core.tracking import Tracker, git_lineage
+    from babelrs_core.tracking import Tracker, fluent_tracking_uri, git_lineage
 
     cfg = params.registry
     detector_dir = Path(detector_dir or params.paths.finetune_out)
@@ -260,18 +258,19 @@ def register(
     if own_run:
         run_id = tracker.start("register", {**git_lineage(), "babelrs.stage": "register"})
     try:
-        with mlflow.start_run(run_id=run_id, nested=True):
-            model_info = log_detector_model(
-                detector_dir, [eval_dir / "metrics" / "eval.json", eval_dir / "eval_info.json"]
-            )
-        tags = {
-            **eval_tags(ev, ev_info),
-            "detector.sha256": str(info.get("sha256")),
-            "detector.init": str(info.get("init")),
-            "detector.encoder": str(info.get("encoder")),
-            **git_lineage(),
-        }
-        mv = mlflow.register_model(model_info.model_uri, cfg.model_name, tags=tags)
+        with fluent_tracking_uri(tracker.uri):
+            with mlflow.start_run(run_id=run_id, nested=True):
+                model_info = log_detector_model(
+                    detector_dir, [eval_dir / "metrics" / "eval.json", eval_dir / "eval_info.json"]
+                )
+            tags = {
+                **eval_tags(ev, ev_info),
+                "detector.sha256": str(info.get("sha256")),
+                "detector.init": str(info.get("init")),
+                "detector.encoder": str(info.get("encoder")),
+                **git_lineage(),
+            }
+            mv = mlflow.register_model(model_info.model_uri, cfg.model_name, tags=tags)
         client = tracker.client
         client.set_registered_model_alias(cfg.model_name, CHALLENGER, mv.version)
         result: dict[str, Any] = {
@@ -283,7 +282,7 @@ def register(
             "hmap": float(ev["overall"]["hmap"]),
         }
         if gate:
-            reeval = _reevaluator(params, eval_dir)
+            reeval = _reevaluator(params, eval_dir, tracker.uri)
             decision = promote(cfg.model_name, mv.version, cfg, tracker.uri, reeval)
             result["promoted"] = decision.promote
             result["gate"] = decision.as_tags()
@@ -314,7 +313,7 @@ def _read_eval(eval_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return ev, info
 
 
-def _reevaluator(params: Params, eval_dir: Path) -> Reevaluate:
+def _reevaluator(params: Params, eval_dir: Path, tracking_uri: str) -> Reevaluate:
     """Score a registered version on the evaluation data of this run (same params, manifest)."""
 
     def reevaluate(mv: Any) -> dict[str, Any]:
@@ -324,7 +323,10 @@ def _reevaluator(params: Params, eval_dir: Path) -> Reevaluate:
 
         with tempfile.TemporaryDirectory(prefix="babelrs-champion-") as tmp:
             local = mlflow.artifacts.download_artifacts(
-                f"models:/{mv.name}/{mv.version}", dst_path=tmp
+                f"models:/{mv.name}/{mv.version}",
+                dst_path=tmp,
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
             )
             detector = Path(local) / "artifacts" / "detector"
             result = run_evaluation(params, checkpoint=detector, out=Path(tmp) / "eval")

@@ -45,6 +45,7 @@ def _params(root: Path, out: Path, nproc: int):
         root,
         **NO_AUG,
         **{f"finetune.heads.{ds}.type": "fcos" for ds in ("sardet", "dota", "dronevehicle")},
+        **{f"finetune.heads.{ds}.box_type": "hbox" for ds in ("dota", "dronevehicle")},
         **{
             "finetune.iters": ITERS,
             "finetune.batch_size": 8,
