@@ -52,6 +52,36 @@ def _group_norm(channels: int) -> HeadCfg:
     return {"type": "GN", "num_groups": groups, "requires_grad": True}
 
 
+#: sigmoid focal loss of the anchor / point heads (RetinaNet's settings)
+FOCAL_LOSS: HeadCfg = {
+    "type": "FocalLoss",
+    "use_sigmoid": True,
+    "gamma": 2.0,
+    "alpha": 0.25,
+    "loss_weight": 1.0,
+}
+
+
+def _retina_train_cfg(iou_calculator: HeadCfg | None = None) -> HeadCfg:
+    """RetinaNet's training assignment (max IoU 0.5 / 0.4, no sampling), any IoU calculator."""
+    assigner: HeadCfg = {
+        "type": "MaxIoUAssigner",
+        "pos_iou_thr": 0.5,
+        "neg_iou_thr": 0.4,
+        "min_pos_iou": 0,
+        "ignore_iof_thr": -1,
+    }
+    if iou_calculator is not None:
+        assigner["iou_calculator"] = iou_calculator
+    return {
+        "assigner": assigner,
+        "sampler": {"type": "PseudoSampler"},
+        "allowed_border": -1,
+        "pos_weight": -1,
+        "debug": False,
+    }
+
+
 def gfl_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[int]) -> HeadCfg:
     """GFL (the paper's SAR head, BABELRS.md §3.3): QFL + DFL + GIoU, ATSS assignment."""
     return {
@@ -100,27 +130,9 @@ def retina_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence
             "target_means": [0.0, 0.0, 0.0, 0.0],
             "target_stds": [1.0, 1.0, 1.0, 1.0],
         },
-        "loss_cls": {
-            "type": "FocalLoss",
-            "use_sigmoid": True,
-            "gamma": 2.0,
-            "alpha": 0.25,
-            "loss_weight": 1.0,
-        },
+        "loss_cls": dict(FOCAL_LOSS),
         "loss_bbox": {"type": "L1Loss", "loss_weight": 1.0},
-        "train_cfg": {
-            "assigner": {
-                "type": "MaxIoUAssigner",
-                "pos_iou_thr": 0.5,
-                "neg_iou_thr": 0.4,
-                "min_pos_iou": 0,
-                "ignore_iof_thr": -1,
-            },
-            "sampler": {"type": "PseudoSampler"},
-            "allowed_border": -1,
-            "pos_weight": -1,
-            "debug": False,
-        },
+        "train_cfg": _retina_train_cfg(),
         "test_cfg": _test_cfg(spec),
     }
 
@@ -134,13 +146,7 @@ def fcos_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[i
         **_common(spec, num_classes, in_channels),
         "strides": strides,
         "regress_ranges": [(bounds[i], bounds[i + 1]) for i in range(len(strides))],
-        "loss_cls": {
-            "type": "FocalLoss",
-            "use_sigmoid": True,
-            "gamma": 2.0,
-            "alpha": 0.25,
-            "loss_weight": 1.0,
-        },
+        "loss_cls": dict(FOCAL_LOSS),
         "loss_bbox": {"type": "IoULoss", "loss_weight": 1.0},
         "loss_centerness": {
             "type": "CrossEntropyLoss",
@@ -180,13 +186,7 @@ def atss_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[i
             "target_means": [0.0, 0.0, 0.0, 0.0],
             "target_stds": [0.1, 0.1, 0.2, 0.2],
         },
-        "loss_cls": {
-            "type": "FocalLoss",
-            "use_sigmoid": True,
-            "gamma": 2.0,
-            "alpha": 0.25,
-            "loss_weight": 1.0,
-        },
+        "loss_cls": dict(FOCAL_LOSS),
         "loss_bbox": {"type": "GIoULoss", "loss_weight": 2.0},
         "loss_centerness": {
             "type": "CrossEntropyLoss",
@@ -247,28 +247,9 @@ def rotated_retina_head(
             "strides": list(strides),
         },
         "bbox_coder": {**_rbox_coder([1.0] * 5), "use_box_type": True},
-        "loss_cls": {
-            "type": "FocalLoss",
-            "use_sigmoid": True,
-            "gamma": 2.0,
-            "alpha": 0.25,
-            "loss_weight": 1.0,
-        },
+        "loss_cls": dict(FOCAL_LOSS),
         "loss_bbox": {"type": "L1Loss", "loss_weight": 1.0},
-        "train_cfg": {
-            "assigner": {
-                "type": "MaxIoUAssigner",
-                "pos_iou_thr": 0.5,
-                "neg_iou_thr": 0.4,
-                "min_pos_iou": 0,
-                "ignore_iof_thr": -1,
-                "iou_calculator": {"type": "SparseRBboxOverlaps2D"},
-            },
-            "sampler": {"type": "PseudoSampler"},
-            "allowed_border": -1,
-            "pos_weight": -1,
-            "debug": False,
-        },
+        "train_cfg": _retina_train_cfg({"type": "SparseRBboxOverlaps2D"}),
         "test_cfg": _rotated_test_cfg(spec),
     }
 
@@ -291,13 +272,7 @@ def rotated_atss_head(
             "strides": list(strides),
         },
         "bbox_coder": {**_rbox_coder([1.0] * 5), "use_box_type": True},
-        "loss_cls": {
-            "type": "FocalLoss",
-            "use_sigmoid": True,
-            "gamma": 2.0,
-            "alpha": 0.25,
-            "loss_weight": 1.0,
-        },
+        "loss_cls": dict(FOCAL_LOSS),
         # RotatedATSSHead applies its box loss to decoded boxes: the Gaussian KLD loss (pure
         # PyTorch; the reference's rotated-IoU loss needs diff_iou_rotated, which has no CPU kernel)
         "loss_bbox": {
