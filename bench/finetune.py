@@ -114,7 +114,7 @@ def write_coco(params: Params, manifest: Path, folder: Path) -> Path:
 
 def plain_config(params: Params, ann: Path, work_dir: Path) -> dict[str, Any]:
     """mmdet's GFL with our backbone and the same widths, run the standard mmdet way."""
-    from babelrs_core.detector.config import encoder_geometry, schedule
+    from babelrs_core.detector.config import encoder_geometry, fpn_config, schedule
     from babelrs_core.detector.heads import gfl_head
 
     cfg = params.finetune
@@ -144,14 +144,7 @@ def plain_config(params: Params, ann: Path, work_dir: Path) -> dict[str, Any]:
                 "bn": cfg.bn,
                 "frozen_layers": cfg.frozen_layers,
             },
-            "neck": {
-                "type": "FPN",
-                "in_channels": channels,
-                "out_channels": cfg.neck_channels,
-                "start_level": 0,
-                "add_extra_convs": "on_output",
-                "num_outs": cfg.neck_outs,
-            },
+            "neck": fpn_config(cfg, channels),
             "bbox_head": head,
             "train_cfg": train_cfg,
             "test_cfg": test_cfg,

@@ -129,6 +129,18 @@ def resolve_normalization(
     return norm, source
 
 
+def fpn_config(cfg: Any, channels: Sequence[int]) -> dict[str, Any]:
+    """The shared FPN over the backbone's ``channels`` (``finetune.neck_*``)."""
+    return {
+        "type": "FPN",
+        "in_channels": list(channels),
+        "out_channels": cfg.neck_channels,
+        "start_level": 0,
+        "add_extra_convs": "on_output",
+        "num_outs": cfg.neck_outs,
+    }
+
+
 def model_config(
     params: Params,
     norm: Norm,
@@ -170,14 +182,7 @@ def model_config(
             "bn": cfg.bn,
             "frozen_layers": cfg.frozen_layers,
         },
-        "neck": {
-            "type": "FPN",
-            "in_channels": channels,
-            "out_channels": cfg.neck_channels,
-            "start_level": 0,
-            "add_extra_convs": "on_output",
-            "num_outs": cfg.neck_outs,
-        },
+        "neck": fpn_config(cfg, channels),
         "heads": {
             ds: head_config(ds, cfg.heads[ds], cfg.neck_channels, head_strides)
             for ds in datasets_of(params)
