@@ -261,10 +261,75 @@ def statement(order: dict[str, Any], spread: str = "half_range") -> str:
                 for p in flipped
             )
         text += "."
+        noisy = [p for p in order["pairs"] if p["kept"] and not p["beyond_spread"]]
+        if noisy:
+            text += (
+                " Adjacent pairs in the expected order but within the seed spread: "
+                + "; ".join(
+                    f"{p['better']} − {p['worse']} = {p['gap']:+.2f} vs spread {p['spread']:.2f}"
+                    for p in noisy
+                )
+                + "."
+            )
     text += (
         f" {order['concordant']} of {order['total_pairs']} variant pairs are in the expected order."
     )
     return text
+
+
+def brief(order: dict[str, Any]) -> str:
+    """One line for a secondary metric: the measured order, whether the expected one held, and
+    how many variant pairs agree with it."""
+    name = METRIC_NAMES.get(order["metric"].split(".")[-1], order["metric"])
+    sc = order["scores"]
+    if not sc:
+        return f"{name}: no evaluated runs"
+    got = " > ".join(f"{v} {sc[v]['mean']:.2f}" for v in order["measured"])
+    verdict = (
+        ("held" + (" beyond the spreads" if order["clear"] else ""))
+        if order["held"]
+        else ("did not hold")
+    )
+    return (
+        f"{name}: {got} (the expected ordering {verdict}; {order['concordant']} of "
+        f"{order['total_pairs']} pairs in the expected order)"
+    )
+
+
+def bottleneck(groups: Sequence[dict[str, Any]], precision: str = "fp32") -> str | None:
+    """H-mAP is at most len(datasets) x the lowest per-dataset mAP: name the dataset with the
+    lowest mAP in each evaluated group (None when nothing was evaluated)."""
+    lows: dict[str, list[tuple[str, float]]] = {}
+    for g in groups:
+        if g["precision"] != precision or g["mode"] != "full":
+            continue
+        per = {d: g["mean"][f"{d}.map"] for d in DATASETS if f"{d}.map" in g["mean"]}
+        if per:
+            d = min(per, key=lambda k: per[k])
+            lows.setdefault(d, []).append((g["variant"], per[d]))
+    if not lows:
+        return None
+    ranges = {
+        d: f"mAP {min(v for _, v in vs):.2f}–{max(v for _, v in vs):.2f}" for d, vs in lows.items()
+    }
+    text = (
+        "H-mAP, the harmonic mean of the per-dataset mAPs, is at most "
+        f"{len(DATASETS)} × the lowest of them. At {precision} the lowest-mAP dataset is "
+    )
+    if len(lows) == 1:
+        (d,) = lows
+        name = SHORT.get(d, d)
+        return text + (
+            f"{name} in every variant ({ranges[d]}), so the H-mAP ordering mostly follows "
+            f"{name}'s mAP."
+        )
+    return (
+        text
+        + "; ".join(
+            f"{SHORT.get(d, d)} in {len(vs)} variant(s) ({ranges[d]})" for d, vs in lows.items()
+        )
+        + "."
+    )
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -522,6 +587,19 @@ def section(
     ]
     for order in orders:
         parts += [statement(order, ab.spread), ""]
+        others = [
+            brief(ordering(groups, ab.expected_order, m, order["precision"]))
+            for m in METRIC_NAMES
+            if m != ab.order_metric
+        ]
+        parts += [
+            f"The same runs under the other metrics ({order['precision']}): "
+            + "; ".join(others)
+            + ".",
+            "",
+        ]
+        if ab.order_metric == "hmap" and (note := bottleneck(groups, order["precision"])):
+            parts += [note, ""]
     probe = probe_table(groups, rows)
     if probe:
         parts += [

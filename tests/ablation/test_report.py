@@ -9,6 +9,8 @@ import pytest
 
 from babelrs_core.ablation.report import (
     aggregate,
+    bottleneck,
+    brief,
     cosine_curves,
     first_nonfinite,
     ordering,
@@ -88,6 +90,36 @@ def test_ordering_that_did_not_hold_names_the_flipped_pairs() -> None:
     assert "last − img = -8.00 (flipped, beyond the seed spread 1.00)" in text
     assert "Measured: img 20.00 > last 12.00 > ours 11.00." in text
     assert "0 of 3 variant pairs" in text
+
+
+def test_kept_pairs_within_the_spread_are_named_when_the_ordering_fails() -> None:
+    rows = [
+        _row("ours", 0, 10.0), _row("ours", 1, 14.0),  # 12 +- 2
+        _row("last", 0, 11.0), _row("last", 1, 11.0),  # 11 +- 0: kept, within the spread
+        _row("img", 0, 20.0), _row("img", 1, 20.0),  # 20: flipped, beyond
+    ]  # fmt: skip
+    text = statement(ordering(aggregate(rows), ["ours", "last", "img"], "hmap", "fp32"))
+    assert "in the expected order but within the seed spread: ours − last = +1.00 vs spread" in text
+
+
+def test_brief_line_for_a_secondary_metric() -> None:
+    rows = [_row(v, s, h) for v, h in (("ours", 5.0), ("img", 9.0)) for s in (0, 1)]
+    order = ordering(aggregate(rows), ["ours", "img"], "map", "fp32")  # map = hmap + 1
+    line = brief(order)
+    assert line.startswith("overall mAP: img 10.00 > ours 6.00")
+    assert "did not hold; 0 of 1 pairs" in line
+    held = brief(ordering(aggregate(rows), ["img", "ours"], "ap50", "fp32"))
+    assert "overall AP@50: img 18.00 > ours 10.00" in held and "held beyond the spreads" in held
+
+
+def test_bottleneck_names_the_lowest_map_dataset() -> None:
+    low = {"overall": {"hmap": 1.0}, "sardet": {"map": 20.0}, "dota": {"map": 0.5},
+           "dronevehicle": {"map": 9.0}}  # fmt: skip
+    rows = [_row(v, s, 1.0, eval=low) for v in ("ours", "img") for s in (0, 1)]
+    text = bottleneck(aggregate(rows), "fp32")
+    assert text is not None and "at most 3 × the lowest" in text
+    assert "DOTA in every variant (mAP 0.50–0.50)" in text
+    assert bottleneck(aggregate(rows), "fp16") is None
 
 
 def test_a_tie_does_not_count_as_held() -> None:
