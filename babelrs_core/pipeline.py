@@ -201,9 +201,16 @@ PIPELINE: list[StageSpec] = [
             "{paths.eval_out}/per_class.csv",
             "{paths.eval_out}/per_class.md",
             "{paths.eval_out}/eval_info.json",
+            "{paths.eval_out}/orientation.json",
         ),
         metrics=("{paths.eval_out}/metrics/eval.json",),
-        extra={"artifacts": ("{paths.eval_out}/plots", "{paths.eval_out}/per_class.md")},
+        extra={
+            "artifacts": (
+                "{paths.eval_out}/plots",
+                "{paths.eval_out}/per_class.md",
+                "{paths.eval_out}/orientation.json",
+            )
+        },
     ),
     StageSpec(
         name="register",

@@ -20,7 +20,8 @@ from typing import Any
 
 from babelrs_core.ablation.plan import FinetuneJob, Plan
 from babelrs_core.concepts import DATASETS
-from babelrs_core.io.atomic import atomic_path, write_json
+from babelrs_core.evaluation.plots import pyplot, save_figure
+from babelrs_core.io.atomic import write_json
 
 SECTION = "## Ablation"
 SHORT = {"sardet": "SAR", "dota": "DOTA", "dronevehicle": "DroneVehicle"}
@@ -344,26 +345,10 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, target: Path) -> Path:
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    _pyplot().close(fig)
-    return target
-
-
 def plot_grad_norms(rows: Sequence[dict[str, Any]], target: Path, title: str) -> Path:
     """Pre-clip gradient norm per iteration: one colour per variant, one line per seed (raw thin,
     moving mean of 10 thick), non-finite steps marked x on the axis."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.2))
     colors = _colors(rows)
     for r in rows:
@@ -387,13 +372,13 @@ def plot_grad_norms(rows: Sequence[dict[str, Any]], target: Path, title: str) ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    return _save(fig, target)
+    return save_figure(fig, target)
 
 
 def plot_grad_cosines(rows: Sequence[dict[str, Any]], target: Path, title: str) -> Path:
     """Cosine of per-modality gradients on the shared encoder: one panel per modality pair, one
     line per variant (mean over seeds at each measured iteration)."""
-    plt = _pyplot()
+    plt = pyplot()
     pairs = sorted({p for r in rows for p in r["gradcos"]})
     n = max(len(pairs), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
@@ -424,11 +409,11 @@ def plot_grad_cosines(rows: Sequence[dict[str, Any]], target: Path, title: str) 
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, target)
+    return save_figure(fig, target)
 
 
 def _colors(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("tab10")
     names = list(dict.fromkeys(r["variant"] for r in rows))
     return {v: cmap(i % 10) for i, v in enumerate(names)}

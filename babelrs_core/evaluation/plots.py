@@ -47,13 +47,28 @@ def write_pr_classes_csv(scores: Sequence[DatasetScore], target: str | os.PathLi
     return target
 
 
-def plot_pr_curves(scores: Sequence[DatasetScore], target: str | os.PathLike[str]) -> Path:
-    """One panel per dataset: per-class PR curves at IoU 0.5 (thin) and the class mean (thick)."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, target: str | os.PathLike[str], dpi: int = 90) -> Path:
+    """Write ``fig`` as a PNG atomically (temp file, then rename) and close it."""
+    target = Path(target)
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    pyplot().close(fig)
+    return target
+
+
+def plot_pr_curves(scores: Sequence[DatasetScore], target: str | os.PathLike[str]) -> Path:
+    """One panel per dataset: per-class PR curves at IoU 0.5 (thin) and the class mean (thick)."""
+    plt = pyplot()
     n = max(len(scores), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4), squeeze=False)
     for ax, s in zip(axes[0], scores, strict=False):
@@ -68,11 +83,7 @@ def plot_pr_curves(scores: Sequence[DatasetScore], target: str | os.PathLike[str
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    target = Path(target)
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return target
+    return save_figure(fig, target)
 
 
 def draw_detections(

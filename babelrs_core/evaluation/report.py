@@ -11,6 +11,9 @@ Output layout (``paths.eval_out``)::
     plots/pr_classes.csv   every class's curve (long form)
     plots/pr_curves.png    the curves, one panel per dataset
     plots/samples_<modality>.png  sample images with ground truth (green) and predictions (red)
+    orientation.json       oriented datasets: is a low rotated AP an angle or a localisation
+                           problem? (per elongated object; see evaluation/orientation.py)
+    plots/orientation.png  long-axis error against the true angle, predicted against true aspect
     predictions/<dataset>.json    COCO-style detections of the evaluated split
 """
 
@@ -38,6 +41,12 @@ from babelrs_core.evaluation.metrics import (
     evaluate_rotated,
     per_class_rows,
     summarize,
+)
+from babelrs_core.evaluation.orientation import (
+    match_objects,
+    orientation_line,
+    plot_orientation,
+    summarize_orientation,
 )
 from babelrs_core.io.atomic import atomic_path, write_json, write_text
 
@@ -77,6 +86,7 @@ def run_evaluation(
     scores: list[DatasetScore] = []
     samples: dict[str, list[Any]] = {}
     splits: dict[str, str] = {}
+    orientation: dict[str, dict[str, Any]] = {}
     # what was evaluated and how: the promotion gate compares only evaluations with equal hashes
     data_hash = hashlib.sha256(json.dumps([cfg.ignore_difficult, cfg.max_dets]).encode())
     for ds in [d for d in DATASETS if d in detector.datasets]:
@@ -119,10 +129,16 @@ def run_evaluation(
             hbox = score
             score = evaluate_rotated(ds, gt_images, preds, names, cfg.ignore_difficult)
             score.hbox = hbox
+            objects = match_objects(gt_images, preds, names, cfg.ignore_difficult)
+            orientation[ds] = {"summary": summarize_orientation(objects), "objects": objects}
         scores.append(score)
         _write_predictions(out / "predictions" / f"{ds}.json", gt_images, dets)
     summary = summarize(scores)
     write_outputs(out, scores, summary)
+    write_json(out / "orientation.json", orientation)  # {} when no head is oriented
+    if orientation:
+        plot_orientation({d: o["objects"] for d, o in orientation.items()},
+                         out / "plots" / "orientation.png")  # fmt: skip
     for modality, chosen in samples.items():
         tiles = [plots.draw_detections(a, o, d, cfg.draw_score_thr) for _, a, o, d in chosen]
         title = f"{modality}: ground truth green, predictions red (score >= {cfg.draw_score_thr})"
@@ -151,6 +167,8 @@ def run_evaluation(
     write_json(out / "eval_info.json", info)
     if progress:
         print(format_summary(summary))
+        for d, o in orientation.items():
+            print(orientation_line(d, o["summary"]))
     return {**summary, "info": info, "out": str(out)}
 
 

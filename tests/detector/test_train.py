@@ -98,9 +98,15 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     written = ["plots/pr_curves.png", "plots/pr_sardet.csv", "plots/pr_classes.csv",
                "plots/samples_sar.png", "plots/samples_rgb.png", "plots/samples_ir.png",
                "per_class.csv", "per_class.md", "eval_info.json",
-               "predictions/dota.json"]  # fmt: skip
+               "predictions/dota.json", "plots/orientation.png"]  # fmt: skip
     for name in written:
         assert (root / "eval" / name).exists(), name
+    orient = json.loads((root / "eval" / "orientation.json").read_text())
+    assert set(orient) == {"dota", "dronevehicle"}  # the oriented heads only
+    for o in orient.values():  # the tiny eval splits may hold no elongated object
+        assert o["summary"]["elongated_objects"] == len(o["objects"])
+        assert {"median_axis_error_deg", "median_pred_aspect"} <= set(o["summary"])
+        assert o["summary"]["found_horizontally"] == sum(r["found"] for r in o["objects"])
     assert (root / "eval" / "plots" / "pr_dota.csv").read_text().startswith("recall,precision\n")
 
     det = Detector.from_checkpoint(root / "finetune")
