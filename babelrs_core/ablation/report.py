@@ -237,18 +237,18 @@ def statement(order: dict[str, Any], spread: str = "half_range") -> str:
     )
     if order["missing"]:
         text += f"Not measured: {', '.join(order['missing'])}. "
+    # adjacent pairs in the expected order whose gap the seed spreads could explain
+    noisy = "; ".join(
+        f"{p['better']} − {p['worse']} = {p['gap']:+.2f} vs spread {p['spread']:.2f}"
+        for p in order["pairs"]
+        if p["kept"] and not p["beyond_spread"]
+    )
     if order["held"]:
         text += "**The paper's ordering held here**"
         text += (
             ", and every adjacent gap exceeds the seed spreads."
             if order["clear"]
-            else ", but not every adjacent gap exceeds the seed spreads: "
-            + "; ".join(
-                f"{p['better']} − {p['worse']} = {p['gap']:+.2f} vs spread {p['spread']:.2f}"
-                for p in order["pairs"]
-                if not p["beyond_spread"]
-            )
-            + "."
+            else f", but not every adjacent gap exceeds the seed spreads: {noisy}."
         )
     else:
         flipped = [p for p in order["pairs"] if not p["kept"]]
@@ -262,16 +262,8 @@ def statement(order: dict[str, Any], spread: str = "half_range") -> str:
                 for p in flipped
             )
         text += "."
-        noisy = [p for p in order["pairs"] if p["kept"] and not p["beyond_spread"]]
         if noisy:
-            text += (
-                " Adjacent pairs in the expected order but within the seed spread: "
-                + "; ".join(
-                    f"{p['better']} − {p['worse']} = {p['gap']:+.2f} vs spread {p['spread']:.2f}"
-                    for p in noisy
-                )
-                + "."
-            )
+            text += f" Adjacent pairs in the expected order but within the seed spread: {noisy}."
     text += (
         f" {order['concordant']} of {order['total_pairs']} variant pairs are in the expected order."
     )
@@ -287,9 +279,9 @@ def brief(order: dict[str, Any]) -> str:
         return f"{name}: no evaluated runs"
     got = " > ".join(f"{v} {sc[v]['mean']:.2f}" for v in order["measured"])
     verdict = (
-        ("held" + (" beyond the spreads" if order["clear"] else ""))
-        if order["held"]
-        else ("did not hold")
+        "did not hold"
+        if not order["held"]
+        else "held" + (" beyond the spreads" if order["clear"] else "")
     )
     return (
         f"{name}: {got} (the expected ordering {verdict}; {order['concordant']} of "

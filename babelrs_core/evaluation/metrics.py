@@ -207,6 +207,16 @@ def precision_at_recalls(recall: np.ndarray, precision: np.ndarray) -> list[floa
     return [float(env[i]) if i < len(env) else 0.0 for i in idx]
 
 
+def detection_rboxes(dets: Sequence[dict[str, Any]]) -> np.ndarray:
+    """``(N, 5)`` rotated boxes of inference-API detections: the head's own ``rbox`` when every
+    detection has one, else the ``polygon`` converted to le90."""
+    from babelrs_core.detector.rbox import poly_to_rbox
+
+    if dets and all(d.get("rbox") is not None for d in dets):
+        return np.array([d["rbox"] for d in dets], np.float32).reshape(-1, 5)
+    return poly_to_rbox([d["polygon"] for d in dets])
+
+
 def rotated_inputs(
     images: Sequence[dict[str, Any]],
     preds: Mapping[int, Sequence[dict[str, Any]]],
@@ -235,10 +245,7 @@ def rotated_inputs(
             }
         )
         dets = list(preds.get(img["id"], []))
-        if dets and all(d.get("rbox") is not None for d in dets):  # the head's own boxes
-            drb = np.array([d["rbox"] for d in dets], np.float32).reshape(-1, 5)
-        else:
-            drb = poly_to_rbox([d["polygon"] for d in dets])
+        drb = detection_rboxes(dets)
         sc = np.array([float(d["score"]) for d in dets], np.float32).reshape(-1, 1)
         dl = np.array([int(d["label"]) for d in dets], np.int64)
         full = np.concatenate([drb, sc], 1)

@@ -9,7 +9,7 @@ undirected lines), both aspect ratios and the rotated IoU. A head that finds obj
 learned their angle shows many "found" objects, a large median angle error, predicted aspect ratios
 near 1 and rotated IoUs below 0.5; an angle bug (a convention flip) shows errors piled up near 90°.
 
-The evaluation stage writes ``metrics/orientation.json`` and ``plots/orientation.png`` with these.
+The evaluation stage writes ``orientation.json`` and ``plots/orientation.png`` with these.
 """
 
 from __future__ import annotations
@@ -42,23 +42,6 @@ def aspect(rboxes: np.ndarray) -> np.ndarray:
         return np.where(lo > 0, hi / np.maximum(lo, 1e-12), np.inf)
 
 
-def _hbox_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of one ``(4,)`` x1y1x2y2 box against ``(N, 4)`` boxes."""
-    ix = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    return inter / np.maximum(union, 1e-12)
-
-
-def _det_rboxes(dets: Sequence[dict[str, Any]]) -> np.ndarray:
-    from babelrs_core.detector.rbox import poly_to_rbox, regularize
-
-    if dets and all(d.get("rbox") is not None for d in dets):
-        return regularize(np.array([d["rbox"] for d in dets], np.float32))
-    return poly_to_rbox([d["polygon"] for d in dets])
-
-
 def _rotated_iou(a: np.ndarray, b: np.ndarray) -> float:
     import torch
     from mmcv.ops import box_iou_rotated
@@ -79,7 +62,10 @@ def match_objects(
     """One record per elongated, non-ignored ground-truth object of ``images`` (the evaluation's
     ``{"id", "objects": [{"bbox", "label", "difficult", "poly"}]}``) against ``preds`` (the
     inference API's detections: ``x1..y2``, ``label``, ``score``, ``rbox`` or ``polygon``)."""
+    from mmdet.evaluation.functional import bbox_overlaps
+
     from babelrs_core.detector.rbox import poly_to_rbox
+    from babelrs_core.evaluation.metrics import detection_rboxes
 
     records = []
     for img in images:
@@ -89,7 +75,7 @@ def match_objects(
         gt_rb = poly_to_rbox([o["poly"] for o in objs])
         keep = aspect(gt_rb) >= min_aspect
         dets = list(preds.get(img["id"], []))
-        det_rb = _det_rboxes(dets) if dets else np.zeros((0, 5), np.float32)
+        det_rb = detection_rboxes(dets)
         det_hb = np.array([[d["x1"], d["y1"], d["x2"], d["y2"]] for d in dets], np.float64)
         det_lab = np.array([int(d["label"]) for d in dets], np.int64)
         det_sc = np.array([float(d["score"]) for d in dets], np.float64)
@@ -105,7 +91,7 @@ def match_objects(
             }
             same = np.flatnonzero(det_lab == int(o["label"]))
             if len(same):
-                ious = _hbox_iou(np.asarray(o["bbox"], np.float64), det_hb[same])
+                ious = bbox_overlaps(np.asarray([o["bbox"]], np.float64), det_hb[same])[0]
                 ok = same[ious >= hbox_iou]
                 if len(ok):
                     j = int(ok[np.argmax(det_sc[ok])])
