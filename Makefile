@@ -15,7 +15,7 @@ export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test test-fast test-slow faults ablation lint format preview lock clean help serve-scheduler gpu-check
+.PHONY: champion-figure setup run test test-fast test-slow faults ablation lint format preview lock clean help serve-scheduler gpu-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,6 +57,13 @@ faults: $(STAMP)  ## the fault suite: kill -9, corrupt / trapped checkpoints, fu
 
 ablation: $(STAMP)  ## encoder-start ablation (5 inits x fp32/fp16 x 2 seeds) -> docs/results.md "Ablation"
 	$(BABELRS) ablation run
+
+champion-figure: $(STAMP)  ## after `make run`: the champion's detections on held-out images -> docs/img
+	$(PY) -m babelrs_core.registry.figure samples outputs/predict/samples
+	for m in sar rgb ir; do $(BABELRS) predict outputs/predict/samples/$$m.png --modality $$m \
+		--model models:/babelrs-detector@champion --out outputs/predict/$$m --overlays > /dev/null \
+		|| exit 1; done
+	$(PY) -m babelrs_core.registry.figure mosaic outputs/predict docs/img/champion_detections.png
 
 preview: $(STAMP)  ## regenerate the README's preview mosaic
 	$(BABELRS) data preview

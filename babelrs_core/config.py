@@ -299,7 +299,12 @@ class DetHead(Strict):
     stacked_convs: PosInt = 4  # conv tower depth (paper: 4)
     feat_channels: PosInt = 256  # conv tower width (paper: 256)
     anchor_scale: PosInt = 8  # octave_base_scale of anchor heads (anchor side = scale x stride)
+    # rotated ATSS box loss on decoded boxes (Gaussian, CPU-only ops): kld = mmrotate's
+    # KL(target || pred); rkld = KL(pred || target); gwd = Gaussian Wasserstein; mrl1 = modulated
+    # L1 on target-normalised offsets (docs/detector.md)
+    box_loss: Literal["kld", "rkld", "gwd", "mrl1"] = "kld"
     score_thr: Fraction = 0.05  # test: drop detections below this score
+    nms_pre: PosInt = 1000  # test: best candidates per FPN level kept before NMS
     nms_iou: Fraction = 0.6  # test: NMS IoU threshold
     max_per_img: PosInt = 100  # test: detections kept per image
 
@@ -381,6 +386,9 @@ class Finetune(Strict):
     cache_images: bool = True  # keep decoded training images in memory
     log_every: PosInt = 10  # iterations between metrics.jsonl lines
     grad_cosine_every: NonNegInt = 25  # iterations between per-modality gradient cosines; 0 off
+    val_every: NonNegInt = 100  # iterations between validation scores (validation.csv); 0 off
+    val_split: str = "val"  # split scored during training (every trained dataset needs it)
+    val_max_images: PosInt = 16  # first N images of each dataset's validation split
     checkpoint_every: PosInt = 100  # iterations between mmengine checkpoints
     keep_checkpoints: PosInt = 2
 

@@ -35,6 +35,8 @@ class StageSpec:
     outs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()  # JSON metric files (DVC ``metrics``, cache: false)
     plots: tuple[str, ...] = ()
+    # DVC top-level plots: (title, CSV file, x column, y columns) of files inside an output
+    curves: tuple[tuple[str, str, str, tuple[str, ...]], ...] = ()
     gpu: bool = False
     distributed: bool = False  # runs under torchrun when params.distributed asks for > 1 process
     retries: int = 0  # Prefect retries for transient failures (never for bad data)
@@ -104,7 +106,14 @@ def dvc_yaml(pipeline: list[StageSpec], params: Params) -> str:
         "# Each stage calls one `babelrs stage <name>` command, i.e. one function of\n"
         "# babelrs_core/stages.py; `params` lists exactly the params.yaml keys it reads.\n"
     )
-    body = {"stages": {s.name: dvc_stage(s, params) for s in pipeline}}
+    body: dict[str, Any] = {"stages": {s.name: dvc_stage(s, params) for s in pipeline}}
+    plots = [
+        {title: {"x": x, "y": {s.resolve(path, params): list(ys)}}}
+        for s in pipeline
+        for title, path, x, ys in s.curves
+    ]
+    if plots:
+        body["plots"] = plots
     return header + yaml.safe_dump(body, sort_keys=False, width=100)
 
 
@@ -184,6 +193,21 @@ PIPELINE: list[StageSpec] = [
         code=("babelrs_core/detector", "babelrs_core/models"),
         deps=("{paths.manifest}", "{paths.raw}", "{paths.pretrain_out}"),
         outs=("{paths.finetune_out}",),
+        curves=(
+            (
+                "validation mAP vs iteration",
+                "{paths.finetune_out}/validation.csv",
+                "iter",
+                ("sardet", "dota", "dronevehicle", "hmap"),
+            ),
+        ),
+        extra={
+            "artifacts": (
+                "{paths.finetune_out}/validation.csv",
+                "{paths.finetune_out}/metrics.jsonl",
+                "{paths.finetune_out}/train.json",
+            )
+        },
         gpu=True,
         distributed=True,
         retries=1,

@@ -5,6 +5,7 @@ Prefect flows call. Each takes the validated params and explicit input/output pa
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,17 @@ def finetune(
     ``metrics.jsonl`` + ``train.json`` + ``checkpoints/`` to ``out`` (default
     ``params.paths.finetune_out``). With ``resume`` a rerun continues from the newest checkpoint."""
     from babelrs_core.detector.train import run_finetune
+    from babelrs_core.tracking import log_step
 
-    return run_finetune(params, manifest, encoder, out, resume=resume, progress=True)
+    def track(iteration: int, metrics: dict[str, Any]) -> None:
+        """Loss curves and validation scores as step metrics of the tracked stage run."""
+        numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        numbers.pop("iter", None)
+        log_step(iteration, {k: v for k, v in numbers.items() if math.isfinite(v)})
+
+    return run_finetune(
+        params, manifest, encoder, out, resume=resume, progress=True, callbacks=[track]
+    )
 
 
 def evaluate(

@@ -24,9 +24,9 @@ from babelrs_core.concepts import DATASETS
 HeadCfg = dict[str, Any]
 
 
-def _test_cfg(spec: Any, nms_pre: int = 1000) -> HeadCfg:
+def _test_cfg(spec: Any) -> HeadCfg:
     return {
-        "nms_pre": nms_pre,
+        "nms_pre": spec.nms_pre,
         "min_bbox_size": 0,
         "score_thr": spec.score_thr,
         "nms": {"type": "nms", "iou_threshold": spec.nms_iou},
@@ -206,9 +206,9 @@ def atss_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[i
 ANGLE_VERSION = "le90"  # mmrotate angle convention of every oriented head (the reference's)
 
 
-def _rotated_test_cfg(spec: Any, nms_pre: int = 1000) -> HeadCfg:
+def _rotated_test_cfg(spec: Any, nms_pre: int | None = None) -> HeadCfg:
     return {
-        "nms_pre": nms_pre,
+        "nms_pre": nms_pre or spec.nms_pre,
         "min_bbox_size": 0,
         "score_thr": spec.score_thr,
         "nms": {"type": "nms_rotated", "iou_threshold": spec.nms_iou},
@@ -254,6 +254,21 @@ def rotated_retina_head(
     }
 
 
+#: ``finetune.heads.*.box_loss`` of rotated ATSS -> its loss on decoded boxes
+GAUSSIAN_BOX_LOSSES: dict[str, HeadCfg] = {
+    # mmrotate's KLD, KL(target || pred): rewards widening a box whose centre is uncertain
+    "kld": {"type": "mmrotate.GDLoss", "loss_type": "kld", "fun": "log1p", "tau": 1.0,
+            "loss_weight": 1.0},
+    # KL(pred || target): the same divergence without that reward (losses.PredictionKLDLoss)
+    "rkld": {"type": "PredictionKLDLoss", "fun": "log1p", "tau": 1.0, "loss_weight": 1.0},
+    # mmrotate's Gaussian Wasserstein distance (its rotated RetinaNet GWD recipe: log1p, x5)
+    "gwd": {"type": "mmrotate.GDLoss", "loss_type": "gwd", "fun": "log1p", "tau": 0.0,
+            "loss_weight": 5.0},
+    # L1 on target-normalised offsets, modulated over (w, h, θ) ~ (h, w, θ + π/2) (RSDet)
+    "mrl1": {"type": "ModulatedRotatedL1Loss", "loss_weight": 1.0},
+}  # fmt: skip
+
+
 def rotated_atss_head(
     spec: Any, num_classes: int, in_channels: int, strides: Sequence[int]
 ) -> HeadCfg:
@@ -273,18 +288,10 @@ def rotated_atss_head(
         },
         "bbox_coder": {**_rbox_coder([1.0] * 5), "use_box_type": True},
         "loss_cls": dict(FOCAL_LOSS),
-        # RotatedATSSHead applies its box loss to decoded boxes: the Gaussian KLD loss (pure
-        # PyTorch; the reference's rotated-IoU loss needs diff_iou_rotated, which has no CPU kernel)
-        "loss_bbox": {
-            "type": "Float32Loss",  # bf16 / fp16 have no CPU kernels for its 2x2 inverses
-            "loss": {
-                "type": "mmrotate.GDLoss",
-                "loss_type": "kld",
-                "fun": "log1p",
-                "tau": 1.0,
-                "loss_weight": 1.0,
-            },
-        },
+        # RotatedATSSHead applies its box loss to decoded boxes: a Gaussian loss (pure PyTorch;
+        # the reference's rotated-IoU loss needs diff_iou_rotated, which has no CPU kernel), in
+        # float32 (bf16 / fp16 have no CPU kernels for its 2x2 inverses)
+        "loss_bbox": {"type": "Float32Loss", "loss": GAUSSIAN_BOX_LOSSES[spec.box_loss]},
         "loss_centerness": {"type": "CrossEntropyLoss", "use_sigmoid": True, "loss_weight": 1.0},
         "train_cfg": {
             "assigner": {

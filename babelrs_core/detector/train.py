@@ -31,8 +31,16 @@ from babelrs_core.detector.config import (
     resolve_normalization,
     runner_config,
 )
-from babelrs_core.detector.hooks import MetricsCallback, MetricsJsonlHook, read_metrics
+from babelrs_core.detector.hooks import (
+    MetricsCallback,
+    MetricsJsonlHook,
+    ValidationHook,
+    read_metrics,
+)
 from babelrs_core.io.atomic import write_json
+
+#: mAP per dataset vs iteration on the validation split (written during training)
+VALIDATION_CSV = "validation.csv"
 
 
 def fingerprint(params: Params, manifest: Path, encoder_dir: Path | None) -> dict[str, Any]:
@@ -173,7 +181,8 @@ def _run(
         del state
     elif main:
         shutil.rmtree(work_dir, ignore_errors=True)
-        for name in ("metrics.jsonl", "train.json", ckpt.DETECTOR_JSON, ckpt.DETECTOR_WEIGHTS):
+        for name in ("metrics.jsonl", "train.json", VALIDATION_CSV, ckpt.DETECTOR_JSON,
+                     ckpt.DETECTOR_WEIGHTS):  # fmt: skip
             (out / name).unlink(missing_ok=True)
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -211,6 +220,12 @@ def _run(
         )
         for hook in hooks:
             runner.register_hook(hook, priority=getattr(hook, "priority", "NORMAL"))
+        if cfg.val_every > 0:
+            model = runner.model.module if hasattr(runner.model, "module") else runner.model
+            info = detector_info(params, model, norm, norm_source, encoder_dir, pretrain_info)
+            runner.register_hook(
+                validation_hook(params, manifest, out, info, callbacks), priority="VERY_LOW"
+            )
     t_build = time.perf_counter() - t0
     t_train0 = time.perf_counter()
     runner.train()
@@ -236,6 +251,41 @@ def _run(
                 summary[key] = old[key]
     write_json(previous, summary)
     return summary
+
+
+def validation_hook(
+    params: Params,
+    manifest: Path,
+    out: Path,
+    info: dict[str, Any],
+    callbacks: Iterable[MetricsCallback] = (),
+) -> ValidationHook:
+    """The hook that scores the model on ``finetune.val_split`` every ``finetune.val_every``
+    iterations into ``<out>/validation.csv``."""
+    from babelrs_core.data.manifest import read_manifest
+    from babelrs_core.detector.data import image_items
+
+    cfg, ev = params.finetune, params.evaluation
+    frame = read_manifest(manifest)
+    items = {}
+    for ds in datasets_of(params):
+        found = image_items(frame, ds, cfg.val_split, ev.ignore_difficult)[: cfg.val_max_images]
+        if not found:
+            raise ValueError(
+                f"{manifest}: no {ds} images in split {cfg.val_split!r} for the validation "
+                "during fine-tuning (finetune.val_split); set finetune.val_every: 0 to turn it off"
+            )
+        items[ds] = found
+    return ValidationHook(
+        out / VALIDATION_CSV,
+        cfg.val_every,
+        items,
+        info,
+        batch_size=ev.batch_size,
+        ignore_difficult=ev.ignore_difficult,
+        max_dets=ev.max_dets,
+        callbacks=callbacks,
+    )
 
 
 def detector_info(

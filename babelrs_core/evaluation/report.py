@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def run_evaluation(
     """Evaluate the detector in ``checkpoint`` (default ``paths.finetune_out``) on each dataset's
     SOI-Det evaluation split (``evaluation.splits``); write the files above under ``out``."""
     from babelrs_core.data.manifest import read_manifest
-    from babelrs_core.detector.data import image_items, read_image
+    from babelrs_core.detector.data import image_items
     from babelrs_core.detector.inference import Detector
 
     cfg = params.evaluation
@@ -98,41 +98,27 @@ def run_evaluation(
         items = image_items(frame, ds, split, cfg.ignore_difficult)
         if not items:
             raise ValueError(f"{manifest}: no {ds} images in evaluation split {split!r}")
-        gt_images, preds = [], {}
         pick = set(rng.choice(len(items), min(cfg.samples_per_modality, len(items)), False))
-        for start in range(0, len(items), cfg.batch_size):
-            chunk = items[start : start + cfg.batch_size]
-            arrays = [read_image(it["img_path"], it["crop_x"], it["crop_y"], it["width"],
-                                 it["height"]) for it in chunk]  # fmt: skip
-            dets = detector.predict_batch(arrays, ds)
-            for it, arr in zip(chunk, arrays, strict=True):
-                data_hash.update(_item_key(ds, it).encode())
-                data_hash.update(np.ascontiguousarray(arr).tobytes())
-            for k, (it, arr, d) in enumerate(zip(chunk, arrays, dets, strict=True)):
-                image_id = start + k + 1
-                objs = [{"bbox": i["bbox"], "label": i["bbox_label"],
-                         "difficult": bool(i["ignore_flag"]),
-                         "poly": i["poly"] if oriented else None}
-                        for i in it["instances"]]  # fmt: skip
-                gt_images.append({"id": image_id, "width": it["width"], "height": it["height"],
-                                  "objects": objs, "file": it["img_id"]})  # fmt: skip
-                preds[image_id] = d
-                if start + k in pick:
-                    samples.setdefault(DATASETS[ds].modality, []).append(
-                        (it["img_id"], arr, objs, d)
-                    )
-        names = DATASETS[ds].class_names
-        gt = coco_ground_truth(gt_images, names, cfg.ignore_difficult)
-        dets = coco_detections(preds)
-        score = evaluate_coco(ds, gt, dets, cfg.max_dets)
-        if oriented:  # rotated VOC AP as the main score, the horizontal one beside it
-            hbox = score
-            score = evaluate_rotated(ds, gt_images, preds, names, cfg.ignore_difficult)
-            score.hbox = hbox
-            objects = match_objects(gt_images, preds, names, cfg.ignore_difficult)
+
+        def visit(
+            index: int, item: dict, arr: np.ndarray, objs: list, dets: list, ds=ds, pick=pick
+        ) -> None:
+            data_hash.update(_item_key(ds, item).encode())
+            data_hash.update(np.ascontiguousarray(arr).tobytes())
+            if index in pick:
+                samples.setdefault(DATASETS[ds].modality, []).append(
+                    (item["img_id"], arr, objs, dets)
+                )
+
+        gt_images, preds = predict_split(detector, items, ds, cfg.batch_size, visit)
+        score = score_split(ds, gt_images, preds, oriented, cfg.ignore_difficult, cfg.max_dets)
+        if oriented:
+            objects = match_objects(
+                gt_images, preds, DATASETS[ds].class_names, cfg.ignore_difficult
+            )
             orientation[ds] = {"summary": summarize_orientation(objects), "objects": objects}
+        _write_predictions(out / "predictions" / f"{ds}.json", gt_images, coco_detections(preds))
         scores.append(score)
-        _write_predictions(out / "predictions" / f"{ds}.json", gt_images, dets)
     summary = summarize(scores)
     write_outputs(out, scores, summary)
     write_json(out / "orientation.json", orientation)  # {} when no head is oriented
@@ -170,6 +156,60 @@ def run_evaluation(
         for d, o in orientation.items():
             print(orientation_line(d, o["summary"]))
     return {**summary, "info": info, "out": str(out)}
+
+
+def predict_split(
+    detector: Any,
+    items: Sequence[dict[str, Any]],
+    dataset: str,
+    batch_size: int,
+    visit: Callable[[int, dict, np.ndarray, list, list], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """Run ``detector`` over the evaluation ``items`` of one dataset in batches: the ground-truth
+    image records and ``{image id: detections}`` that the metrics read. ``visit(index, item,
+    image, objects, detections)`` sees every image (hashing, drawn samples)."""
+    from babelrs_core.detector.data import read_image
+
+    oriented = detector.box_types[dataset] == "obox"
+    gt_images: list[dict[str, Any]] = []
+    preds: dict[int, list[dict[str, Any]]] = {}
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        arrays = [read_image(it["img_path"], it["crop_x"], it["crop_y"], it["width"],
+                             it["height"]) for it in chunk]  # fmt: skip
+        dets = detector.predict_batch(arrays, dataset)
+        for k, (it, arr, d) in enumerate(zip(chunk, arrays, dets, strict=True)):
+            image_id = start + k + 1
+            objs = [{"bbox": i["bbox"], "label": i["bbox_label"],
+                     "difficult": bool(i["ignore_flag"]),
+                     "poly": i["poly"] if oriented else None}
+                    for i in it["instances"]]  # fmt: skip
+            gt_images.append({"id": image_id, "width": it["width"], "height": it["height"],
+                              "objects": objs, "file": it["img_id"]})  # fmt: skip
+            preds[image_id] = d
+            if visit is not None:
+                visit(start + k, it, arr, objs, d)
+    return gt_images, preds
+
+
+def score_split(
+    dataset: str,
+    gt_images: Sequence[dict[str, Any]],
+    preds: dict[int, list[dict[str, Any]]],
+    oriented: bool,
+    ignore_difficult: bool,
+    max_dets: int,
+) -> DatasetScore:
+    """COCO scores for a horizontal head; rotated VOC AP (the main score) with the horizontal
+    COCO scores beside it for an oriented one."""
+    names = DATASETS[dataset].class_names
+    gt = coco_ground_truth(list(gt_images), names, ignore_difficult)
+    score = evaluate_coco(dataset, gt, coco_detections(preds), max_dets)
+    if oriented:
+        hbox = score
+        score = evaluate_rotated(dataset, gt_images, preds, names, ignore_difficult)
+        score.hbox = hbox
+    return score
 
 
 def _item_key(dataset: str, item: dict[str, Any]) -> str:

@@ -122,6 +122,7 @@ TINY = {
     "finetune.checkpoint_every": 4,
     "finetune.keep_checkpoints": 2,
     "finetune.grad_cosine_every": 4,
+    "finetune.val_every": 0,  # the fake data has no val split for every dataset
     "finetune.threads": 1,
     "finetune.device": "cpu",
     "finetune.modalities.sar.image_size": 64,

@@ -49,7 +49,8 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
         "finetune.heads.dronevehicle.type": "retinanet",
         "finetune.heads.dota.score_thr": 0.001,  # keep low-score oriented detections: polygons
     }
-    params = tiny_params(root, **{"finetune.iters": 16, "finetune.warmup_iters": 4, **heads})
+    val = {"finetune.val_every": 4, "finetune.val_split": "train", "finetune.val_max_images": 3}
+    params = tiny_params(root, **{"finetune.iters": 16, "finetune.warmup_iters": 4, **heads, **val})
     seen: list[int] = []
     with pytest.raises(CrashError):
         run_finetune(params, callbacks=[lambda it, m: seen.append(it), _crash_at(6)])
@@ -57,7 +58,10 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     assert (ckdir / "iter_4.pth").exists() and not (ckdir / "iter_8.pth").exists()
     assert not (root / "finetune" / "detector.json").exists()
 
-    summary = run_finetune(params, callbacks=[lambda it, m: seen.append(it)])
+    seen_metrics: list[dict] = []
+    summary = run_finetune(
+        params, callbacks=[lambda it, m: seen.append(it), lambda it, m: seen_metrics.append(m)]
+    )
     assert summary["resumed_from"] == 4 and summary["iters_this_run"] == 12
     lines = [json.loads(x) for x in (root / "finetune" / "metrics.jsonl").read_text().splitlines()]
     assert [x["iter"] for x in lines] == list(range(2, 17, 2))  # no gap, no duplicate
@@ -70,6 +74,14 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     for key in ("loss", "sardet.loss", "dronevehicle.loss"):
         assert np.mean([x[key] for x in lines[-2:]]) < 0.9 * np.mean([x[key] for x in lines[:2]])
     assert first["lr"] < params.finetune.lr  # warmup
+    # validation scores during training: every 4 iterations, cut back to the resumed iteration
+    curve = (root / "finetune" / "validation.csv").read_text().splitlines()
+    assert curve[0] == (
+        "iter,sardet,dota,dronevehicle,sardet_ap50,dota_ap50,dronevehicle_ap50,hmap"
+    )
+    assert [int(r.split(",")[0]) for r in curve[1:]] == [4, 8, 12, 16]
+    assert all(0 <= float(v) <= 100 for r in curve[1:] for v in r.split(",")[1:])
+    assert any(k.startswith("val.") for k in seen_metrics[-1])
     for name in ("detector.json", "detector.safetensors", "train.json", "run.json"):
         assert (root / "finetune" / name).exists(), name
     info = json.loads((root / "finetune" / "detector.json").read_text())
