@@ -20,7 +20,7 @@ def test_shipped_params_yaml_is_valid_and_explicit() -> None:
     # every section the models know is written out in params.yaml (no hidden defaults)
     assert set(raw) == set(type(params).model_fields)
     assert params.model.encoder == "efficientnet_lite0"
-    assert params.soi_mini.dronevehicle.image_size.width == 320
+    assert params.soi_mini.dronevehicle.image_size.width == 640  # the real IR frame
 
 
 def test_valid_fixture_loads() -> None:

@@ -41,7 +41,7 @@ CASES: dict[tuple[str, str, str], int] = {
     ("dronevehicle", "obox", "atss"): 150,
     ("dota", "obox", "atss"): 150,
     ("dronevehicle", "obox", "retinanet"): 200,
-    ("dronevehicle", "obox", "oriented_rcnn"): 150,
+    ("dronevehicle", "obox", "oriented_rcnn"): 90,  # 1.5 s/iter; loss 0.01 by then
 }
 
 
@@ -153,7 +153,9 @@ def matched_aspects(params: Any, dataset: str, box_type: str) -> tuple[float, fl
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("dataset", "box_type", "head"), list(CASES), ids="-".join)
+@pytest.mark.parametrize(
+    ("dataset", "box_type", "head"), list(CASES), ids=["-".join(c) for c in CASES]
+)
 def test_head_overfits_a_few_images(soi: Path, dataset: str, box_type: str, head: str) -> None:
     params = probe_params(soi, dataset, box_type, head, CASES[(dataset, box_type, head)])
     train = run_finetune(params, resume=False)

@@ -91,6 +91,6 @@ def test_oriented_rcnn_config_builds_from_params() -> None:
     assert roi["bbox_head"]["num_classes"] == 15 and roi["bbox_head"]["predict_box_type"] == "rbox"
     assert rcnn["test_cfg"]["rcnn"]["nms"]["type"] == "nms_rotated"
     assert heads["dronevehicle"]["type"] == "mmrotate.RotatedATSSHead"
-    assert heads["dronevehicle"]["loss_bbox"]["loss"]["type"] == "mmrotate.GDLoss"  # pure PyTorch
+    assert heads["dronevehicle"]["loss_bbox"]["loss"]["type"] == "ModulatedRotatedL1Loss"
     assert heads["dronevehicle"]["bbox_coder"]["angle_version"] == "le90"
     assert heads["sardet"]["type"] == "GFLHead"
