@@ -1,5 +1,5 @@
 """Session fixtures of the registry tests: two real fine-tuned detectors of different quality
-(a 2-iteration and a 40-iteration tiny fine-tuning on the fake data), each evaluated by the real
+(a 2-iteration and an 80-iteration tiny fine-tuning on the fake data), each evaluated by the real
 evaluation stage on the same evaluation split."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from tests.detector.det_fakes import make_fake_encoder, make_fake_manifest, tiny_params
 
-ITERS = {"worse": 2, "better": 40}
+ITERS = {"worse": 2, "better": 80}
 
 
 @dataclass
