@@ -32,6 +32,11 @@ class Float32Loss(nn.Module):
             )  # fmt: skip
 
 
+def _no_positive(weight: torch.Tensor | None, reduction: str) -> bool:
+    """True when a reduced box loss has no positive sample (every weight 0): the loss is zero."""
+    return weight is not None and not torch.any(weight > 0) and reduction != "none"
+
+
 @MODELS.register_module()
 class PredictionKLDLoss(nn.Module):
     """KL(pred || target) between the boxes' Gaussians: mmrotate's KLD loss (``GDLoss``,
@@ -62,8 +67,8 @@ class PredictionKLDLoss(nn.Module):
         reduction_override: str | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        if weight is not None and not torch.any(weight > 0) and reduction_override != "none":
-            return (pred * 0).sum()  # no positive: zero, still in the graph
+        if _no_positive(weight, reduction_override or "mean"):
+            return (pred * 0).sum()  # zero, still in the graph
         return self.inner(
             target, pred, weight=weight, avg_factor=avg_factor,
             reduction_override=reduction_override, **kwargs,
@@ -99,8 +104,8 @@ class ModulatedRotatedL1Loss(nn.Module):
         from mmdet.models.losses.utils import weight_reduce_loss
 
         reduction = reduction_override or self.reduction
-        if weight is not None and not torch.any(weight > 0) and reduction != "none":
-            return (pred * 0).sum()
+        if _no_positive(weight, reduction):
+            return (pred * 0).sum()  # zero, still in the graph
         pred, target = pred.reshape(-1, 5), target.reshape(-1, 5)
         wt, ht = target[:, 2].clamp(min=1e-3), target[:, 3].clamp(min=1e-3)
         wp, hp = pred[:, 2].clamp(min=1e-3), pred[:, 3].clamp(min=1e-3)
