@@ -13,6 +13,7 @@ from PIL import Image
 
 from babelrs_core.concepts import DATASETS, normalize
 from babelrs_core.config import Params
+from babelrs_core.data import formats
 from babelrs_core.data.layout import dataset_roots, scenes_file
 from babelrs_core.data.synth.shapes import signed_area
 
@@ -182,7 +183,6 @@ def test_scene_graph_records(params: Params, generated) -> None:
 
 def test_real_importers_read_soi_mini(params: Params, generated) -> None:
     """The importers written for the real datasets read SOI-mini without a single drop."""
-    formats = pytest.importorskip("babelrs_core.data.formats")
     raw, counts = generated
     for ds, root in dataset_roots(raw).items():
         drops: list = []

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from babelrs_core.config import Params
 from babelrs_core.data.layout import scenes_file
-from babelrs_core.data.synth.ir import contrast_ring
+from babelrs_core.data.synth.ir import AIR_K, contrast_ring
 from babelrs_core.data.synth.shapes import convex_polygon_mask
 
 
@@ -52,10 +52,18 @@ def test_night_and_running_are_recorded(params: Params, generated) -> None:
     for split in params.soi_mini.dronevehicle.splits:
         for line in scenes_file(raw, "dronevehicle", split).read_text().splitlines():
             scene = json.loads(line)
-            nights.add(scene["sensor"]["night"])
+            sensor = scene["sensor"]
+            night = sensor["night"]
+            nights.add(night)
+            # the recorded flag agrees with what the generator drew for that time of day
+            lo, hi = AIR_K["night" if night else "day"]
+            assert lo <= sensor["air_k"] <= hi, (scene["stem"], night, sensor["air_k"])
+            assert (sensor["sun_elevation_deg"] is None) == night, (scene["stem"], sensor)
+            assert ("at night" in scene["caption"]) == night, (scene["stem"], scene["caption"])
             for o in scene["objects"]:
                 running.add(o["running"])
                 assert o["t_body_k"] > 200 and o["t_background_k"] > 200
                 if o["running"]:
                     assert o["t_engine_k"] > o["t_body_k"]
+    assert nights == {True, False}  # night_fraction 0.4: both occur in the tiny set
     assert running == {True, False}
