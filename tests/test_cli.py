@@ -86,11 +86,12 @@ def test_malformed_annotation_exit_2_naming_file_and_line(tmp_path: Path) -> Non
     root = make_fixtures.materialize("dota", tmp_path / "raw")
     label = root / "train" / "labelTxt" / "P0000.txt"
     label.write_text(label.read_text() + "10 10 20 10 20 20 plane 0\n")
+    bad_line = len(label.read_text().splitlines())  # the line just appended
     manifest = tmp_path / "manifest.parquet"
     out = subprocess.run(
         [str(BABELRS), "data", "import", "-q", "--dota", str(root), "--manifest", str(manifest)],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
-    assert "P0000.txt:" in out.stderr
+    assert f"{label}:{bad_line}: expected 10 fields" in out.stderr, out.stderr
     assert not manifest.exists()
