@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from babelrs_core.cli import app
 from babelrs_core.data.manifest import read_manifest
+from tests.images import assert_png
 
 ROOT = Path(__file__).resolve().parents[1]
 BABELRS = Path(sys.executable).with_name("babelrs")
@@ -67,10 +68,16 @@ def test_import_and_preview_real_format_fixtures(tmp_path: Path) -> None:
         catch_exceptions=False,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    with Image.open(png) as im:
-        # one row per dataset present in the train split, two 64-px tiles each
-        assert im.height == 3 * (64 + 6) + 6
-        assert im.width == 120 + 2 * (64 + 6)
+    # one row per dataset present in the train split, two 64-px tiles each (after a 120-px label
+    # column, 6-px gaps); every tile shows an image (the fixtures are flat grey with drawn boxes;
+    # a non-square one is letterboxed), not the mosaic's background
+    pixels = assert_png(png, size=(120 + 2 * (64 + 6), 3 * (64 + 6) + 6), min_colours=50)
+    for row in range(3):
+        for col in range(2):
+            y, x = 6 + row * 70, 120 + col * 70
+            tile = pixels[y : y + 64, x : x + 64, :3].reshape(-1, 3)
+            shown = (tile != pixels[0, 0, :3]).any(axis=1).mean()
+            assert shown > 0.5 and len(np.unique(tile, axis=0)) >= 2, (png, row, col, shown)
 
 
 def test_bad_params_exit_2_with_key_named(tmp_path: Path) -> None:

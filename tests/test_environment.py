@@ -41,7 +41,8 @@ attempts = []
 class Guard:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] == "torchvision":
-            callers = [f.filename for f in traceback.extract_stack() if "importlib" not in f.filename]
+            stack = traceback.extract_stack()
+            callers = [f.filename for f in stack if "importlib" not in f.filename]
             if "/mmrotate/" in callers[-2]:  # [-1] is this method
                 attempts.append(callers[-2])
         return None

@@ -13,6 +13,7 @@ import pytest
 from babelrs_core.ablation.run import PARENT_NAME, run_ablation
 from babelrs_core.config import load_params
 from tests.detector.det_fakes import TINY
+from tests.images import assert_png
 from tests.pretrain.fakes import make_fake_dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -105,7 +106,7 @@ def test_tiny_ablation_tracks_parent_and_children_and_writes_the_report(
     assert "| ImageNet (`imagenet`) | fp16 | 2 |" in section  # the probe table
     plots = tmp_path / "docs" / "img" / "ablation"
     for name in ("grad_norm_fp32.png", "grad_cosine_fp32.png", "grad_norm_fp16_probe.png"):
-        assert (plots / name).read_bytes()[:4] == b"\x89PNG"
+        assert_png(plots / name, min_size=(200, 150), min_colours=10)
         assert f"](img/ablation/{name})" in section
     saved = json.loads((tmp_path / "ablation" / "summary.json").read_text())
     assert saved["statements"] == summary["statements"]

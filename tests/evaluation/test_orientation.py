@@ -18,6 +18,7 @@ from babelrs_core.evaluation.orientation import (
     plot_orientation,
     summarize_orientation,
 )
+from tests.images import assert_png
 
 
 def _poly(cx: float, cy: float, w: float, h: float, deg: float) -> list[float]:
@@ -87,4 +88,4 @@ def test_summary_line_and_plot(tmp_path: Path) -> None:
     assert none["median_axis_error_deg"] is None
     assert "0 of 2" in orientation_line("dota", none)
     png = plot_orientation({"dronevehicle": records, "dota": []}, tmp_path / "o.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_png(png, min_size=(200, 150), min_colours=10)
