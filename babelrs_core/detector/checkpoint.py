@@ -15,7 +15,9 @@ Layout of a fine-tuning output folder (``paths.finetune_out``)::
 Every file our code loads is read safely: safetensors for weights, and ``torch.load(...,
 weights_only=True)`` (with mmengine's small allow-list of numpy / log-buffer types) to check a
 training checkpoint before mmengine resumes from it. A damaged file raises
-:class:`DetectorCheckpointError` naming it.
+:class:`DetectorCheckpointError` naming it. Importing this module also routes every mmengine
+checkpoint loader through :func:`babelrs_core.io.safe_load.strict_torch_load` (mmengine's own
+loader would fall back to an unsafe unpickle), and fine-tuning hands mmengine the verified path.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from babelrs_core.errors import BabelrsError
+from babelrs_core.io import safe_load
 from babelrs_core.io.atomic import atomic_path, write_bytes, write_json
 
 DETECTOR_FORMAT = "babelrs-detector/1"
@@ -67,6 +70,7 @@ def _register_atomic_backend() -> None:
 
 
 _register_atomic_backend()
+safe_load.install()
 
 
 def sha256(path: str | os.PathLike[str]) -> str:

@@ -209,6 +209,9 @@ def _run(
         quiet=not (progress and main),
         world_size=world,
     )
+    # resume from exactly the file verified above (mmengine would re-read last_checkpoint and
+    # resolve a relative name against the working directory)
+    rcfg["load_from"] = str(latest.resolve()) if latest is not None else None
     runner_cls = _runner_class()
     runner_cls.device = device
     runner_cls.sync_bn = cfg.bn == "train"
