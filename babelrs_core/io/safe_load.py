@@ -25,7 +25,10 @@ class UnsafeCheckpointError(BabelrsError, RuntimeError):
 
 
 def _display(file: Any) -> str:
-    return os.fspath(file) if isinstance(file, str | os.PathLike) else f"<{type(file).__name__}>"
+    """The file's absolute path (a relative name is resolved against the working directory)."""
+    if isinstance(file, str | os.PathLike):
+        return os.path.abspath(os.fspath(file))
+    return f"<{type(file).__name__}>"
 
 
 def allowed_globals() -> list[Any]:

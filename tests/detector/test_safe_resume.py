@@ -135,3 +135,28 @@ def test_a_plain_checkpoint_still_loads(tmp_path: Path) -> None:
     torch.save({"meta": {"iter": 2, "seed": np.int64(3)}, "state_dict": {"w": torch.ones(2)}}, path)
     state = mm.CheckpointLoader.load_checkpoint(str(path), map_location="cpu")
     assert state["meta"]["iter"] == 2 and torch.equal(state["state_dict"]["w"], torch.ones(2))
+
+
+def test_finetune_resumes_from_the_verified_file_not_mmengines_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``last_checkpoint`` holding a bare name: babelrs verifies ``<work_dir>/iter_2.pth``, while
+    mmengine alone would open ``iter_2.pth`` in the working directory, where a trap lies."""
+    from babelrs_core.detector.train import run_finetune
+    from tests.detector.det_fakes import make_fake_encoder, make_fake_manifest, tiny_params
+
+    root = tmp_path / "run"
+    make_fake_manifest(root)
+    make_fake_encoder(root / "pretrain")
+    over = {"finetune.checkpoint_every": 2, "finetune.grad_cosine_every": 0}
+    run_finetune(tiny_params(root, **{"finetune.iters": 2, **over}), progress=False)
+    work_dir = root / "finetune" / "checkpoints"
+    assert (work_dir / "iter_2.pth").is_file()
+    (work_dir / "last_checkpoint").write_text("iter_2.pth")  # relative: resolved two ways
+    cwd = tmp_path / "cwd"
+    marker = tmp_path / "PWNED"
+    plant_trap(cwd, marker, name="iter_2.pth")
+    monkeypatch.chdir(cwd)
+    summary = run_finetune(tiny_params(root, **{"finetune.iters": 4, **over}), progress=False)
+    assert not marker.exists(), "the checkpoint's pickle code ran"
+    assert summary["resumed_from"] == 2 and summary["iters_this_run"] == 2
