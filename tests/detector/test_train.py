@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from babelrs_core.detector import checkpoint as ckpt
 from babelrs_core.detector.checkpoint import DetectorCheckpointError
 from babelrs_core.detector.train import run_finetune
 from tests.detector.det_fakes import make_fake_encoder, make_fake_manifest, tiny_params
+from tests.images import assert_png
 
 torch.set_num_threads(1)
 
@@ -48,6 +51,7 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
         "finetune.heads.sardet.type": "retinanet",
         "finetune.heads.dronevehicle.type": "retinanet",
         "finetune.heads.dota.score_thr": 0.001,  # keep low-score oriented detections: polygons
+        "finetune.heads.dronevehicle.score_thr": 0.001,
     }
     val = {"finetune.val_every": 4, "finetune.val_split": "train", "finetune.val_max_images": 3}
     params = tiny_params(root, **{"finetune.iters": 16, "finetune.warmup_iters": 4, **heads, **val})
@@ -55,7 +59,10 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     with pytest.raises(CrashError):
         run_finetune(params, callbacks=[lambda it, m: seen.append(it), _crash_at(6)])
     ckdir = root / "finetune" / "checkpoints"
-    assert (ckdir / "iter_4.pth").exists() and not (ckdir / "iter_8.pth").exists()
+    assert not (ckdir / "iter_8.pth").exists()
+    crashed = ckpt.safe_load_training_checkpoint(ckdir / "iter_4.pth")  # loads, at iteration 4
+    assert crashed["meta"]["iter"] == 4 and crashed["state_dict"]
+    assert ckpt.latest_training_checkpoint(ckdir) == ckdir / "iter_4.pth"
     assert not (root / "finetune" / "detector.json").exists()
 
     seen_metrics: list[dict] = []
@@ -82,9 +89,14 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     assert [int(r.split(",")[0]) for r in curve[1:]] == [4, 8, 12, 16]
     assert all(0 <= float(v) <= 100 for r in curve[1:] for v in r.split(",")[1:])
     assert any(k.startswith("val.") for k in seen_metrics[-1])
-    for name in ("detector.json", "detector.safetensors", "train.json", "run.json"):
-        assert (root / "finetune" / name).exists(), name
     info = json.loads((root / "finetune" / "detector.json").read_text())
+    weights = load_file(root / "finetune" / "detector.safetensors")
+    assert info["sha256"] == ckpt.sha256(root / "finetune" / "detector.safetensors")
+    assert weights and all(torch.isfinite(t).all() for t in weights.values())
+    train = json.loads((root / "finetune" / "train.json").read_text())
+    assert train["resumed_from"] == 4 and train["iters_this_run"] == 12
+    run = json.loads((root / "finetune" / "run.json").read_text())
+    assert run["seed"] == params.seed and run["finetune"]["lr"] == params.finetune.lr
     assert info["init"] == "csia" and info["modalities"]["sar"]["source"] == "encoder"
 
     # oriented RGB / IR heads (the shipped default) beside the horizontal SAR head
@@ -105,14 +117,26 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     assert ev["overall"]["hmap"] == pytest.approx(expect, abs=1e-3)
     assert result["info"]["box_types"] == {"sardet": "hbox", "dota": "obox",
                                            "dronevehicle": "obox"}  # fmt: skip
-    assert all(isinstance(v, int | float) for d in ev.values() for v in d.values())
+    for ds, scores in ev.items():  # scores are percentages, counts are non-negative integers
+        for key, v in scores.items():
+            assert isinstance(v, int | float) and np.isfinite(v) and v >= 0, (ds, key, v)
+            if "ap" in key:
+                assert v <= 100, (ds, key, v)
     assert result["info"]["splits"] == {"sardet": "test", "dota": "val", "dronevehicle": "test"}
     written = ["plots/pr_curves.png", "plots/pr_sardet.csv", "plots/pr_classes.csv",
                "plots/samples_sar.png", "plots/samples_rgb.png", "plots/samples_ir.png",
                "per_class.csv", "per_class.md", "eval_info.json",
                "predictions/dota.json", "plots/orientation.png"]  # fmt: skip
     for name in written:
-        assert (root / "eval" / name).exists(), name
+        path = root / "eval" / name
+        if name.endswith(".png"):
+            assert_png(path, min_size=(64, 64), min_colours=10)
+        elif name.endswith(".json"):
+            assert json.loads(path.read_text()) is not None, name
+        else:  # CSV / Markdown tables: a header and at least one row
+            assert len(path.read_text().strip().splitlines()) >= 2, name
+    per_class = (root / "eval" / "per_class.csv").read_text().splitlines()
+    assert {line.split(",")[0] for line in per_class[1:]} >= {"sardet", "dota", "dronevehicle"}
     orient = json.loads((root / "eval" / "orientation.json").read_text())
     assert set(orient) == {"dota", "dronevehicle"}  # the oriented heads only
     for o in orient.values():  # the tiny eval splits may hold no elongated object
@@ -141,7 +165,10 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
         assert d["rbox"][2] >= d["rbox"][3] and -np.pi / 2 - 1e-6 <= d["rbox"][4] < np.pi / 2
     preds = json.loads((root / "eval" / "predictions" / "dota.json").read_text())
     assert preds and all(len(p["polygon"]) == 8 for p in preds)
-    assert det.predict(np.zeros((40, 40, 3), np.uint8), "dronevehicle") is not None
+    ir = det.predict(np.stack([img] * 3, axis=-1), "dronevehicle")
+    assert ir, "the DroneVehicle head returns detections at score_thr 0.001"
+    assert all(len(d["polygon"]) == 8 and 0.001 <= d["score"] <= 1 for d in ir)
+    assert {d["class_name"] for d in ir} <= set(det.classes["dronevehicle"])
     with pytest.raises(ValueError, match="no head"):
         det.predict(img, "lidar")
 

@@ -37,14 +37,14 @@ def test_finetune_refuses_a_trapped_checkpoint_and_a_truncated_one(tmp_path: Pat
     (ckdir / "last_checkpoint").write_text(str(trap))
     args = ("stage", "finetune", "--params", str(params), "--no-track", "--quiet")
     code, log = run_cli(*args, cwd=tmp_path)
-    assert code != 0
-    assert f"{trap}: corrupted or unsafe checkpoint" in log
+    assert code == 1, log[-3000:]  # a BabelrsError: one line, exit 1 (not a traceback)
+    assert f"error: {trap}: corrupted or unsafe checkpoint" in log and "Traceback" not in log
     assert not marker.exists(), "the checkpoint's pickle code ran"
     assert not (tmp_path / "finetune" / "detector.safetensors").exists()
 
     trap.write_bytes(b"PK\x03\x04" + os.urandom(64))  # a truncated zip: damaged, not malicious
     code, log = run_cli(*args, cwd=tmp_path)
-    assert code != 0 and f"{trap}: corrupted or unsafe checkpoint" in log
+    assert code == 1 and f"error: {trap}: corrupted or unsafe checkpoint" in log, log[-3000:]
 
 
 def test_pretraining_refuses_a_trapped_checkpoint(tmp_path: Path) -> None:
