@@ -15,11 +15,22 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class EnvVar:
+    """One variable. ``via`` says where a deployment (``deploy``) sets it:
+
+    * ``env``: ``infra/.env`` (listed in ``infra/.env.example``; never a secret);
+    * ``secret``: a file under ``infra/secrets/`` handed to the service as a docker secret; compose
+      sets ``<name>_FILE`` and the service (PostgreSQL, MinIO) or the image's entrypoint
+      (``infra/entrypoint.sh``) reads it; on Kubernetes the ``babelrs-secrets`` Secret;
+    * ``compose``: a fixed value in ``infra/docker-compose.yml`` (a path, a host name);
+    * ``manual``: set by hand where needed (a workstation, the scripts in ``infra/local``).
+    """
+
     name: str
-    reader: str  # babelrs | mlflow | boto3 | prefect | transformers | postgres | minio
+    reader: str  # babelrs | mlflow | boto3 | prefect | transformers | postgres | minio | compose
     help: str
     secret: bool = False
-    deploy: bool = True  # set by a deployment (listed in infra/.env.example); False: at run time
+    deploy: bool = True  # set by a deployment (see ``via``); False: at run time
+    via: str = "env"  # env | secret | compose | manual
 
 
 ENV_VARS: tuple[EnvVar, ...] = (
@@ -47,23 +58,92 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("LOCAL_RANK", "babelrs", "rank on this machine (set by torchrun)", deploy=False),
     EnvVar("WORLD_SIZE", "babelrs", "number of processes (set by torchrun)", deploy=False),
     # -- libraries babelrs calls ------------------------------------------------------------------
-    EnvVar("AWS_ACCESS_KEY_ID", "boto3", "S3 credentials (DVC, MLflow artifacts)", secret=True),
-    EnvVar("AWS_SECRET_ACCESS_KEY", "boto3", "S3 credentials (DVC, MLflow artifacts)", secret=True),
+    EnvVar(
+        "AWS_ACCESS_KEY_ID", "boto3", "S3 key of a workstation / pod", secret=True, via="manual"
+    ),
+    EnvVar(
+        "AWS_SECRET_ACCESS_KEY",
+        "boto3",
+        "S3 secret of a workstation / pod",
+        secret=True,
+        via="manual",
+    ),
+    EnvVar(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "boto3",
+        "AWS credentials file of the service's own MinIO user (a docker secret)",
+        via="compose",
+    ),
     EnvVar("MLFLOW_S3_ENDPOINT_URL", "mlflow", "S3-compatible endpoint of MLflow's artifacts"),
+    EnvVar("MLFLOW_TRACKING_USERNAME", "mlflow", "MLflow user of the client (basic auth)"),
+    EnvVar("MLFLOW_TRACKING_PASSWORD", "mlflow", "that user's password", secret=True, via="secret"),
+    EnvVar("MLFLOW_TRACKING_PASSWORD_FILE", "entrypoint", "file of it", via="compose"),
+    EnvVar("MLFLOW_AUTH_CONFIG_PATH", "mlflow", "basic-auth app config (server)", via="compose"),
+    EnvVar(
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "mlflow",
+        "basic-auth admin password, used at the server's first start",
+        secret=True,
+        via="secret",
+    ),
+    EnvVar("MLFLOW_AUTH_ADMIN_PASSWORD_FILE", "entrypoint", "file of it", via="compose"),
+    EnvVar(
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "mlflow",
+        "signs the basic-auth app's sessions / CSRF tokens (server)",
+        secret=True,
+        via="secret",
+    ),
+    EnvVar("MLFLOW_FLASK_SERVER_SECRET_KEY_FILE", "entrypoint", "file of it", via="compose"),
     EnvVar("PREFECT_API_URL", "prefect", "Prefect server API; unset: an ephemeral server"),
+    EnvVar(
+        "PREFECT_API_AUTH_STRING",
+        "prefect",
+        "client side of the server's auth string (user:password)",
+        secret=True,
+        via="secret",
+    ),
+    EnvVar("PREFECT_API_AUTH_STRING_FILE", "entrypoint", "file of it", via="compose"),
+    EnvVar(
+        "PREFECT_SERVER_API_AUTH_STRING",
+        "prefect",
+        "the Prefect server answers only requests with this basic-auth user:password",
+        secret=True,
+        via="secret",
+    ),
+    EnvVar("PREFECT_SERVER_API_AUTH_STRING_FILE", "entrypoint", "file of it", via="compose"),
     EnvVar(
         "PREFECT_SERVER_DATABASE_CONNECTION_URL",
         "prefect",
-        "Prefect server's database (PostgreSQL via asyncpg)",
+        "Prefect server's database URL (the local scheduler's SQLite; compose sets the parts)",
         secret=True,
+        via="manual",
     ),
+    EnvVar("PREFECT_SERVER_DATABASE_DRIVER", "prefect", "postgresql+asyncpg", via="compose"),
+    EnvVar("PREFECT_SERVER_DATABASE_HOST", "prefect", "database host", via="compose"),
+    EnvVar("PREFECT_SERVER_DATABASE_PORT", "prefect", "database port", via="compose"),
+    EnvVar("PREFECT_SERVER_DATABASE_NAME", "prefect", "Prefect's database", via="compose"),
+    EnvVar("PREFECT_SERVER_DATABASE_USER", "prefect", "= POSTGRES_USER", via="compose"),
+    EnvVar(
+        "PREFECT_SERVER_DATABASE_PASSWORD",
+        "prefect",
+        "= the PostgreSQL password",
+        secret=True,
+        via="secret",
+    ),
+    EnvVar("PREFECT_SERVER_DATABASE_PASSWORD_FILE", "entrypoint", "file of it", via="compose"),
     EnvVar("HF_HUB_OFFLINE", "transformers", "never download models (babelrs sets 1 by default)"),
     # -- backing services of infra/docker-compose.yml ---------------------------------------------
+    EnvVar(
+        "BIND_ADDR", "compose", "interface of the published ports (default 127.0.0.1: this host)"
+    ),
     EnvVar("POSTGRES_USER", "postgres", "database user (MLflow and Prefect backends)"),
-    EnvVar("POSTGRES_PASSWORD", "postgres", "database password", secret=True),
+    EnvVar("POSTGRES_PASSWORD", "postgres", "database password", secret=True, via="secret"),
+    EnvVar("POSTGRES_PASSWORD_FILE", "postgres", "file of it", via="compose"),
     EnvVar("POSTGRES_DB", "postgres", "database created at first start (MLflow's)"),
-    EnvVar("MINIO_ROOT_USER", "minio", "object-store admin = AWS_ACCESS_KEY_ID of the team"),
-    EnvVar("MINIO_ROOT_PASSWORD", "minio", "object-store admin secret", secret=True),
+    EnvVar("MINIO_ROOT_USER", "minio", "object-store admin (only minio-init signs in with it)"),
+    EnvVar("MINIO_ROOT_PASSWORD", "minio", "object-store admin secret", secret=True, via="secret"),
+    EnvVar("MINIO_ROOT_PASSWORD_FILE", "minio", "docker secret name of it", via="compose"),
 )
 
 ENV: dict[str, EnvVar] = {v.name: v for v in ENV_VARS}

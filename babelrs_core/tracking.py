@@ -28,7 +28,7 @@ from typing import Any
 from babelrs_core.settings_env import read
 
 DEFAULT_STORE = Path("outputs/mlflow")
-SECRET_ENV_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL")
+SECRET_ENV_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL", "AUTH_STRING")
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
@@ -56,7 +56,10 @@ def secret_values() -> list[str]:
     return [
         v
         for k, v in os.environ.items()
-        if v and len(v) >= 4 and any(m in k.upper() for m in SECRET_ENV_MARKERS)
+        if v
+        and len(v) >= 4
+        and any(m in k.upper() for m in SECRET_ENV_MARKERS)
+        and not k.upper().endswith("_FILE")  # the path of a secret file, not the secret
     ]
 
 

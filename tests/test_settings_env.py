@@ -23,7 +23,7 @@ READ_CALL = re.compile(rf"""\bread\(\s*["']({NAME})["']""")
 READ_CONST = re.compile(rf"""^([A-Z_]+)\s*=\s*["']({NAME})["']""", re.M)
 ENVVAR_OPT = re.compile(rf"""envvar=["']({NAME})["']""")
 DIRECT = re.compile(r"os\.environ\.get|os\.getenv|os\.environ\[")
-INTERP = re.compile(rf"\$\{{({NAME})\}}")
+INTERP = re.compile(rf"\$\{{({NAME})(?::?-[^}}]*)?\}}")  # ${X} and ${X:-default}
 
 
 def _code_reads() -> set[str]:
@@ -92,8 +92,9 @@ def test_code_reads_the_environment_only_through_the_list() -> None:
 def test_every_infra_name_is_listed_and_every_deploy_setting_is_in_env_example() -> None:
     for where, names in _infra_names().items():
         assert names <= set(ENV), f"{where}: not in settings_env.ENV_VARS: {names - set(ENV)}"
-    deploy = {n for n, v in ENV.items() if v.deploy}
-    assert set(_env_example()) == deploy
+    in_env_file = {n for n, v in ENV.items() if v.deploy and v.via == "env"}
+    assert set(_env_example()) == in_env_file
+    assert {v.via for v in ENV.values()} <= {"env", "secret", "compose", "manual"}
     runtime = {n for n, v in ENV.items() if not v.deploy}  # set by torchrun / the runners
     assert not runtime & set().union(*_infra_names().values())
 
@@ -106,17 +107,39 @@ def test_compose_services_and_the_gpu_worker() -> None:
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert "prefect worker start --pool babelrs-process" in " ".join(worker["command"])
     mlflow = " ".join(services["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql://" in mlflow and "s3://" in mlflow
-    prefect_db = _env_example()["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
-    assert prefect_db.startswith("postgresql+asyncpg://") and prefect_db.endswith("/prefect")
+    assert 'MLFLOW_BACKEND_STORE_URI="postgresql://' in mlflow and "s3://" in mlflow
+    prefect_db = services["prefect-server"]["environment"]
+    assert prefect_db["PREFECT_SERVER_DATABASE_DRIVER"] == "postgresql+asyncpg"
+    assert prefect_db["PREFECT_SERVER_DATABASE_NAME"] == "prefect"
     assert "CREATE DATABASE prefect" in (INFRA / "postgres" / "init.sql").read_text()
     # the process pool is the one prefect.yaml's deployment uses
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
     assert deployments[0]["work_pool"]["name"] == "babelrs-process"
-    # the secrets of the example are placeholders, never real-looking keys
-    secrets = {n for n, v in ENV.items() if v.secret}
-    passwords = {n for n in secrets if "SECRET" in n or "PASSWORD" in n}
-    assert passwords and all(_env_example()[n].startswith("change-me") for n in passwords)
+    # no secret in the example, and the Kubernetes Secret holds placeholders only
+    assert not {n for n in _env_example() if ENV[n].secret}
+    docs = list(yaml.safe_load_all((INFRA / "k8s" / "babelrs-env.yaml").read_text()))
+    secret_values = docs[1]["stringData"]
+    passwords = {n for n in secret_values if "SECRET" in n or "PASSWORD" in n or "AUTH" in n}
+    assert passwords and all(secret_values[n] == "change-me" for n in passwords)
+
+
+def test_each_secret_reaches_its_service_as_a_file() -> None:
+    """A ``via="secret"`` variable: compose passes ``<NAME>_FILE`` (a docker secret), and either
+    the service reads that itself (PostgreSQL, MinIO) or the image's entrypoint exports it."""
+    secret_vars = {n for n, v in ENV.items() if v.deploy and v.via == "secret"}
+    assert all(ENV[n].secret for n in secret_vars)
+    assert all(v.via in ("secret", "manual") for v in ENV.values() if v.secret and v.deploy)
+    compose_env = {
+        k: str(v)
+        for svc in _compose()["services"].values()
+        for k, v in (svc.get("environment") or {}).items()
+    }
+    entrypoint = (INFRA / "entrypoint.sh").read_text()
+    for name in sorted(secret_vars):
+        assert f"{name}_FILE" in compose_env, f"compose never passes {name}_FILE"
+        assert name not in compose_env, f"{name} is set in the compose file itself"
+        assert ENV[f"{name}_FILE"].via == "compose"
+        assert ENV[name].reader in ("postgres", "minio") or re.search(rf"\b{name}\b", entrypoint)
 
 
 def test_kubernetes_manifests_and_gpu_job_template_parse() -> None:
