@@ -5,24 +5,19 @@ MLflow is the source of truth: a version's evaluation numbers are its ``eval.*``
 champion is the alias ``champion``. Nothing here deletes a version.
 
 **Concurrent promotions.** The gate (read champion, compare, move the alias, write tags) runs while
-holding a lock on the tracking server: the registered model ``<name>.promotion-lock``, whose
-creation is atomic on the server (a unique name; a second creation fails with
-``RESOURCE_ALREADY_EXISTS``). Two gates for the same model name, in any processes or machines on
-one tracking server, therefore run one after the other: the second compares against the champion
-the first left. A lock older than ``registry.lock_stale_s`` is taken to be left by a crashed
-holder and removed. After moving the alias the gate reads it back and fails if it changed.
+holding a lock on the tracking server (:mod:`babelrs_core.registry.lock`): the registered model
+``<name>.promotion-lock``, whose creation is atomic on the server. Two gates for the same model
+name, in any processes or machines on one tracking server, therefore run one after the other: the
+second compares against the champion the first left. A lock is taken over only when its owner is
+known to be gone (a dead process on this host, or older than ``registry.lock_stale_s`` on another
+host). After moving the alias the gate reads it back and fails if it changed.
 """
 
 from __future__ import annotations
 
-import os
-import random
-import socket
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +25,11 @@ from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params, Registry
 from babelrs_core.errors import BabelrsError
 from babelrs_core.registry.gate import Decision, decide
+from babelrs_core.registry.lock import promotion_lock
 from babelrs_core.settings_env import read
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-LOCK_SUFFIX = ".promotion-lock"
 PAUSE_ENV = "BABELRS_GATE_PAUSE_S"  # tests: seconds to hold the lock (widens a race window)
 EVAL_METRICS = ("ap50", "map", "hmap")
 
@@ -53,67 +48,6 @@ def _client(tracking_uri: str | None = None) -> Any:
 
 def _error_code(exc: Exception) -> str:
     return str(getattr(exc, "error_code", ""))
-
-
-# --- the lock ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def promotion_lock(client: Any, name: str, cfg: Registry) -> Iterator[str]:
-    """Hold the promotion lock of model ``name`` (see the module docstring); yields its owner id."""
-    from mlflow.exceptions import MlflowException
-
-    lock = name + LOCK_SUFFIX
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    deadline = time.monotonic() + cfg.lock_timeout_s
-    while True:
-        try:
-            client.create_registered_model(
-                lock,
-                tags={"owner": owner, "acquired_at": f"{time.time():.3f}"},
-                description=f"babelrs: promotion of {name!r} in progress (delete if stale)",
-            )
-            break
-        except MlflowException as exc:
-            held = _lock_owner(client, lock)
-            if held is not None and held[0] == owner:
-                break  # created by us; the answer was lost
-            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS" and held is None:
-                raise
-            if held is not None and time.time() - held[1] > cfg.lock_stale_s:
-                _delete_quietly(client, lock)  # left by a crashed holder
-                continue
-        if time.monotonic() > deadline:
-            who = held[0] if held else "?"
-            raise RegistryError(
-                f"promotion lock {lock!r} held by {who} for more than "
-                f"{cfg.lock_timeout_s:.0f} s (registry.lock_timeout_s); delete the registered "
-                "model of that name if no promotion is running"
-            )
-        time.sleep(0.2 + random.random() * 0.3)
-    try:
-        yield owner
-    finally:
-        held = _lock_owner(client, lock)
-        if held is not None and held[0] == owner:
-            _delete_quietly(client, lock)
-
-
-def _lock_owner(client: Any, lock: str) -> tuple[str, float] | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = client.get_registered_model(lock)
-    except MlflowException:
-        return None
-    return model.tags.get("owner", ""), float(model.tags.get("acquired_at", "0") or 0)
-
-
-def _delete_quietly(client: Any, lock: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    with suppress(MlflowException):
-        client.delete_registered_model(lock)
 
 
 # --- versions ---------------------------------------------------------------------------------
