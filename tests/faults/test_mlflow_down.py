@@ -83,6 +83,7 @@ def test_mlflow_killed_mid_registration_then_rerun_registers(tmp_path: Path) -> 
             time.sleep(0.2)
         while proxy.forwarded < 1_000_000:  # the model upload is under way
             assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, f"only {proxy.forwarded} bytes uploaded"
             time.sleep(0.1)
         server.proc.send_signal(signal.SIGKILL)
         import os
