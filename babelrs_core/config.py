@@ -323,6 +323,7 @@ class DetModality(Strict):
     """Input size, augmentation and normalisation of one sensor."""
 
     image_size: PosInt = 256  # long side after a keep-ratio resize (then padded to 32)
+    crop: PosInt | None = None  # training only: random crop_size x crop_size window after the resize
     hflip: Fraction = 0.5  # probability of a horizontal flip
     vflip: Fraction = 0.0  # probability of a vertical flip
     rot90: Fraction = 0.0  # probability of a random 90/180/270 degree rotation
@@ -363,6 +364,7 @@ class Finetune(Strict):
     vit_strides: list[PosInt] = [8, 16, 32]  # ViT simple feature pyramid output strides
     bn: Literal["frozen", "train"] = "frozen"  # CNN BatchNorm statistics
     frozen_layers: int = -1  # encoder hidden states 0..N get no gradient (0 = stem); -1: none
+    channels_last: bool = True  # CNN encoders: NHWC activations (faster depthwise convs on CPU)
     neck_channels: PosInt = 256  # shared FPN width (paper: 256)
     neck_outs: PosInt = 5  # FPN levels from the first tap's stride (5: P3-P7 for lite0)
     heads: dict[DatasetName, DetHead] = Field(default_factory=_default_heads)
@@ -375,8 +377,10 @@ class Finetune(Strict):
     encoder_lr_scale: NonNegFloat = 1.0  # extra lr factor for every encoder parameter
     warmup_iters: NonNegInt = 30  # linear warmup from warmup_ratio x lr (paper: 500 from 1/3)
     warmup_ratio: Fraction = 1 / 3
+    lr_schedule: Literal["step", "cosine"] = "step"  # after warmup: step decay | cosine annealing
     lr_steps: list[Fraction] = [0.667, 0.917]  # step decay points as fractions of iters
     lr_gamma: Fraction = 0.1
+    min_lr_ratio: Fraction = 0.0  # cosine: final lr as a fraction of lr
     clip_grad_norm: PosFloat | None = 35.0  # max L2 norm (paper: 35); null: no clipping
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16: AMP with dynamic loss scaling
     device: Literal["auto", "cpu", "cuda"] = "auto"

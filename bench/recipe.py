@@ -65,6 +65,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             "finetune.source_ratio.dronevehicle": 2,
         },
     ),
+    "cosine": ("cosine lr after the warmup", {"finetune.lr_schedule": "cosine"}),
+    "early_steps": ("step decay at 0.5 / 0.85 of iters", {"finetune.lr_steps": [0.5, 0.85]}),
+    "crop320": (
+        "IR trained on random 320 x 320 crops of the 640 x 512 frame (same object scale)",
+        {"finetune.modalities.ir.crop": 320},
+    ),
+    "crop256": (
+        "IR trained on random 256 x 256 crops of the 640 x 512 frame (same object scale)",
+        {"finetune.modalities.ir.crop": 256},
+    ),
     "nms300": (
         "oriented heads keep 300 candidates per level before NMS",
         {"finetune.heads.dota.nms_pre": 300, "finetune.heads.dronevehicle.nms_pre": 300},

@@ -148,9 +148,11 @@ class BabelRSBackbone(BaseModule):
         vit_strides: Sequence[int] = (8, 16, 32),
         bn: str = "frozen",
         frozen_layers: int = -1,
+        channels_last: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.channels_last = bool(channels_last)
         self.encoder, self.pretrain_info = build_start_encoder(
             encoder, init, pretrained_dir, weights, arch, bn
         )
@@ -186,6 +188,10 @@ class BabelRSBackbone(BaseModule):
         self._is_init = True
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.channels_last and self.pyramid is None:
+            # NHWC activations: oneDNN's depthwise / 1x1 convolutions run faster on CPU; the
+            # weights stay contiguous (safetensors), and the layout carries through FPN and heads
+            x = x.contiguous(memory_format=torch.channels_last)
         feats = self.encoder.forward_taps(x, self.layers)
         if self.pyramid is not None:
             feats = self.pyramid(feats, (x.shape[-2], x.shape[-1]))

@@ -181,6 +181,7 @@ def model_config(
             "vit_strides": list(cfg.vit_strides),
             "bn": cfg.bn,
             "frozen_layers": cfg.frozen_layers,
+            "channels_last": cfg.channels_last,
         },
         "neck": fpn_config(cfg, channels),
         "heads": {
@@ -216,6 +217,7 @@ def source_datasets(
                     m.rotate,
                     m.rotate_range,
                     ds,
+                    m.crop,
                 ),
             }
         )
@@ -223,19 +225,35 @@ def source_datasets(
 
 
 def schedule(params: Params) -> list[dict[str, Any]]:
-    """Linear warmup from ``warmup_ratio`` x lr, then x ``lr_gamma`` at each ``lr_steps`` point."""
+    """Linear warmup from ``warmup_ratio`` x lr, then x ``lr_gamma`` at each ``lr_steps`` point
+    (``lr_schedule: step``) or a cosine from lr to ``min_lr_ratio`` x lr over the remaining
+    iterations (``cosine``)."""
     cfg = params.finetune
     out: list[dict[str, Any]] = []
-    if cfg.warmup_iters > 0:
+    warm = min(cfg.warmup_iters, cfg.iters)
+    if warm > 0:
         out.append(
             {
                 "type": "LinearLR",
                 "start_factor": max(cfg.warmup_ratio, 1e-6),
                 "by_epoch": False,
                 "begin": 0,
-                "end": min(cfg.warmup_iters, cfg.iters),
+                "end": warm,
             }
         )
+    if cfg.lr_schedule == "cosine":
+        if warm < cfg.iters:
+            out.append(
+                {
+                    "type": "CosineAnnealingLR",
+                    "by_epoch": False,
+                    "begin": warm,
+                    "end": cfg.iters,
+                    "T_max": cfg.iters - warm,
+                    "eta_min_ratio": cfg.min_lr_ratio,
+                }
+            )
+        return out
     milestones = sorted({max(1, round(f * cfg.iters)) for f in cfg.lr_steps})
     if milestones:
         out.append(

@@ -261,13 +261,27 @@ def train_pipeline(
     rotate: float = 0.0,
     rotate_range: float = 180.0,
     dataset: str | None = None,
+    crop: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The mmcv pipeline of one source: load, resize (keep ratio), flips, rot90, free rotation
-    (``obox`` only: a rotated horizontal box would only grow), pack."""
+    """The mmcv pipeline of one source: load, resize (keep ratio), random crop, flips, rot90, free
+    rotation (``obox`` only: a rotated horizontal box would only grow), pack.
+
+    ``crop`` cuts a random ``crop x crop`` window at the resized scale (objects keep their size;
+    fewer pixels per step), keeping the objects whose centre (obox) or clipped box (hbox) is inside
+    it; a window without any object is drawn again on another image (mmengine's refetch)."""
     pipe: list[dict[str, Any]] = [
         {"type": "LoadManifestSample", "box_type": box_type, "cache": cache},
         {"type": "Resize", "scale": (image_size, image_size), "keep_ratio": True},
     ]
+    if crop is not None and crop < image_size:
+        pipe.append(
+            {
+                "type": "RandomCrop",
+                "crop_size": (crop, crop),
+                "allow_negative_crop": False,
+                "bbox_clip_border": box_type == "hbox",  # RotatedBoxes cannot be clipped
+            }
+        )
     # two independent flips: the probabilities are exactly the params'
     if hflip > 0:
         pipe.append({"type": "RandomFlip", "prob": hflip, "direction": "horizontal"})
