@@ -323,7 +323,7 @@ class DetModality(Strict):
     """Input size, augmentation and normalisation of one sensor."""
 
     image_size: PosInt = 256  # long side after a keep-ratio resize (then padded to 32)
-    crop: PosInt | None = None  # training only: random crop_size x crop_size window after the resize
+    crop: PosInt | None = None  # training only: random crop x crop window after the resize
     hflip: Fraction = 0.5  # probability of a horizontal flip
     vflip: Fraction = 0.0  # probability of a vertical flip
     rot90: Fraction = 0.0  # probability of a random 90/180/270 degree rotation

@@ -172,6 +172,8 @@ class BabelRSBackbone(BaseModule):
             self.out_strides = [t.stride for t in taps]
         self.frozen_layers = int(frozen_layers)
         freeze_encoder_layers(self.encoder, self.frozen_layers)
+        if hasattr(self.encoder, "channels_last"):  # CNN encoders (efficientnet_lite.py)
+            self.encoder.channels_last = self.channels_last
 
     @property
     def arch(self) -> dict[str, Any]:
@@ -188,10 +190,6 @@ class BabelRSBackbone(BaseModule):
         self._is_init = True
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.channels_last and self.pyramid is None:
-            # NHWC activations: oneDNN's depthwise / 1x1 convolutions run faster on CPU; the
-            # weights stay contiguous (safetensors), and the layout carries through FPN and heads
-            x = x.contiguous(memory_format=torch.channels_last)
         feats = self.encoder.forward_taps(x, self.layers)
         if self.pyramid is not None:
             feats = self.pyramid(feats, (x.shape[-2], x.shape[-1]))

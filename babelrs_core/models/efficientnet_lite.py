@@ -91,6 +91,9 @@ class EfficientNetLite0(VisionEncoder):
         super().__init__()
         self.arch_kwargs = {"num_classes": num_classes}
         self.bn_frozen = bn == "frozen"
+        # NHWC activations: oneDNN's depthwise / 1x1 convolutions run ~1.3-2x faster on CPU; the
+        # weights stay contiguous (safetensors) and NHWC carries on into whatever reads the taps
+        self.channels_last = True
         self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
         self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
@@ -128,6 +131,8 @@ class EfficientNetLite0(VisionEncoder):
     def forward_taps(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         want = self.resolve_layers(layers)
         out: dict[int, torch.Tensor] = {}
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         h = F.relu6(self._bn0(self._conv_stem(x)))
         if 0 in want:
             out[0] = h

@@ -163,6 +163,26 @@ def test_init_switch_and_frozen_layers(tmp_path: Path) -> None:
         MODELS.build({"type": "BabelRSBackbone", "encoder": "vit_tiny", "init": "imagenet"})
 
 
+def test_channels_last_gives_the_same_features_and_gradients(tmp_path: Path) -> None:
+    from tests.detector.det_fakes import make_fake_encoder
+
+    enc_dir = make_fake_encoder(tmp_path / "enc", seed=3)
+    x = torch.randn(2, 3, 64, 96)
+    outs, grads = [], []
+    for cl in (False, True):
+        cfg = {"type": "BabelRSBackbone", "init": "csia", "pretrained_dir": str(enc_dir)}
+        bb = MODELS.build({**cfg, "channels_last": cl})
+        feats = bb(x)
+        sum(f.square().mean() for f in feats).backward()
+        outs.append([f.detach() for f in feats])
+        grads.append(bb.encoder._blocks[-1]._project_conv.weight.grad.clone())
+        # safetensors needs contiguous weights: only the activations go NHWC
+        assert bb.encoder._blocks[-1]._project_conv.weight.is_contiguous()
+    assert feats[0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in (*zip(*outs, strict=True), grads):  # equal up to float summation order
+        assert (a - b).abs().max() <= 1e-3 * a.abs().max()
+
+
 def test_param_groups_layer_decay_and_no_decay_on_1d() -> None:
     bb = MODELS.build({"type": "BabelRSBackbone", "encoder": "vit_tiny", "init": "scratch",
                        "arch": {"depth": 2, "width": 32, "heads": 2}, "layers": [2]})  # fmt: skip

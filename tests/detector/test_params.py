@@ -72,8 +72,42 @@ def test_runner_config_from_params() -> None:
     assert model["heads"]["dota"]["num_classes"] == 15
     assert model["heads"]["sardet"]["anchor_generator"]["strides"] == [8, 16, 32, 64, 128]
     assert cfg["optim_wrapper"]["max_norm"] == p.finetune.clip_grad_norm
-    warm, steps = schedule(p)
+    step = _load(**{"finetune.iters": 120, "finetune.warmup_iters": 12,
+                    "finetune.lr_schedule": "step"})  # fmt: skip
+    warm, steps = schedule(step)
     assert warm["end"] == 12 and steps["milestones"] == [80, 110]
+
+
+@pytest.mark.parametrize("kind", ["step", "cosine"])
+def test_lr_schedules_follow_the_params(kind: str) -> None:
+    """The learning rate mmengine's schedulers produce from ``schedule(params)``, step by step."""
+    import math
+
+    import torch
+    from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR, MultiStepLR
+
+    from babelrs_core.detector.config import schedule
+
+    p = _load(**{"finetune.iters": 100, "finetune.warmup_iters": 10, "finetune.lr_schedule": kind,
+                 "finetune.lr_steps": [0.5, 0.8], "finetune.min_lr_ratio": 0.1})  # fmt: skip
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    kinds = {c.__name__: c for c in (LinearLR, CosineAnnealingLR, MultiStepLR)}
+    scheds = [kinds[c.pop("type")](opt, **c) for c in schedule(p)]
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        for s in scheds:
+            s.step()
+    assert lrs[0] == pytest.approx(p.finetune.warmup_ratio, rel=1e-3)
+    assert lrs[10] == pytest.approx(1.0)
+    if kind == "step":
+        assert lrs[49] == pytest.approx(1.0) and lrs[50] == pytest.approx(0.1)
+        assert lrs[80] == pytest.approx(0.01)
+    else:
+        for i in (10, 40, 70, 99):  # lr = min + (1 - min) (1 + cos(pi t / T)) / 2 after warmup
+            want = 0.1 + 0.9 * (1 + math.cos(math.pi * (i - 10) / 90)) / 2
+            assert lrs[i] == pytest.approx(want, rel=1e-3), i
 
 
 def test_oriented_rcnn_config_builds_from_params() -> None:
