@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,9 @@ from babelrs_core import __version__, stages
 from babelrs_core.config import DEFAULT_PARAMS, ConfigError, Params, load_params
 from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import DiskFullError
+from babelrs_core.settings_env import read
+
+DEBUG_ENV = "BABELRS_DEBUG"  # "1": errors keep their traceback (babelrs --debug)
 
 app = typer.Typer(
     help="babelrs: multi-sensor (SAR / RGB / IR) remote-sensing detectors with BabelRS.",
@@ -63,7 +67,12 @@ def _echo_json(obj: Any) -> None:
 @app.callback(invoke_without_command=True)
 def _main(
     version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of errors (default: one line)")
+    ] = False,
 ) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
     if version:
         typer.echo(__version__)
         raise typer.Exit()
@@ -437,18 +446,17 @@ def pipeline_stages() -> None:
 
 
 def main() -> None:
-    """Entry point with clean one-line errors for bad input (no tracebacks for user mistakes)."""
+    """Entry point with clean one-line errors for bad input (no tracebacks for user mistakes;
+    ``babelrs --debug ...`` or ``BABELRS_DEBUG=1`` shows them)."""
     try:
         app()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
-    except DiskFullError as exc:
-        typer.secho(f"error: {exc.strerror}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
-    except BabelrsError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
+    except (ConfigError, FileNotFoundError, ValueError, DiskFullError, BabelrsError) as exc:
+        if read(DEBUG_ENV) == "1":
+            raise
+        bad_input = isinstance(exc, (ConfigError, FileNotFoundError, ValueError))
+        message = exc.strerror if isinstance(exc, DiskFullError) and not bad_input else exc
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        sys.exit(2 if bad_input else 1)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "tests only: seconds the promotion gate holds its lock (race test)",
         deploy=False,
     ),
+    EnvVar(
+        "BABELRS_DEBUG",
+        "babelrs",
+        "1: the CLI shows the traceback of errors (babelrs --debug sets it)",
+        deploy=False,
+    ),
     EnvVar("RANK", "babelrs", "global rank (set by torchrun)", deploy=False),
     EnvVar("LOCAL_RANK", "babelrs", "rank on this machine (set by torchrun)", deploy=False),
     EnvVar("WORLD_SIZE", "babelrs", "number of processes (set by torchrun)", deploy=False),

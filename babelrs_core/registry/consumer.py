@@ -13,26 +13,119 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import atomic_path, write_json
 from babelrs_core.registry.payload import OUTPUT_COLUMNS, POLYGON_COLUMNS, decode_image
 
 FEATURE_PROPERTIES = ("score", "label", "class_name", "soi_name", "dataset", "modality")
 
 
+class ModelLoadError(BabelrsError):
+    """A model URI that does not resolve to a loadable model (the message says what to use)."""
+
+
 def load_model(model_uri: str) -> Any:
-    """``mlflow.pyfunc.load_model`` with the tracking URI babelrs uses everywhere."""
+    """``mlflow.pyfunc.load_model`` with the tracking URI babelrs uses everywhere; a URI that does
+    not resolve raises ``ModelLoadError`` naming what exists (versions, gate decisions, aliases)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from babelrs_core.tracking import default_tracking_uri
 
-    mlflow.set_tracking_uri(default_tracking_uri())
-    return mlflow.pyfunc.load_model(model_uri)
+    tracking_uri = default_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise explain_load_error(model_uri, tracking_uri, exc) from exc
+
+
+def explain_load_error(model_uri: str, tracking_uri: str, exc: Exception) -> ModelLoadError:
+    """One message for a model URI MLflow could not load: the URI form, the registered models,
+    the versions with their gate decisions and aliases, or the unreachable server."""
+    from babelrs_core.tracking import redact
+
+    where = redact(tracking_uri)
+    text = str(getattr(exc, "message", exc))
+    if any(m in text for m in ("Max retries exceeded", "Connection refused", "API request to")):
+        reason = _first_line(text)
+        err = ModelLoadError(f"cannot reach the MLflow tracking server {where} ({reason}); "
+                             "start it or set MLFLOW_TRACKING_URI")  # fmt: skip
+        err.transient = True
+        return err
+    match = MODEL_URI.fullmatch(model_uri)
+    if match is None:
+        if "://" in model_uri or model_uri.startswith(("runs:/", "models:/", "/", ".")):
+            return ModelLoadError(f"{model_uri}: {_first_line(text)}")
+        return ModelLoadError(
+            f"{model_uri}: not a model URI; use models:/<name>@<alias>, models:/<name>/<version> "
+            "or runs:/<run_id>/<path> (e.g. models:/babelrs-detector@champion)"
+        )
+    name, alias, version = match["name"], match["alias"], match["version"]
+    try:
+        return _explain_registry(model_uri, name, alias, version, tracking_uri, text)
+    except Exception as again:  # the registry itself cannot be read: say so, not a traceback
+        return ModelLoadError(
+            f"{model_uri}: {_first_line(text)} ({where}: {_first_line(str(again))})"
+        )
+
+
+#: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else "unknown error"
+
+
+def _explain_registry(
+    model_uri: str, name: str, alias: str | None, version: str | None, tracking_uri: str, text: str
+) -> ModelLoadError:
+    import mlflow
+
+    from babelrs_core.tracking import redact
+
+    client = mlflow.MlflowClient(tracking_uri)
+    where = redact(tracking_uri)
+    names = sorted(m.name for m in client.search_registered_models(max_results=50))
+    if name not in names:
+        known = (
+            ", ".join(names) or "none (run `make run`, or set MLFLOW_TRACKING_URI to the server)"
+        )
+        return ModelLoadError(
+            f"{model_uri}: no registered model {name!r} in {where}; registered: {known}"
+        )
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    aliases = dict(client.get_registered_model(name).aliases or {})  # alias -> version
+    lines = [f"  version {v.version}: {_gate_line(v.tags or {})}" for v in versions[-10:]]
+    listing = "\n".join(lines) or "  (no versions)"
+    alias_text = ", ".join(f"@{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
+    if alias is not None and alias not in aliases:
+        hint = f"models:/{name}/{versions[-1].version}" if versions else f"models:/{name}/<version>"
+        return ModelLoadError(
+            f"{model_uri}: no version of {name!r} has the alias {alias!r} (aliases: {alias_text}); "
+            f"versions and their gate decisions:\n{listing}\nuse a version directly, e.g. --model "
+            f"{hint}, or promote one: babelrs registry promote --version <n>"
+        )
+    if version is not None and version not in {v.version for v in versions}:
+        return ModelLoadError(
+            f"{model_uri}: {name!r} has no version {version}; versions:\n{listing}"
+        )
+    return ModelLoadError(f"{model_uri}: {_first_line(text)}")
+
+
+def _gate_line(tags: dict[str, str]) -> str:
+    decision, reason = tags.get("gate.decision"), tags.get("gate.reason")
+    if decision is None:
+        return "not put through the gate"
+    return f"gate {decision}" + (f" ({reason})" if reason else "")
 
 
 def read_image_bytes(paths: Sequence[str | os.PathLike[str]]) -> list[bytes]:
@@ -123,6 +216,13 @@ def write_overlays(
     return written
 
 
+def known_modalities() -> list[str]:
+    """What ``--modality`` accepts: a sensor (sar | rgb | ir) or a dataset name."""
+    from babelrs_core.concepts import DATASETS
+
+    return sorted({d.modality for d in DATASETS.values()} | set(DATASETS))
+
+
 def predict_files(
     model_uri: str,
     paths: Sequence[str | os.PathLike[str]],
@@ -136,6 +236,9 @@ def predict_files(
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no images given")
+    known = known_modalities()
+    if modality not in known:
+        raise ValueError(f"unknown modality {modality!r}; use one of: {', '.join(known)}")
     data = read_image_bytes(paths)
     model = load_model(model_uri)
     ids = [str(p) for p in paths]
