@@ -47,6 +47,18 @@ def eval_images(params, manifest: Path, per_modality: int) -> dict[str, list[np.
     return out
 
 
+def scratch_detector(params_path: str | Path, manifest: Path, out: Path) -> Path:
+    """A detector of the configured size made by one fine-tuning iteration from scratch on
+    ``manifest``, exported to ``out`` (latency does not depend on what the weights learned)."""
+    from babelrs_core.detector.train import run_finetune
+
+    one = load_params(params_path, {"finetune.init": "scratch", "finetune.iters": 1,
+                                    "finetune.warmup_iters": 1,
+                                    "finetune.val_every": 0})  # fmt: skip
+    run_finetune(one, manifest, out=out, resume=False)
+    return out
+
+
 def timed(fn, repeats: int) -> tuple[float, float]:
     """Median and min seconds of ``repeats`` calls (after one warm-up call)."""
     fn()
@@ -84,12 +96,7 @@ def main() -> None:
         ckpt = Path(args.checkpoint or params.paths.finetune_out)
         made = not (ckpt / "detector.json").exists()
         if made:
-            from babelrs_core.detector.train import run_finetune
-
-            one = load_params(args.params, {"finetune.init": "scratch", "finetune.iters": 1,
-                                            "finetune.warmup_iters": 1})  # fmt: skip
-            ckpt = tmp / "detector"
-            run_finetune(one, manifest, out=ckpt, resume=False)
+            ckpt = scratch_detector(args.params, manifest, tmp / "detector")
         mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
         exp = mlflow.create_experiment("bench", artifact_location=(tmp / "art").as_uri())
         with mlflow.start_run(experiment_id=exp):
