@@ -89,10 +89,15 @@ def params_hash(flat: Mapping[str, Any]) -> str:
 
 
 def path_hash(path: Path) -> str:
-    """Content hash of a file or folder (sorted relative names + bytes), short hex."""
+    """Content hash of a file or folder (sorted relative names + bytes), short hex. Python
+    bytecode (``__pycache__``, ``*.pyc``) is not content: importing the code must not change it
+    (``.dvcignore`` skips the same for DVC)."""
     h = hashlib.sha256()
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*")
+        if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.relative_to(path).parts
+    )  # fmt: skip
     for f in files:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         with open(f, "rb") as fh:

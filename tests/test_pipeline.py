@@ -52,3 +52,16 @@ def test_cache_key_tracks_only_the_stage_params_and_inputs(tmp_path: Path) -> No
     # its input data changes: new key
     (raw / "a.txt").write_text("2")
     assert cache_key(spec, params, path_hash) != key
+
+
+def test_path_hash_ignores_python_bytecode(tmp_path: Path) -> None:
+    code = tmp_path / "pkg"
+    code.mkdir()
+    (code / "mod.py").write_text("X = 1\n")
+    before = path_hash(code)
+    (code / "__pycache__").mkdir()
+    (code / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    (code / "stray.pyc").write_bytes(b"\x00")
+    assert path_hash(code) == before
+    (code / "mod.py").write_text("X = 2\n")  # the source itself still counts
+    assert path_hash(code) != before
