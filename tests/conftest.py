@@ -49,7 +49,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-
 @pytest.fixture(autouse=True)
 def _mlflow_tracking_uri_isolated() -> Iterator[None]:
     """MLflow's ``set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into ``os.environ``;

@@ -113,9 +113,11 @@ def promote(
     version = str(version)
     mv = client.get_model_version(name, version)
     challenger = eval_from_tags(mv.tags)
+    asked = time.monotonic()
     with promotion_lock(client, name, cfg):
+        # seconds spent waiting for another promotion: > 0 shows two gates really overlapped
+        extra: dict[str, str] = {"gate.lock_wait_s": f"{time.monotonic() - asked:.2f}"}
         champ = champion_version(client, name)
-        extra: dict[str, str] = {}
         if champ is not None and str(champ.version) == version:
             decision = Decision(
                 True, f"v{version} is already the champion", challenger["overall"]["hmap"]
@@ -158,6 +160,22 @@ def promote(
             for key, value in tags.items():
                 client.set_tag(mv.run_id, key, value[:5000])
     return decision
+
+
+def mark_challenger(client: Any, name: str, version: str, cfg: Registry) -> None:
+    """Point the alias ``challenger`` at ``version`` under the promotion lock, unless a newer
+    version already holds it (two register stages finishing in either order leave the newest)."""
+    from mlflow.exceptions import MlflowException
+
+    with promotion_lock(client, name, cfg):
+        try:
+            current = str(client.get_model_version_by_alias(name, CHALLENGER).version)
+        except MlflowException as exc:
+            if _error_code(exc) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            current = None
+        if current is None or int(current) < int(version):
+            client.set_registered_model_alias(name, CHALLENGER, version)
 
 
 def register(
@@ -206,7 +224,7 @@ def register(
             }
             mv = mlflow.register_model(model_info.model_uri, cfg.model_name, tags=tags)
         client = tracker.client
-        client.set_registered_model_alias(cfg.model_name, CHALLENGER, mv.version)
+        mark_challenger(client, cfg.model_name, str(mv.version), cfg)
         result: dict[str, Any] = {
             "model_name": cfg.model_name,
             "version": str(mv.version),

@@ -134,3 +134,17 @@ def test_a_lock_of_the_old_format_is_read(client: mlflow.MlflowClient) -> None:
 def test_boot_id_and_start_time_are_read() -> None:
     assert len(boot_id()) == 36 and process_start(os.getpid()).isdigit()
     assert Path(f"/proc/{os.getpid()}").exists()
+
+
+def test_challenger_alias_stays_on_the_newest_version(tmp_path: Path) -> None:
+    from babelrs_core.registry.registry import mark_challenger
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model("chall")
+    for _ in range(3):
+        client.create_model_version("chall", str(tmp_path))
+    cfg = Registry(lock_timeout_s=5, lock_stale_s=60)
+    mark_challenger(client, "chall", "3", cfg)
+    mark_challenger(client, "chall", "2", cfg)  # a slower register stage finishing last
+    assert str(client.get_model_version_by_alias("chall", "challenger").version) == "3"
+    assert [m.name for m in client.search_registered_models()] == ["chall"]  # lock released

@@ -246,7 +246,7 @@ def test_two_racing_promotions_leave_one_consistent_champion(state: State) -> No
     _register(state, state.trained.better, "v4")
     client = state.client()
     client.set_registered_model_alias(NAME, "champion", state.versions["v1"])
-    env = state.env(BABELRS_GATE_PAUSE_S="3")  # hold the lock long enough to overlap
+    env = state.env(BABELRS_GATE_PAUSE_S="8")  # hold the lock long enough to overlap
     procs = [
         subprocess.Popen(
             [
@@ -280,6 +280,12 @@ def test_two_racing_promotions_leave_one_consistent_champion(state: State) -> No
     champ = client.get_model_version_by_alias(NAME, "champion")
     assert champ.version == state.versions[winner]
     assert state.tags(loser)["gate.decision"] == "rejected"
+    # the two gates overlapped: the loser waited for the winner's lock (held >= 8 s)
+    assert float(state.tags(loser)["gate.lock_wait_s"]) > 0.5, state.tags(loser)
+    assert float(state.tags(winner)["gate.lock_wait_s"]) < 8.0
+    # the challenger alias stays on the newest registered version
+    challenger = client.get_model_version_by_alias(NAME, "challenger")
+    assert str(challenger.version) == state.versions["v4"]
     # promotion deletes nothing; the lock is gone
     versions = client.search_model_versions(f"name='{NAME}'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
