@@ -159,7 +159,17 @@ def promote(
         if mv.run_id:
             for key, value in tags.items():
                 client.set_tag(mv.run_id, key, value[:5000])
+        write_card(client, name, version)
     return decision
+
+
+def write_card(client: Any, name: str, version: str) -> None:
+    """Set the version's description to its model card (registry/card.py), from its tags."""
+    from babelrs_core.registry.card import model_card
+
+    mv = client.get_model_version(name, version)
+    card = model_card(name, str(version), dict(mv.tags or {}), mv.run_id)
+    client.update_model_version(name, version, description=card)
 
 
 def mark_challenger(client: Any, name: str, version: str, cfg: Registry) -> None:
@@ -225,6 +235,7 @@ def register(
             mv = mlflow.register_model(model_info.model_uri, cfg.model_name, tags=tags)
         client = tracker.client
         mark_challenger(client, cfg.model_name, str(mv.version), cfg)
+        write_card(client, cfg.model_name, str(mv.version))  # the gate rewrites it with its verdict
         result: dict[str, Any] = {
             "model_name": cfg.model_name,
             "version": str(mv.version),

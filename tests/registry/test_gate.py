@@ -44,3 +44,23 @@ def test_a_dataset_dropping_more_than_delta_blocks_an_h_map_gain() -> None:
 def test_a_dataset_the_challenger_lacks_counts_as_a_fall_to_zero() -> None:
     d = decide(_ev(30.0, sardet=40), _ev(20.0, sardet=30, dota=20), **RULE)
     assert not d.promote and d.drops["dota"] == 20.0
+
+
+def test_model_card_from_tags() -> None:
+    from babelrs_core.registry.card import model_card
+
+    tags = {"eval.sardet.ap50": "48.71", "eval.sardet.map": "24.94", "eval.dota.ap50": "48.98",
+            "eval.dota.map": "24.82", "eval.overall.ap50": "46.59", "eval.overall.map": "22.92",
+            "eval.overall.hmap": "22.17", "eval.splits": "dota:val,sardet:test",
+            "eval.data_hash": "abc", "detector.encoder": "efficientnet_lite0",
+            "detector.init": "csia", "detector.sha256": "f00", "git.commit": "c0ffee",
+            "git.dirty": "true"}  # fmt: skip
+    card = model_card("babelrs-detector", "3", tags, "run1")
+    assert card.startswith("**babelrs-detector v3**") and "efficientnet_lite0 encoder (csia" in card
+    assert "| sardet | 48.71 | 24.94 |  |" in card and "| overall | 46.59 | 22.92 | 22.17 |" in card
+    assert "dronevehicle" not in card  # only the datasets it was evaluated on
+    assert "not put through the promotion gate" in card
+    assert "`c0ffee` (uncommitted changes)" in card and "MLflow run `run1`" in card
+    verdict = {"gate.decision": "rejected", "gate.reason": "below margin"}
+    gated = model_card("m", "3", {**tags, **verdict})
+    assert "Gate: **rejected**: below margin." in gated

@@ -133,6 +133,12 @@ def test_gate_promotes_only_a_better_challenger_and_tags_why(state: State) -> No
     champ = client.get_model_version_by_alias(NAME, "champion")
     chall = client.get_model_version_by_alias(NAME, "challenger")
     assert champ.version == state.versions["v2"] and chall.version == state.versions["v3"]
+    # every version's description is its model card, with the gate's last verdict
+    v1_card = client.get_model_version(NAME, state.versions["v1"]).description
+    assert "Gate: **promoted**: first version" in v1_card  # rewritten by the CLI's re-run
+    v3_card = client.get_model_version(NAME, state.versions["v3"]).description
+    assert "Gate: **rejected**" in v3_card and "below margin" in v3_card
+    assert f"| overall | {float(v3['eval.overall.ap50']):.2f} |" in v3_card
 
 
 CONSUMER = """
