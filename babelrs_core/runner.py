@@ -27,10 +27,14 @@ from babelrs_core.tracking import (
     flatten_numbers,
     git_lineage,
     params_hash,
+    path_hash,
     prefect_lineage,
 )
 
 PARENT_ENV = "BABELRS_PARENT_RUN_ID"
+#: MLflow's dataset-input context of the manifest, per stage that reads it
+INPUT_CONTEXT = {"pretrain": "training", "finetune": "training", "evaluate": "evaluation",
+                 "validate": "validation", "register": "evaluation"}  # fmt: skip
 
 
 def wants_torchrun(name: str, params: Params) -> bool:
@@ -114,6 +118,10 @@ def run_stage(
         tags[f"babelrs.data_hash.{path}"] = digest
     run_id = tracker.start(name, tags, parent_run_id)
     tracker.log_params(run_id, _flat(params_subset(params, spec.params)))
+    manifest = Path(params.paths.manifest)
+    if manifest in spec.inputs(params) and manifest.is_file():  # the data this run learns from
+        digest = (data_hashes or {}).get(str(manifest)) or path_hash(manifest)
+        tracker.log_table_input(run_id, manifest, INPUT_CONTEXT.get(name, name), digest)
     ok = False
     start = time.perf_counter()
     try:

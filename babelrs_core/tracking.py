@@ -250,6 +250,26 @@ class Tracker:
             elif p.is_file():
                 self.client.log_artifact(run_id, str(p), artifact_dir or None)
 
+    def log_table_input(self, run_id: str, path: Path, context: str, digest: str) -> None:
+        """Record a Parquet table (the manifest) as the run's MLflow dataset input: name, digest,
+        source, column schema and row count, tagged with ``context`` (training, evaluation, ...).
+        Reads only the file's footer."""
+        import pyarrow.parquet as pq
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        meta = pq.read_metadata(path)
+        cols = [{"name": f.name, "type": str(f.type)} for f in meta.schema.to_arrow_schema()]
+        dataset = Dataset(
+            name=path.stem,
+            digest=digest,
+            source_type="local",
+            source=json.dumps({"uri": str(path)}),
+            schema=json.dumps({"babelrs_columns": cols}),
+            profile=json.dumps({"num_rows": meta.num_rows}),
+        )
+        tags = [InputTag("mlflow.data.context", context)]
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=tags)])
+
     def finish(self, run_id: str, ok: bool) -> None:
         """Close a run as FINISHED or FAILED."""
         self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -81,3 +82,37 @@ def test_failed_stage_marks_the_run_failed(tracker: Tracker, tmp_path: Path) -> 
 def test_redact_hides_secret_env_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-123")
     assert redact("key=s3cr3t-value-123 ok") == "key=*** ok"
+
+
+def test_stages_reading_the_manifest_log_it_as_an_mlflow_dataset(
+    tracker: Tracker, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    from babelrs_core.tracking import path_hash
+    from tests.detector.det_fakes import make_fake_manifest
+
+    manifest = make_fake_manifest(tmp_path)
+    over = {"paths.manifest": str(manifest), "paths.raw": str(tmp_path / "raw"),
+            "validation.out_dir": str(tmp_path / "val"), "validation.data_docs": False}  # fmt: skip
+    params = load_params(ROOT / "params.yaml", over)
+    from babelrs_core.data.validation import DataValidationError
+
+    # the fake labels break a validation rule (fake label indices): the run fails, and the data
+    # it judged is still recorded (logged when the run starts)
+    with pytest.raises(DataValidationError, match="label_matches_class"):
+        run_stage("validate", params, tracker=tracker, progress=False)
+    (run,) = tracker.client.search_runs([tracker.experiment_id])
+    assert run.info.status == "FAILED"
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.name == manifest.stem and inp.dataset.digest == path_hash(manifest)
+    assert json.loads(inp.dataset.profile)["num_rows"] == pq.read_metadata(manifest).num_rows
+    cols = {c["name"] for c in json.loads(inp.dataset.schema)["babelrs_columns"]}
+    assert {"image_id", "dataset", "split"} <= cols
+    assert [(t.key, t.value) for t in inp.tags] == [("mlflow.data.context", "validation")]
+    # a stage that does not read the manifest logs no dataset
+    gen = load_params(ROOT / "params.yaml", {"paths.raw": str(tmp_path / "gen"),
+                      **{f"soi_mini.{d}.splits": {"train": 1}
+                         for d in ("sardet", "dota", "dronevehicle")}})  # fmt: skip
+    result = run_stage("generate", gen, tracker=tracker, progress=False)
+    assert not tracker.client.get_run(result["mlflow_run_id"]).inputs.dataset_inputs
