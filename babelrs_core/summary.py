@@ -44,3 +44,56 @@ def render_summary(results: dict[str, Any], console: Console | None = None) -> N
     if parent:
         where.add_row("pipeline", f"MLflow parent run {parent}")
     console.print(where)
+
+
+def headline_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The run's numbers for the pipeline's parent MLflow run: overall AP@50 / mAP / H-mAP, each
+    dataset's AP@50 / mAP, the registered version and whether the gate promoted it."""
+    out: dict[str, float] = {}
+    evaluation = results.get("evaluate")
+    if isinstance(evaluation, dict):
+        for key in (*DATASETS, "overall"):
+            row = evaluation.get(key)
+            if isinstance(row, dict):
+                prefix = "" if key == "overall" else f"{key}."
+                out |= {f"{prefix}{m}": float(row[m]) for m in ("ap50", "map", "hmap") if m in row}
+    registration = results.get("register")
+    if isinstance(registration, dict) and "version" in registration:
+        out["registered_version"] = float(registration["version"])
+        if "promoted" in registration:
+            out["promoted"] = float(bool(registration["promoted"]))
+    return out
+
+
+def summary_markdown(results: dict[str, Any], parent_run_id: str | None = None) -> str:
+    """The run in markdown (the Prefect flow run's artifact): evaluation table, gate decision,
+    validation outcome and the MLflow runs of every stage."""
+    lines = ["# babelrs-retrain", ""]
+    evaluation = results.get("evaluate")
+    if isinstance(evaluation, dict) and "overall" in evaluation:
+        lines += ["| dataset | modality | AP@50 | mAP(.5:.95) |", "|---|---|---:|---:|"]
+        for name, info in DATASETS.items():
+            row = evaluation.get(name)
+            if isinstance(row, dict):
+                lines.append(f"| {name} | {info.modality} | {row['ap50']:.2f} | {row['map']:.2f} |")
+        o = evaluation["overall"]
+        lines += [f"| overall (class mean) | | {o['ap50']:.2f} | {o['map']:.2f} |",
+                  f"| **H-mAP** | | | **{o['hmap']:.2f}** |", ""]  # fmt: skip
+    registration = results.get("register")
+    if isinstance(registration, dict) and "version" in registration:
+        gate = registration.get("gate", {})
+        verdict = gate.get("gate.decision", "not gated")
+        lines += [f"Registered `{registration.get('model_uri')}`: gate **{verdict}**"
+                  f" ({gate.get('gate.reason', '')}).", ""]  # fmt: skip
+    validation = results.get("validate")
+    if isinstance(validation, dict) and "passed" in validation:
+        status = "passed" if validation["passed"] else "FAILED"
+        counts = f"{validation.get('images')} images, {validation.get('objects')} objects"
+        lines += [f"Data validation {status}: {validation.get('checks')} checks over {counts}.", ""]
+    runs = [(s, r["mlflow_run_id"]) for s, r in results.items()
+            if isinstance(r, dict) and r.get("mlflow_run_id")]  # fmt: skip
+    if parent_run_id or runs:
+        lines += ["| stage | MLflow run |", "|---|---|"]
+        lines += [f"| pipeline (parent) | `{parent_run_id}` |"] if parent_run_id else []
+        lines += [f"| {s} | `{r}` |" for s, r in runs]
+    return "\n".join(lines)

@@ -128,11 +128,32 @@ def babelrs_retrain(
             results[spec.name] = _task_for(spec, params)(spec.name, data, parent, track)
             logger.info("stage %s: done", spec.name)
         ok = True
+        _publish(results, tracker, parent)
     finally:
         if tracker and parent:
             tracker.finish(parent, ok)
     results["mlflow_parent_run_id"] = parent
     return results
+
+
+def _publish(results: dict[str, Any], tracker: Tracker | None, parent: str | None) -> None:
+    """The run's headline numbers on the parent MLflow run, its summary as a Prefect markdown
+    artifact, and a link artifact to the parent run when MLflow is a server."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+    from babelrs_core.summary import headline_metrics, summary_markdown
+    from babelrs_core.tracking import redact
+
+    if tracker and parent:
+        with tracker.metric_sink(parent) as sink:
+            sink.log(0, headline_metrics(results))
+    what = "evaluation, gate decision, validation, MLflow runs"
+    create_markdown_artifact(summary_markdown(results, parent), key="babelrs-retrain-summary",
+                             description=what)  # fmt: skip
+    if tracker and parent and tracker.uri.startswith(("http://", "https://")):
+        link = f"{tracker.uri.rstrip('/')}/#/experiments/{tracker.experiment_id}/runs/{parent}"
+        create_link_artifact(redact(link), link_text="MLflow parent run",
+                             key="babelrs-retrain-mlflow")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -182,6 +182,20 @@ def test_prefect_has_the_flow_and_task_runs(runs: SimpleNamespace, servers: Serv
         "generate": "Completed",
         "import": "Completed",
     }
+    # the run's summary (markdown) and a link to its MLflow parent run, as Prefect artifacts
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    only_this = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+    with SyncPrefectClient(servers.prefect.url) as client:
+        artifacts = {a.key: a for a in client.read_artifacts(artifact_filter=only_this)}
+    parent_id = runs.first["result"]["mlflow_parent_run_id"]
+    summary = artifacts["babelrs-retrain-summary"]
+    assert summary.type == "markdown" and f"| pipeline (parent) | `{parent_id}` |" in summary.data
+    child_id = runs.first["result"]["import"]["mlflow_run_id"]
+    assert f"| import | `{child_id}` |" in summary.data
+    link = artifacts["babelrs-retrain-mlflow"]
+    assert link.data.startswith("[MLflow parent run](http://127.0.0.1:")
+    assert link.data.endswith(f"/runs/{parent_id})")
 
 
 def test_second_run_hits_the_task_cache(runs: SimpleNamespace, servers: Servers) -> None:
