@@ -53,12 +53,19 @@ class TwoStageHead(BaseModule):
         losses = {
             (f"rpn_{k}" if "loss" in k and "rpn" not in k else k): v for k, v in rpn_losses.items()
         }
-        losses.update(self.roi_head.loss(feats, proposals, samples))
+        losses.update(self.roi_head.loss(_nchw(feats), proposals, samples))
         return losses
 
     def predict(self, feats: tuple[torch.Tensor, ...], samples: list, rescale: bool = True) -> list:
         proposals = self.rpn_head.predict(feats, samples, rescale=False)
-        return self.roi_head.predict(feats, proposals, samples, rescale=rescale)
+        return self.roi_head.predict(_nchw(feats), proposals, samples, rescale=rescale)
 
     def forward(self, feats: tuple[torch.Tensor, ...]) -> Any:
         return self.rpn_head.forward(feats)
+
+
+def _nchw(feats: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """mmcv's RoI ops (``RoIAlignRotated``, ``RoIAlign``) index the raw buffer as NCHW and give
+    wrong features for channels-last maps without an error (finetune.channels_last): hand them
+    NCHW copies (``tests/detector/test_oriented.py`` checks both layouts predict the same)."""
+    return tuple(f.contiguous() for f in feats)

@@ -89,6 +89,7 @@ def probe_params(root: Path, dataset: str, box_type: str, head: str, iters: int)
             "finetune.iters": iters,
             "finetune.lr": 2.0e-3,
             "finetune.warmup_iters": 10,
+            "finetune.lr_schedule": "step",  # the probes were calibrated on the step schedule
             "finetune.lr_steps": [0.8],
             "finetune.grad_cosine_every": 0,
             "finetune.checkpoint_every": iters,

@@ -172,6 +172,46 @@ def test_oriented_heads_train_and_predict_beside_a_horizontal_sar_head(
     assert dims == [4, 4, 5, 5]  # SAR horizontal, DOTA / DroneVehicle (cx, cy, w, h, θ)
 
 
+def test_rroi_features_are_read_from_nchw_maps_under_channels_last(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mmcv's RoI ops index the raw buffer as NCHW: on channels-last maps (finetune.channels_last)
+    they return wrong features without an error (the Oriented R-CNN probe stopped learning). The
+    RoI head must only ever get NCHW maps."""
+    from mmcv.ops import RoIAlignRotated
+
+    x = torch.randn(1, 8, 32, 32)
+    rois = torch.tensor([[0, 16.0, 16.0, 10.0, 6.0, 0.3]])
+    op = RoIAlignRotated((7, 7), 1.0, 2)
+    wrong = op(x.contiguous(memory_format=torch.channels_last), rois)
+    assert not torch.allclose(op(x, rois), wrong)  # the mmcv behaviour the guard exists for
+
+    params = tiny_params(root, **{"finetune.init": "scratch",
+                                  "finetune.heads.dota.type": "oriented_rcnn"})  # fmt: skip
+    torch.manual_seed(0)
+    model = MODELS.build(ConfigDict(model_config(params, NORM)))
+    model.init_weights()
+    assert model.backbone.encoder.channels_last  # the shipped default
+    extractor = model.heads["dota"].roi_head.bbox_roi_extractor
+    seen: list[bool] = []
+    forward = extractor.forward
+
+    def spy(feats, *args, **kwargs):
+        seen.extend(f.is_contiguous() for f in feats)
+        return forward(feats, *args, **kwargs)
+
+    monkeypatch.setattr(extractor, "forward", spy)
+    # a batch of DOTA images only: the head gets the FPN maps as they are (not index-selected)
+    dota = [DATASETS.build(c) for c in source_datasets(params, root / "manifest.parquet")][1]
+    data = model.data_preprocessor(pseudo_collate([dota[0], dota[1]]), True)
+    model.loss(data["inputs"], data["data_samples"])
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(pseudo_collate([dota[0], dota[1]]), False)
+        model.predict(data["inputs"], data["data_samples"])
+    assert seen and all(seen), seen
+
+
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
