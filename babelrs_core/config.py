@@ -571,6 +571,7 @@ class Orchestration(Strict):
     """Prefect scheduling of the pipeline (prefect.yaml, infra/local/serve_scheduler.sh)."""
 
     gpu_concurrency: PosInt = 1  # task runs tagged ``gpu`` at once (Prefect tag concurrency limit)
+    output_lock_timeout_s: NonNegFloat = 3600.0  # wait for another run writing the same outputs
 
 
 class Distributed(Strict):

@@ -21,6 +21,7 @@ import yaml
 from babelrs_core import distributed as dist_util
 from babelrs_core import settings_env, stages
 from babelrs_core.config import Params, flatten
+from babelrs_core.io.output_lock import output_locks
 from babelrs_core.pipeline import StageSpec, params_subset, stage
 from babelrs_core.tracking import (
     Tracker,
@@ -110,7 +111,24 @@ def run_stage(
 ) -> dict[str, Any]:
     """Run stage ``name``; tracked in MLflow when ``tracker`` is given."""
     spec = stage(name)
-    if tracker is None or not tracker.enabled or not dist_util.is_main():
+    if not dist_util.is_main():  # rank 0 holds the output locks for the whole process group
+        return call_stage(spec, params, progress)
+    with output_locks(spec.outputs(params), params.orchestration.output_lock_timeout_s,
+                      who=f"stage {name}"):  # fmt: skip
+        return _run_tracked(spec, params, tracker, parent_run_id, runner, progress, data_hashes)
+
+
+def _run_tracked(
+    spec: StageSpec,
+    params: Params,
+    tracker: Tracker | None,
+    parent_run_id: str | None,
+    runner: str,
+    progress: bool,
+    data_hashes: dict[str, str] | None,
+) -> dict[str, Any]:
+    name = spec.name
+    if tracker is None or not tracker.enabled:
         return call_stage(spec, params, progress)
     parent_run_id = parent_run_id or settings_env.read(PARENT_ENV) or None
     tags = {**lineage_tags(params, runner), "babelrs.stage": name}
