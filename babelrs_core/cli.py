@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +16,8 @@ from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import DiskFullError
 from babelrs_core.settings_env import read
 
-DEBUG_ENV = "BABELRS_DEBUG"  # "1": errors keep their traceback (babelrs --debug)
+DEBUG_ENV = "BABELRS_DEBUG"  # "1": errors keep their traceback (as babelrs --debug)
+_STATE = {"debug": False}  # set by the --debug option
 
 app = typer.Typer(
     help="babelrs: multi-sensor (SAR / RGB / IR) remote-sensing detectors with BabelRS.",
@@ -72,7 +72,7 @@ def _main(
     ] = False,
 ) -> None:
     if debug:
-        os.environ[DEBUG_ENV] = "1"
+        _STATE["debug"] = True
     if version:
         typer.echo(__version__)
         raise typer.Exit()
@@ -451,7 +451,7 @@ def main() -> None:
     try:
         app()
     except (ConfigError, FileNotFoundError, ValueError, DiskFullError, BabelrsError) as exc:
-        if read(DEBUG_ENV) == "1":
+        if _STATE["debug"] or read(DEBUG_ENV) == "1":
             raise
         bad_input = isinstance(exc, (ConfigError, FileNotFoundError, ValueError))
         message = exc.strerror if isinstance(exc, DiskFullError) and not bad_input else exc
