@@ -111,10 +111,10 @@ def run_stage(
 ) -> dict[str, Any]:
     """Run stage ``name``; tracked in MLflow when ``tracker`` is given."""
     spec = stage(name)
-    if not dist_util.is_main():  # rank 0 holds the output locks for the whole process group
+    if not dist_util.is_main():  # rank 0 holds the data locks for the whole process group
         return call_stage(spec, params, progress)
     with output_locks(spec.outputs(params), params.orchestration.output_lock_timeout_s,
-                      who=f"stage {name}"):  # fmt: skip
+                      who=f"stage {name}", inputs=spec.inputs(params)):  # fmt: skip
         return _run_tracked(spec, params, tracker, parent_run_id, runner, progress, data_hashes)
 
 
