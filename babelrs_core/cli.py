@@ -454,7 +454,7 @@ def main() -> None:
         if _STATE["debug"] or read(DEBUG_ENV) == "1":
             raise
         bad_input = isinstance(exc, (ConfigError, FileNotFoundError, ValueError))
-        message = exc.strerror if isinstance(exc, DiskFullError) and not bad_input else exc
+        message = exc.strerror if isinstance(exc, DiskFullError) else exc
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         sys.exit(2 if bad_input else 1)
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from babelrs_core.concepts import DATASETS
 
-METRICS = ("ap50", "map")
-
 
 def _num(tags: dict[str, str], key: str) -> str:
     value = tags.get(key)

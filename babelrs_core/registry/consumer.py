@@ -70,7 +70,7 @@ def explain_load_error(model_uri: str, tracking_uri: str, exc: Exception) -> Mod
         )
     name, alias, version = match["name"], match["alias"], match["version"]
     try:
-        return _explain_registry(model_uri, name, alias, version, tracking_uri, text)
+        return _explain_registry(model_uri, name, alias, version, tracking_uri, where, text)
     except Exception as again:  # the registry itself cannot be read: say so, not a traceback
         return ModelLoadError(
             f"{model_uri}: {_first_line(text)} ({where}: {_first_line(str(again))})"
@@ -86,14 +86,18 @@ def _first_line(text: str) -> str:
 
 
 def _explain_registry(
-    model_uri: str, name: str, alias: str | None, version: str | None, tracking_uri: str, text: str
+    model_uri: str,
+    name: str,
+    alias: str | None,
+    version: str | None,
+    tracking_uri: str,
+    where: str,
+    text: str,
 ) -> ModelLoadError:
+    """``where``: the tracking URI as it may be shown (secrets masked)."""
     import mlflow
 
-    from babelrs_core.tracking import redact
-
     client = mlflow.MlflowClient(tracking_uri)
-    where = redact(tracking_uri)
     names = sorted(m.name for m in client.search_registered_models(max_results=50))
     if name not in names:
         known = (

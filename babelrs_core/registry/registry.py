@@ -81,16 +81,21 @@ def eval_from_tags(tags: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def champion_version(client: Any, name: str) -> Any | None:
-    """The version the alias ``champion`` points at, or None."""
+def alias_version(client: Any, name: str, alias: str) -> Any | None:
+    """The version ``alias`` of model ``name`` points at, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if _error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def champion_version(client: Any, name: str) -> Any | None:
+    """The version the alias ``champion`` points at, or None."""
+    return alias_version(client, name, CHAMPION)
 
 
 Reevaluate = Callable[[Any], dict[str, Any]]
@@ -175,16 +180,9 @@ def write_card(client: Any, name: str, version: str) -> None:
 def mark_challenger(client: Any, name: str, version: str, cfg: Registry) -> None:
     """Point the alias ``challenger`` at ``version`` under the promotion lock, unless a newer
     version already holds it (two register stages finishing in either order leave the newest)."""
-    from mlflow.exceptions import MlflowException
-
     with promotion_lock(client, name, cfg):
-        try:
-            current = str(client.get_model_version_by_alias(name, CHALLENGER).version)
-        except MlflowException as exc:
-            if _error_code(exc) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise
-            current = None
-        if current is None or int(current) < int(version):
+        current = alias_version(client, name, CHALLENGER)
+        if current is None or int(current.version) < int(version):
             client.set_registered_model_alias(name, CHALLENGER, version)
 
 
