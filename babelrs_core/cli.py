@@ -251,36 +251,24 @@ def _stage_command(name: str) -> None:
             ),
         ] = None,
         result_json: Annotated[
-            Path | None, typer.Option(help="also write the result here (rank 0 only)")
+            Path | None, typer.Option(help="write the result here instead of printing it")
         ] = None,
-        runner: Annotated[str, typer.Option(hidden=True, help="lineage tag value")] = "cli",
+        runner: Annotated[
+            str, typer.Option(help="who runs the stage (lineage tag babelrs.runner; dvc.yaml: dvc)")
+        ] = "cli",
     ) -> None:
         from babelrs_core import distributed as dist_util
         from babelrs_core.io.atomic import write_json
-        from babelrs_core.runner import launch_distributed, run_stage, wants_torchrun
+        from babelrs_core.pipeline.runner import execute_stage
+        from babelrs_core.tracking import Tracker
 
         p = _params(params, set_)
-        if wants_torchrun(name, p):  # params.distributed asks for several processes
-            result = launch_distributed(
-                name, p, track=track, parent_run_id=parent_run_id, runner=runner
-            )
-        else:
-            tracker = None
-            if track and dist_util.is_main():
-                from babelrs_core.tracking import Tracker
-
-                tracker = Tracker.from_params(p)
-            result = run_stage(
-                name,
-                p,
-                tracker=tracker,
-                parent_run_id=parent_run_id,
-                runner=runner,
-                progress=not quiet,
-            )
+        tracker = Tracker.from_params(p) if track and dist_util.is_main() else None
+        result = execute_stage(spec, p, tracker=tracker, runner=runner,
+                               parent_run_id=parent_run_id, progress=not quiet)  # fmt: skip
         if not dist_util.is_main():
             return
-        if result_json is not None:  # the launcher reads it (and shows the log)
+        if result_json is not None:
             write_json(result_json, json.loads(json.dumps(result, default=str)))
         else:
             _echo_json(result)
@@ -393,9 +381,11 @@ def pipeline_dvc_yaml(
     out: Annotated[Path, typer.Option(help="file to write")] = Path("dvc.yaml"),
     check: Annotated[bool, typer.Option(help="exit 1 if the file differs instead")] = False,
 ) -> None:
-    """Write dvc.yaml from the stage specs in babelrs_core/pipeline.py (one source of truth)."""
+    """Write dvc.yaml from the stage specs in babelrs_core/pipeline/specs.py (one source of
+    truth)."""
     from babelrs_core.io.atomic import write_text
-    from babelrs_core.pipeline import PIPELINE, dvc_yaml
+    from babelrs_core.pipeline import PIPELINE
+    from babelrs_core.pipeline.dvc import dvc_yaml
 
     text = dvc_yaml(PIPELINE, load_params(params))
     if check:
@@ -416,21 +406,25 @@ def pipeline_run(
         list[str] | None, typer.Option("--stage", help="run only these stages (repeatable)")
     ] = None,
     track: TrackOpt = True,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="prefect: the babelrs-retrain flow (ephemeral Prefect unless "
+            "PREFECT_API_URL is set); local: in this process, no orchestrator"
+        ),
+    ] = "prefect",
 ) -> None:
-    """Run the whole pipeline through the Prefect flow `babelrs-retrain` (ephemeral Prefect
-    unless PREFECT_API_URL is set), then print the summary table."""
-
-    from babelrs_core.settings_env import read
+    """Run the whole pipeline (or --stage ...), then print the summary table."""
+    from babelrs_core.pipeline.runners import get_runner
     from babelrs_core.summary import render_summary
 
     overrides = _parse_overrides(set_)
     load_params(params, overrides)  # fail fast, before Prefect starts or anything is written
+    run = get_runner(runner)
     home = read("PREFECT_HOME")
     if home:  # Prefect creates only the last folder of its home; make the parents first
         Path(home).mkdir(parents=True, exist_ok=True)
-    from flows.retrain import babelrs_retrain
-
-    results = babelrs_retrain(str(params), overrides or None, stage or None, track)
+    results = run(str(params), overrides or None, stage or None, track)
     render_summary(results)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -572,6 +573,12 @@ class Orchestration(Strict):
 
     gpu_concurrency: PosInt = 1  # task runs tagged ``gpu`` at once (Prefect tag concurrency limit)
     output_lock_timeout_s: NonNegFloat = 3600.0  # wait for another run writing the same outputs
+    # Prefect task timeout per stage (seconds); a stage missing here has none
+    stage_timeout_s: dict[str, PosFloat] = {}
+    # where Prefect keeps task results: null = Prefect's local storage (PREFECT_HOME/storage),
+    # "block:<type>/<name>" = a saved storage block (e.g. block:s3-bucket/babelrs-results, for
+    # workers on other machines), anything else = a local folder
+    result_storage: str | None = None
 
 
 class Distributed(Strict):
@@ -750,16 +757,18 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def flatten_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a nested mapping (leaves that are not mappings kept as they are)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten_dict(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
 def flatten(params: Params) -> dict[str, Any]:
     """Dotted-key view of the params (for tracking)."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
-            out[prefix] = node
-
-    walk("", params.model_dump(mode="json"))
-    return out
+    return flatten_dict(params.model_dump(mode="json"))

@@ -1,10 +1,10 @@
 """Data-parallel training with ``torchrun``: rank helpers, the process group, the launch command.
 
 A training stage runs as one plain process when ``distributed.nproc_per_node x nnodes`` is 1. With
-more, the runners start ``torchrun ... -m babelrs_core.cli stage <name>`` (:func:`torchrun_command`,
-:func:`run_streaming`); ``torchrun`` sets ``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE`` and every
-process joins the group in :func:`process_group` (NCCL on GPUs, gloo on CPU). Only rank 0 logs,
-writes checkpoints and outputs, and talks to MLflow.
+more, the stage runner starts ``torchrun ... -m babelrs_core.pipeline.worker``
+(:func:`torchrun_command`, :func:`run_streaming`); ``torchrun`` sets ``RANK`` / ``LOCAL_RANK`` /
+``WORLD_SIZE`` and every process joins the group in :func:`process_group` (NCCL on GPUs, gloo on
+CPU). Only rank 0 logs, writes checkpoints and outputs, and talks to MLflow.
 """
 
 from __future__ import annotations
@@ -118,14 +118,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def torchrun_command(cfg: Any, args: Sequence[str], python: str | None = None) -> list[str]:
+def torchrun_command(
+    cfg: Any,
+    args: Sequence[str],
+    python: str | None = None,
+    module: str = "babelrs_core.pipeline.worker",
+) -> list[str]:
     """``torchrun`` (as ``python -m torch.distributed.run``) for ``params.distributed`` running
-    ``python -m babelrs_core.cli <args>`` in every process."""
+    ``python -m <module> <args>`` in every process."""
     cmd = [python or sys.executable, "-m", "torch.distributed.run"]
     cmd += [f"--nproc-per-node={cfg.nproc_per_node}", f"--nnodes={cfg.nnodes}"]
     endpoint = cfg.rdzv_endpoint or f"127.0.0.1:{free_port()}"
     cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={cfg.rdzv_id}"]
-    cmd += ["--max-restarts=0", "-m", "babelrs_core.cli", *args]
+    cmd += ["--max-restarts=0", "-m", module, *args]
     return cmd
 
 

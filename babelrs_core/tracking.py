@@ -51,11 +51,22 @@ def default_tracking_uri(store: Path = DEFAULT_STORE) -> str:
     return f"sqlite:///{(store / 'mlflow.db').resolve()}"
 
 
+def _environ_snapshot() -> dict[str, str]:
+    """A copy of the environment; MLflow's telemetry thread sets and deletes a variable while the
+    copy is made, so a copy that races with it is retried."""
+    for _ in range(20):
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):  # a key deleted / added while iterating
+            continue
+    return dict(os.environ)
+
+
 def secret_values() -> list[str]:
     """Values of credential-like environment variables (never to be logged)."""
     return [
         v
-        for k, v in os.environ.items()
+        for k, v in _environ_snapshot().items()
         if v
         and len(v) >= 4
         and any(m in k.upper() for m in SECRET_ENV_MARKERS)
@@ -86,24 +97,6 @@ def params_hash(flat: Mapping[str, Any]) -> str:
     """Stable short hash of a flattened params mapping."""
     blob = json.dumps(dict(sorted(flat.items())), default=str, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def path_hash(path: Path) -> str:
-    """Content hash of a file or folder (sorted relative names + bytes), short hex. Python
-    bytecode (``__pycache__``, ``*.pyc``) is not content: importing the code must not change it
-    (``.dvcignore`` skips the same for DVC)."""
-    h = hashlib.sha256()
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*")
-        if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.relative_to(path).parts
-    )  # fmt: skip
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 class MetricBuffer:

@@ -10,9 +10,9 @@ stages import their libraries lazily):
 
 1. ``direct``: the stage functions of babelrs_core/stages.py called one after the other
    (no tracking, no Prefect);
-2. ``tracked``: :func:`babelrs_core.runner.run_stage` with an MLflow tracker on a local SQLite
-   store (what ``babelrs stage`` / ``dvc repro`` run), no Prefect: once creating the store, then
-   ``--repeat`` times;
+2. ``tracked``: :func:`babelrs_core.pipeline.runner.execute_stage` with an MLflow tracker on a
+   local SQLite store (what ``babelrs stage`` / ``dvc repro`` run), no Prefect: once creating the
+   store, then ``--repeat`` times;
 3. ``flow, first``: the flow with tracking on and an ephemeral Prefect server (no
    ``PREFECT_API_URL``), started by this call (fresh ``PREFECT_HOME``);
 4. ``flow``: the flow ``--repeat`` times on new output paths (new cache keys: every task runs);
@@ -90,7 +90,7 @@ def main() -> None:
 
     from babelrs_core.config import load_params
     from babelrs_core.pipeline import stage
-    from babelrs_core.runner import call_stage, run_stage
+    from babelrs_core.pipeline.runner import call_stage, execute_stage
     from babelrs_core.tracking import Tracker
     from flows.retrain import babelrs_retrain
 
@@ -107,7 +107,9 @@ def main() -> None:
         tracker = Tracker.from_params(params)
         parent = tracker.start("bench-tracked", {})
         for name in args.stages:
-            run_stage(name, params, tracker=tracker, parent_run_id=parent, progress=False)
+            execute_stage(
+                stage(name), params, tracker=tracker, parent_run_id=parent, progress=False
+            )
         tracker.finish(parent, True)
 
     def flow(work: Path) -> dict:

@@ -1,36 +1,45 @@
 """``babelrs-retrain``: the Prefect 3 flow that runs the pipeline stages in order.
 
-A thin wrapper: each task calls :func:`babelrs_core.runner.run_stage`, the same code path as
-``babelrs stage <name>`` and ``dvc repro``. What Prefect adds:
+A thin wrapper: each task calls :func:`babelrs_core.pipeline.runner.execute_stage`, the same code
+path as ``babelrs stage <name>``, ``dvc repro`` and the ablation. What Prefect adds:
 
 * tasks named after the stages, tagged ``gpu`` where they train (a tag concurrency limit, set by
-  ``make serve-scheduler`` from ``orchestration.gpu_concurrency``, keeps two runs off one GPU);
+  ``make serve-scheduler`` from ``orchestration.gpu_concurrency``, keeps two runs off one GPU),
+  with a timeout per stage (``orchestration.stage_timeout_s``);
 * retries for transient failures only (never for bad data or bad params);
-* results persisted as JSON and a cache keyed on the stage's params subset and the content hashes
-  of its inputs and code, so an unchanged stage is skipped as DVC would skip it (a stage whose
-  outputs were deleted is re-run);
-* flow parameters that override params.yaml keys, validated like the file;
-* training stages run as a ``torchrun`` subprocess when ``params.distributed`` asks for more than
-  one process (:func:`babelrs_core.runner.launch_distributed`): its output streams into the task
-  log, a non-zero exit fails the task with the status and the log tail, and rank 0 creates the
-  stage's MLflow run under the parent run id passed on its command line.
+* results persisted as JSON (``orchestration.result_storage``: local, or a storage block such as
+  S3 for workers on other machines) and a cache keyed on the stage's params subset and the content
+  hashes of its inputs and code, so an unchanged stage is skipped as DVC would skip it (a stage
+  whose outputs were deleted is re-run);
+* after a stage runs, ``dvc commit`` records it in ``dvc.lock`` (when the project is a DVC
+  repository), so ``dvc status`` and ``dvc repro`` agree with what the flow did;
+* flow parameters that override params.yaml keys, validated like the file, and a flow-run name
+  that says which (``retrain-iters1500-seed0``);
+* library logs (mmengine, babelrs_core) in the task logs; a markdown summary and a link to the
+  MLflow parent run as Prefect artifacts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
 
 from babelrs_core.config import ConfigError, Params, load_params, parse_params
 from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import DiskFullError
-from babelrs_core.pipeline import PIPELINE, StageSpec, cache_key, stage
-from babelrs_core.runner import launch_distributed, lineage_tags, run_stage, wants_torchrun
-from babelrs_core.tracking import Tracker, path_hash
+from babelrs_core.pipeline.runner import execute_stage
+from babelrs_core.pipeline.runners import log_headline, parent_run
+from babelrs_core.pipeline.specs import PIPELINE, STAGES, StageSpec, cache_key, stage
+from babelrs_core.pipeline.vcs import commit_stage
+from babelrs_core.tracking import Tracker
 
 #: Errors that a retry cannot fix: bad data, bad params, bad files.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -39,11 +48,13 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     KeyError,
     FileNotFoundError,
 )
+#: loggers whose records reach the task log (besides print, which log_prints routes)
+LIBRARY_LOGGERS = ("babelrs_core", "mmengine", "mlflow")
 
 
 def _stage_cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
     params = parse_params(arguments["params_data"])
-    return cache_key(stage(arguments["name"]), params, path_hash)
+    return cache_key(stage(arguments["name"]), params)
 
 
 def _retry_transient(task_: Any, task_run: Any, state: Any) -> bool:
@@ -51,6 +62,30 @@ def _retry_transient(task_: Any, task_run: Any, state: Any) -> bool:
     if isinstance(exc, BabelrsError | DiskFullError):
         return bool(getattr(exc, "transient", False))
     return not isinstance(exc, PERMANENT_ERRORS)
+
+
+class _TaskLogHandler(logging.Handler):
+    """Forward library log records to the Prefect run logger of the task."""
+
+    def __init__(self, target: logging.Logger | logging.LoggerAdapter) -> None:
+        super().__init__(logging.INFO)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.log(record.levelno, "%s: %s", record.name, record.getMessage())
+
+
+@contextmanager
+def _library_logs_to_task_log() -> Iterator[None]:
+    handler = _TaskLogHandler(get_run_logger())
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
 
 
 @task(
@@ -63,46 +98,68 @@ def _retry_transient(task_: Any, task_run: Any, state: Any) -> bool:
 def stage_task(
     name: str, params_data: dict[str, Any], parent_run_id: str | None, track: bool
 ) -> dict[str, Any]:
-    """Run one stage (tracked as a child MLflow run of ``parent_run_id``)."""
+    """Run one stage (tracked as a child MLflow run of ``parent_run_id``), then record it in
+    ``dvc.lock``."""
     params = parse_params(params_data)
-    if wants_torchrun(name, params):
-        logger = get_run_logger()
-        result = launch_distributed(
-            name,
-            params,
-            track=track,
-            parent_run_id=parent_run_id,
-            runner="prefect",
-            log=logger.info,
-        )
-        return json.loads(json.dumps(result, default=str))
+    spec = stage(name)
+    logger = get_run_logger()
     tracker = Tracker.from_params(params) if track else None
-    # lineage: content hashes of the data inputs (babelrs.data_hash.<path> tags)
-    inputs = stage(name).inputs(params) if track else []
-    hashes = {str(p): path_hash(p) for p in inputs if p.exists()}
-    result = run_stage(
-        name,
-        params,
-        tracker=tracker,
-        parent_run_id=parent_run_id,
-        runner="prefect",
-        data_hashes=hashes,
-    )
+    with _library_logs_to_task_log():
+        result = execute_stage(spec, params, tracker=tracker, runner="prefect",
+                               parent_run_id=parent_run_id, log=logger.info)  # fmt: skip
+        committed = commit_stage(spec, params)
+    if committed:
+        logger.info("stage %s: recorded in dvc.lock", name)
     return json.loads(json.dumps(result, default=str))
+
+
+def _result_storage(params: Params) -> Any:
+    where = params.orchestration.result_storage
+    if where is None:
+        return None
+    return where.removeprefix("block:") if where.startswith("block:") else Path(where)
 
 
 def _task_for(spec: StageSpec, params: Params) -> Any:
     outputs_missing = not all(p.exists() for p in spec.outputs(params))
+    options: dict[str, Any] = {}
+    storage = _result_storage(params)
+    if storage is not None:
+        options["result_storage"] = storage
     return stage_task.with_options(
         name=spec.name,
         task_run_name=spec.name,
         tags=["babelrs", *(["gpu"] if spec.gpu else [])],
         retries=spec.retries,
         refresh_cache=outputs_missing,
+        timeout_seconds=params.orchestration.stage_timeout_s.get(spec.name),
+        **options,
     )
 
 
-@flow(name="babelrs-retrain", log_prints=True)
+def run_name(overrides: dict[str, Any] | None, seed: int) -> str:
+    """``retrain-<last key><value>...-seed<seed>`` from the overridden params keys, e.g.
+    ``{"finetune.iters": 1500}`` -> ``retrain-iters1500-seed0``."""
+    parts = ["retrain"]
+    for key, value in sorted((overrides or {}).items()):
+        if key == "seed":
+            continue
+        text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+        parts.append(f"{key.rsplit('.', 1)[-1]}{text}".replace(" ", "")[:40])
+    return "-".join([*parts, f"seed{seed}"])
+
+
+def _flow_run_name() -> str:
+    parameters = flow_run.get_parameters()
+    overrides = parameters.get("overrides") or {}
+    try:
+        seed = load_params(Path(parameters.get("params_path", "params.yaml")), overrides).seed
+    except (ConfigError, OSError):
+        seed = overrides.get("seed", "?")
+    return run_name(overrides, seed)
+
+
+@flow(name="babelrs-retrain", log_prints=True, flow_run_name=_flow_run_name)
 def babelrs_retrain(
     params_path: str = "params.yaml",
     overrides: dict[str, Any] | None = None,
@@ -112,28 +169,31 @@ def babelrs_retrain(
     """Run the pipeline (all stages, or ``stages``) with ``overrides`` applied to params.yaml."""
     logger = get_run_logger()
     params = load_params(Path(params_path), overrides)  # invalid params fail before any task
+    unknown = sorted(set(params.orchestration.stage_timeout_s) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"orchestration.stage_timeout_s: unknown stage(s) {', '.join(unknown)}")
     selected = [stage(n) for n in stages] if stages else PIPELINE
     tracker = Tracker.from_params(params) if track else None
-    parent = tracker.start("babelrs-retrain", lineage_tags(params, "prefect")) if tracker else None
     results: dict[str, Any] = {}
-    ok = False
-    try:
-        if tracker and parent:
-            from babelrs_core.config import flatten
-
-            tracker.log_params(parent, flatten(params))
+    with parent_run(params, tracker, "prefect") as parent:
         data = params.model_dump(mode="json")
         for spec in selected:
             logger.info("stage %s: start", spec.name)
             results[spec.name] = _task_for(spec, params)(spec.name, data, parent, track)
             logger.info("stage %s: done", spec.name)
-        ok = True
         _publish(results, tracker, parent)
-    finally:
-        if tracker and parent:
-            tracker.finish(parent, ok)
     results["mlflow_parent_run_id"] = parent
     return results
+
+
+def run_pipeline(
+    params_path: str = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+    stages: list[str] | None = None,
+    track: bool = True,
+) -> dict[str, Any]:
+    """The ``prefect`` pipeline runner (entry point ``babelrs.runners``): the flow, run now."""
+    return babelrs_retrain(params_path, overrides, stages, track)
 
 
 def _publish(results: dict[str, Any], tracker: Tracker | None, parent: str | None) -> None:
@@ -141,12 +201,10 @@ def _publish(results: dict[str, Any], tracker: Tracker | None, parent: str | Non
     artifact, and a link artifact to the parent run when MLflow is a server."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-    from babelrs_core.summary import headline_metrics, summary_markdown
+    from babelrs_core.summary import summary_markdown
     from babelrs_core.tracking import redact
 
-    if tracker and parent:
-        with tracker.metric_sink(parent) as sink:
-            sink.log(0, headline_metrics(results))
+    log_headline(tracker, parent, results)
     what = "evaluation, gate decision, validation, MLflow runs"
     create_markdown_artifact(summary_markdown(results, parent), key="babelrs-retrain-summary",
                              description=what)  # fmt: skip

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from babelrs_core.config import flatten, load_params
-from babelrs_core.runner import run_stage
+from babelrs_core.pipeline import stage
+from babelrs_core.pipeline.runner import execute_stage
 from babelrs_core.tracking import MetricBuffer, Tracker, log_step, params_hash, redact
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,9 @@ def test_run_stage_makes_a_child_run_with_params_subset_and_lineage(
         },
     )
     parent = tracker.start("pipeline", {"kind": "parent"})
-    result = run_stage("generate", params, tracker=tracker, parent_run_id=parent, progress=False)
+    result = execute_stage(
+        stage("generate"), params, tracker=tracker, parent_run_id=parent, progress=False
+    )
     child = tracker.client.get_run(result["mlflow_run_id"])
     assert child.info.status == "FINISHED"
     assert child.data.tags["mlflow.parentRunId"] == parent
@@ -73,7 +76,7 @@ def test_run_stage_makes_a_child_run_with_params_subset_and_lineage(
 def test_failed_stage_marks_the_run_failed(tracker: Tracker, tmp_path: Path) -> None:
     params = load_params(ROOT / "params.yaml", {"paths.manifest": str(tmp_path / "none.parquet")})
     with pytest.raises(FileNotFoundError):
-        run_stage("validate", params, tracker=tracker, progress=False)
+        execute_stage(stage("validate"), params, tracker=tracker, progress=False)
     runs = tracker.client.search_runs([tracker.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert runs[0].data.tags["babelrs.stage"] == "validate" and runs[0].info.end_time is not None
@@ -89,7 +92,7 @@ def test_stages_reading_the_manifest_log_it_as_an_mlflow_dataset(
 ) -> None:
     import pyarrow.parquet as pq
 
-    from babelrs_core.tracking import path_hash
+    from babelrs_core.io.hashing import path_hash
     from tests.detector.det_fakes import make_fake_manifest
 
     manifest = make_fake_manifest(tmp_path)
@@ -101,7 +104,7 @@ def test_stages_reading_the_manifest_log_it_as_an_mlflow_dataset(
     # the fake labels break a validation rule (fake label indices): the run fails, and the data
     # it judged is still recorded (logged when the run starts)
     with pytest.raises(DataValidationError, match="label_matches_class"):
-        run_stage("validate", params, tracker=tracker, progress=False)
+        execute_stage(stage("validate"), params, tracker=tracker, progress=False)
     (run,) = tracker.client.search_runs([tracker.experiment_id])
     assert run.info.status == "FAILED"
     (inp,) = run.inputs.dataset_inputs
@@ -114,5 +117,5 @@ def test_stages_reading_the_manifest_log_it_as_an_mlflow_dataset(
     gen = load_params(ROOT / "params.yaml", {"paths.raw": str(tmp_path / "gen"),
                       **{f"soi_mini.{d}.splits": {"train": 1}
                          for d in ("sardet", "dota", "dronevehicle")}})  # fmt: skip
-    result = run_stage("generate", gen, tracker=tracker, progress=False)
+    result = execute_stage(stage("generate"), gen, tracker=tracker, progress=False)
     assert not tracker.client.get_run(result["mlflow_run_id"]).inputs.dataset_inputs

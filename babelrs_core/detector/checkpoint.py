@@ -22,7 +22,6 @@ loader would fall back to an unsafe unpickle), and fine-tuning hands mmengine th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 from babelrs_core.errors import BabelrsError
 from babelrs_core.io import safe_load
 from babelrs_core.io.atomic import atomic_path, write_bytes, write_json
+from babelrs_core.io.hashing import file_sha256
 
 DETECTOR_FORMAT = "babelrs-detector/1"
 DETECTOR_JSON = "detector.json"
@@ -71,14 +71,6 @@ def _register_atomic_backend() -> None:
 
 _register_atomic_backend()
 safe_load.install()
-
-
-def sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def safe_load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -126,7 +118,7 @@ def save_weights(model: nn.Module, target: str | os.PathLike[str]) -> str:
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(target, suffix=".safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": DETECTOR_FORMAT})
-    return sha256(target)
+    return file_sha256(target)
 
 
 def export_detector(model: nn.Module, out: str | os.PathLike[str], info: dict[str, Any]) -> dict:
@@ -164,7 +156,7 @@ def load_weights(
     path = Path(folder) / info["weights"]
     if not path.exists():
         raise DetectorCheckpointError(f"{path}: detector weights not found")
-    if info.get("sha256") and sha256(path) != info["sha256"]:
+    if info.get("sha256") and file_sha256(path) != info["sha256"]:
         raise DetectorCheckpointError(
             f"{path}: sha256 does not match {DETECTOR_JSON} (corrupted or replaced file)"
         )

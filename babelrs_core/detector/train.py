@@ -38,6 +38,7 @@ from babelrs_core.detector.hooks import (
     read_metrics,
 )
 from babelrs_core.io.atomic import write_json
+from babelrs_core.io.hashing import file_sha256
 
 #: mAP per dataset vs iteration on the validation split (written during training)
 VALIDATION_CSV = "validation.csv"
@@ -54,7 +55,7 @@ def fingerprint(params: Params, manifest: Path, encoder_dir: Path | None) -> dic
     }
     if params.finetune.init == "csia" and encoder_dir is not None:
         meta = Path(encoder_dir) / "encoder.json"
-        fp["encoder_sha256"] = ckpt.sha256(meta) if meta.exists() else None
+        fp["encoder_sha256"] = file_sha256(meta) if meta.exists() else None
     for key in ("log_every", "checkpoint_every", "keep_checkpoints", "threads", "device"):
         fp["finetune"].pop(key, None)  # bookkeeping, not the run itself
     fp["finetune"].pop("iters", None)  # a run may be extended

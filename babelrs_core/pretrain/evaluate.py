@@ -8,7 +8,6 @@ caption is meaningless). Chance for region classification is 1 / (number of offe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from safetensors.torch import save_file
 
 from babelrs_core.config import Params
 from babelrs_core.io.atomic import atomic_path, write_json, write_text
+from babelrs_core.io.hashing import file_sha256
 from babelrs_core.models.encoders import ENCODER_JSON_FORMAT
 from babelrs_core.pretrain.dataset import Encoded, PretrainData
 from babelrs_core.pretrain.instructions import normalize_answer
@@ -138,14 +138,6 @@ def evaluate(
     return {"heldout": result, "examples": dict(examples), "records": records}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _save_safetensors(tensors: dict[str, torch.Tensor], target: Path) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(target, suffix=".safetensors") as tmp:
@@ -180,7 +172,7 @@ def export_outputs(
         "encoder": params.model.encoder,
         "arch": enc.arch_kwargs,
         "weights": weights.name,
-        "sha256": _sha256(weights),
+        "sha256": file_sha256(weights),
         "num_layers": enc.num_layers,
         "layer_index": "hidden-state index: 0 = stem / patch embedding, k = output of block k "
         "(1-based); docs/pretraining.md",

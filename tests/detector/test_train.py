@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from babelrs_core.detector import checkpoint as ckpt
 from babelrs_core.detector.checkpoint import DetectorCheckpointError
 from babelrs_core.detector.train import run_finetune
+from babelrs_core.io.hashing import file_sha256
 from tests.detector.det_fakes import make_fake_encoder, make_fake_manifest, tiny_params
 from tests.images import assert_png
 
@@ -91,7 +92,7 @@ def test_finetune_resume_evaluate_and_infer(root: Path) -> None:
     assert any(k.startswith("val.") for k in seen_metrics[-1])
     info = json.loads((root / "finetune" / "detector.json").read_text())
     weights = load_file(root / "finetune" / "detector.safetensors")
-    assert info["sha256"] == ckpt.sha256(root / "finetune" / "detector.safetensors")
+    assert info["sha256"] == file_sha256(root / "finetune" / "detector.safetensors")
     assert weights and all(torch.isfinite(t).all() for t in weights.values())
     train = json.loads((root / "finetune" / "train.json").read_text())
     assert train["resumed_from"] == 4 and train["iters_this_run"] == 12

@@ -29,7 +29,8 @@ import yaml
 from babelrs_core.config import parse_params
 from babelrs_core.data.importing import import_datasets
 from babelrs_core.data.shards import ShardReader, verify_shards, write_shards
-from babelrs_core.pipeline import PIPELINE, StageSpec, dvc_stage
+from babelrs_core.pipeline import PIPELINE
+from babelrs_core.pipeline.dvc import dvc_stage
 from tests.data import fake_data
 from tests.servers import MotoServer, ThrottledProxy, aws_env, start_moto
 
@@ -135,17 +136,6 @@ def tiny_params() -> dict:
     return params
 
 
-#: The shard stage as it belongs in babelrs_core/pipeline.py; used here only while the project's
-#: PIPELINE does not have it yet (its command is then the equivalent ``babelrs data shard``).
-SHARD_SPEC = StageSpec(
-    name="shard",
-    func="shard",
-    help="Pack the manifest's images into content-addressed tar shards + index (what DVC moves).",
-    params=("paths.manifest", "shards"),
-    code=("babelrs_core/data/shards.py",),
-    deps=("{paths.manifest}", "{paths.raw}", "{validation.out_dir}"),
-    outs=("{shards.dir}",),
-)
 DATA_STAGES = ("generate", "import", "validate", "shard")
 
 
@@ -154,8 +144,6 @@ def data_pipeline_yaml(params: dict) -> str:
     parsed = parse_params(params)
     specs = {s.name: s for s in PIPELINE if s.name in DATA_STAGES}
     stages_ = {name: dvc_stage(spec, parsed) for name, spec in specs.items()}
-    if "shard" not in stages_:
-        stages_["shard"] = {**dvc_stage(SHARD_SPEC, parsed), "cmd": "babelrs data shard --quiet"}
     assert list(stages_) == list(DATA_STAGES), list(stages_)
     return yaml.safe_dump({"stages": stages_}, sort_keys=False)
 

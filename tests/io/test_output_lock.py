@@ -14,7 +14,8 @@ import pytest
 
 from babelrs_core.config import load_params
 from babelrs_core.io.output_lock import OutputLockedError, lock_file, output_locks
-from babelrs_core.runner import run_stage
+from babelrs_core.pipeline import stage
+from babelrs_core.pipeline.runner import execute_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = """
@@ -52,7 +53,7 @@ def test_a_second_writer_fails_naming_the_first_and_a_kill_leaves_no_stale_lock(
     try:
         t0 = time.monotonic()
         with pytest.raises(OutputLockedError) as err:
-            run_stage("generate", params, progress=False)
+            execute_stage(stage("generate"), params, progress=False)
         assert time.monotonic() - t0 >= 1.0  # it waited the configured time
         msg = str(err.value)
         assert msg.startswith(f"{params.paths.raw.resolve()}: another run holds it (stage finetune")
@@ -65,7 +66,7 @@ def test_a_second_writer_fails_naming_the_first_and_a_kill_leaves_no_stale_lock(
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=30)
     # the kernel dropped the dead holder's lock: the next run goes ahead at once
-    result = run_stage("generate", _tiny(tmp_path, timeout_s=0.0), progress=False)
+    result = execute_stage(stage("generate"), _tiny(tmp_path, timeout_s=0.0), progress=False)
     assert (params.paths.raw / "SARDet_100K").is_dir() and result
     lock = lock_file(params.paths.raw)  # outside the data: nothing beside raw/ but the dataset
     assert lock.is_file() and lock.parent != params.paths.raw.parent

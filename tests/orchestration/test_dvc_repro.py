@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from babelrs_core.config import parse_params, set_dotted
-from babelrs_core.pipeline import dvc_yaml, stage
+from babelrs_core.pipeline import stage
+from babelrs_core.pipeline.dvc import dvc_yaml
 from tests.orchestration.servers_prefect_mlflow import BIN, ROOT, clean_env
 
 pytestmark = pytest.mark.slow

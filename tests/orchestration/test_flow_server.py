@@ -25,10 +25,10 @@ from uuid import UUID
 import mlflow
 import pytest
 
-from babelrs_core.config import flatten, load_params
+from babelrs_core.config import flatten, flatten_dict, load_params
+from babelrs_core.io.hashing import path_hash
 from babelrs_core.pipeline import params_subset, stage
-from babelrs_core.runner import _flat
-from babelrs_core.tracking import git_lineage, params_hash, path_hash
+from babelrs_core.tracking import git_lineage, params_hash
 from tests.orchestration.conftest import Servers
 from tests.orchestration.servers_prefect_mlflow import (
     ROOT,
@@ -126,7 +126,7 @@ def test_first_run_is_tracked_in_mlflow(runs: SimpleNamespace, servers: Servers)
         assert child.info.status == "FINISHED"
         assert child.info.run_id == runs.first["result"][name]["mlflow_run_id"]
         # exactly the params subset the stage reads
-        subset = {k: str(v) for k, v in _flat(params_subset(params, spec.params)).items()}
+        subset = {k: str(v) for k, v in flatten_dict(params_subset(params, spec.params)).items()}
         assert child.data.params == subset
         assert child.data.metrics["stage_seconds"] > 0
         # artifacts: the metric / plot / extra files the stage writes (none for these two)

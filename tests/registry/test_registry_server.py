@@ -77,7 +77,8 @@ def _register(state: State, which, label: str, **extra: object) -> dict:
 def state(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[State]:
     """v1 = worse (first version, floor 100: rejected; then promoted by the CLI with floor 0),
     v2 = better (promoted), v3 = worse (rejected against v2)."""
-    from babelrs_core.runner import run_stage
+    from babelrs_core.pipeline import stage
+    from babelrs_core.pipeline.runner import execute_stage
     from babelrs_core.tracking import Tracker
 
     tmp = tmp_path_factory.mktemp("registry-server")
@@ -90,7 +91,7 @@ def state(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             # v1 through the stage runner (the model is logged in the stage's MLflow run)
             over = {"tracking.experiment": "registry-test", "registry.out_dir": str(tmp / "v1")}
             params = trained.params(trained.worse, **over, **{"registry.floor": 100.0})
-            result = run_stage("register", params, tracker=Tracker.from_params(params))
+            result = execute_stage(stage("register"), params, tracker=Tracker.from_params(params))
             st.versions["v1"] = result["version"]
             assert result["mlflow_run_id"] == result["run_id"]
             # a human re-runs the gate with a lower floor
