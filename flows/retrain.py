@@ -77,15 +77,20 @@ class _TaskLogHandler(logging.Handler):
 
 @contextmanager
 def _library_logs_to_task_log() -> Iterator[None]:
+    """INFO and above of :data:`LIBRARY_LOGGERS` go to the task log while the block runs."""
     handler = _TaskLogHandler(get_run_logger())
     loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)
+        if lg.getEffectiveLevel() > logging.INFO:
+            lg.setLevel(logging.INFO)
     try:
         yield
     finally:
-        for lg in loggers:
+        for lg, level in zip(loggers, levels, strict=True):
             lg.removeHandler(handler)
+            lg.setLevel(level)
 
 
 @task(
@@ -144,8 +149,11 @@ def run_name(overrides: dict[str, Any] | None, seed: int) -> str:
     for key, value in sorted((overrides or {}).items()):
         if key == "seed":
             continue
-        text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-        parts.append(f"{key.rsplit('.', 1)[-1]}{text}".replace(" ", "")[:40])
+        if isinstance(value, dict | list):
+            text = json.dumps(value, separators=(",", ":"), default=str)
+        else:
+            text = Path(value).name if isinstance(value, str) and "/" in value else str(value)
+        parts.append(f"{key.rsplit('.', 1)[-1]}{text}".replace(" ", "")[:32])
     return "-".join([*parts, f"seed{seed}"])
 
 

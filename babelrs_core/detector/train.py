@@ -9,6 +9,7 @@ nothing; everything else (detector, data, schedule) is identical.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -217,6 +218,10 @@ def _run(
     runner_cls.device = device
     runner_cls.sync_bn = cfg.bn == "train"
     runner = runner_cls.from_cfg(fast_config(rcfg))
+    # mmengine's MMLogger is outside the logging tree: handlers on the standard "mmengine" logger
+    # (e.g. the Prefect task log of flows/retrain.py) receive the Runner's records too
+    for handler in logging.getLogger("mmengine").handlers:
+        runner.logger.addHandler(handler)
     metrics_path = out / "metrics.jsonl"
     if main:
         runner.register_hook(

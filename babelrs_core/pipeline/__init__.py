@@ -5,10 +5,11 @@ worker (:mod:`.worker`), ``dvc.yaml`` generation (:mod:`.dvc`) and the pipeline 
 from babelrs_core.pipeline.specs import (
     PIPELINE,
     STAGES,
+    Curve,
     StageSpec,
     cache_key,
     params_subset,
     stage,
 )
 
-__all__ = ["PIPELINE", "STAGES", "StageSpec", "cache_key", "params_subset", "stage"]
+__all__ = ["PIPELINE", "STAGES", "Curve", "StageSpec", "cache_key", "params_subset", "stage"]

@@ -33,9 +33,9 @@ def dvc_yaml(pipeline: list[StageSpec], params: Params) -> str:
     )
     body: dict[str, Any] = {"stages": {s.name: dvc_stage(s, params) for s in pipeline}}
     plots = [
-        {title: {"x": x, "y": {s.resolve(path, params): list(ys)}}}
+        {c.title: {"x": c.x, "y": {s.resolve(f, params): list(c.y) for f in c.files}}}
         for s in pipeline
-        for title, path, x, ys in s.curves
+        for c in s.curves
     ]
     if plots:
         body["plots"] = plots

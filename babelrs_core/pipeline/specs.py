@@ -19,8 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from babelrs_core import stages
+from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params
 from babelrs_core.io.hashing import path_hash
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A DVC top-level plot: columns ``y`` against ``x`` of CSV files a stage writes."""
+
+    title: str
+    x: str
+    y: tuple[str, ...]
+    files: tuple[str, ...]  # paths (with placeholders) inside the stage's outputs
 
 
 @dataclass(frozen=True)
@@ -36,8 +47,7 @@ class StageSpec:
     outs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()  # JSON metric files (DVC ``metrics``, cache: false)
     plots: tuple[str, ...] = ()
-    # DVC top-level plots: (title, CSV file, x column, y columns) of files inside an output
-    curves: tuple[tuple[str, str, str, tuple[str, ...]], ...] = ()
+    curves: tuple[Curve, ...] = ()  # DVC top-level plots of files inside the outputs
     gpu: bool = False
     distributed: bool = False  # runs under torchrun when params.distributed asks for > 1 process
     retries: int = 0  # Prefect retries for transient failures (never for bad data)
@@ -163,11 +173,11 @@ PIPELINE: list[StageSpec] = [
         deps=("{paths.manifest}", "{paths.raw}", "{paths.pretrain_out}"),
         outs=("{paths.finetune_out}",),
         curves=(
-            (
+            Curve(
                 "validation mAP vs iteration",
-                "{paths.finetune_out}/validation.csv",
                 "iter",
                 ("sardet", "dota", "dronevehicle", "hmap"),
+                ("{paths.finetune_out}/validation.csv",),
             ),
         ),
         extra={
@@ -197,6 +207,14 @@ PIPELINE: list[StageSpec] = [
             "{paths.eval_out}/orientation.json",
         ),
         metrics=("{paths.eval_out}/metrics/eval.json",),
+        curves=(
+            Curve(
+                "precision-recall at IoU 0.5 (class mean)",
+                "recall",
+                ("precision",),
+                tuple(f"{{paths.eval_out}}/plots/pr_{d}.csv" for d in DATASETS),
+            ),
+        ),
         extra={
             "artifacts": (
                 "{paths.eval_out}/plots",

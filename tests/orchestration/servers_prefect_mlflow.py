@@ -217,13 +217,15 @@ for kwargs in json.loads(sys.argv[1]):
 """
 
 
-def run_flows(runs: list[dict], env: dict[str, str], timeout: float = 600) -> list[dict]:
-    """Run ``babelrs_retrain(**kwargs)`` for each of ``runs`` in one subprocess (cwd: the
-    repository root); one result mapping per run."""
+def run_flows(
+    runs: list[dict], env: dict[str, str], timeout: float = 600, cwd: Path = ROOT
+) -> list[dict]:
+    """Run ``babelrs_retrain(**kwargs)`` for each of ``runs`` in one subprocess (in ``cwd``, this
+    checkout's code); one result mapping per run."""
     result = subprocess.run(
         [sys.executable, "-c", FLOW_SCRIPT, json.dumps(runs)],
-        cwd=ROOT,
-        env=env,
+        cwd=cwd,
+        env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -5,6 +5,8 @@ and a dvc.yaml generated from the stage specs (``generate`` and ``import`` only,
 ``babelrs pipeline dvc-yaml`` writes it). ``babelrs`` is found on PATH (``.venv/bin`` first).
 
 * the first ``dvc repro`` runs every stage; the second runs none;
+* after the Prefect flow ran the stages (no overrides), ``dvc status`` is clean and ``dvc repro``
+  runs nothing: the flow recorded each stage in ``dvc.lock``;
 * changing one key only ``import`` reads: ``dvc status`` names only ``import`` and ``dvc repro``
   re-runs only ``import``; changing a key ``generate`` reads re-runs both (``import`` depends on
   ``generate``'s output).
@@ -12,18 +14,22 @@ and a dvc.yaml generated from the stage specs (``generate`` and ``import`` only,
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 
-from babelrs_core.config import parse_params, set_dotted
+from babelrs_core.config import load_params, parse_params, set_dotted
 from babelrs_core.pipeline import stage
 from babelrs_core.pipeline.dvc import dvc_yaml
-from tests.orchestration.servers_prefect_mlflow import BIN, ROOT, clean_env
+from tests.orchestration.conftest import Servers
+from tests.orchestration.servers_prefect_mlflow import BIN, ROOT, clean_env, prefect_env, run_flows
+from tests.pipeline.lineage import assert_stage_lineage
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +41,14 @@ TINY = {
 }
 
 
+#: the held-out split of each dataset in TINY
+TINY_HELD_OUT = (("sardet", "test"), ("dota", "val"), ("dronevehicle", "test"))
+
+
 class DvcRepo:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, stages: list[str] = STAGES) -> None:
         self.path = path
+        self.stages = stages
         self.env = clean_env(
             DVC_GLOBAL_CONFIG_DIR=str(path.parent / "dvc-global"),
             DVC_SYSTEM_CONFIG_DIR=str(path.parent / "dvc-system"),
@@ -48,7 +59,7 @@ class DvcRepo:
         self.run("git", "init", "-q")
         self.dvc("init", "-q")
         self.dvc("config", "core.autostage", "false")
-        for code in sorted({c for name in STAGES for c in stage(name).code}):
+        for code in sorted({c for name in stages for c in stage(name).code}):
             src, dst = ROOT / code, path / code
             dst.parent.mkdir(parents=True, exist_ok=True)
             if src.is_dir():
@@ -75,7 +86,7 @@ class DvcRepo:
         for key, value in {**TINY, **overrides}.items():
             set_dotted(data, key, value)
         (self.path / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-        text = dvc_yaml([stage(n) for n in STAGES], parse_params(data))
+        text = dvc_yaml([stage(n) for n in self.stages], parse_params(data))
         (self.path / "dvc.yaml").write_text(text)
 
     def repro(self) -> list[str]:
@@ -86,7 +97,7 @@ class DvcRepo:
     def changed(self) -> set[str]:
         """Stages ``dvc status`` reports as changed."""
         out = self.dvc("status").stdout
-        return {m for m in re.findall(r"^(\w+):\s*$", out, re.M) if m in STAGES}
+        return {m for m in re.findall(r"^(\w+):\s*$", out, re.M) if m in self.stages}
 
 
 def test_dvc_repro_runs_changed_stages_only(tmp_path: Path) -> None:
@@ -112,3 +123,53 @@ def test_dvc_repro_runs_changed_stages_only(tmp_path: Path) -> None:
     repo.write_params({"importers.min_box_size_px": 2.0, "seed": 1})  # read by `generate`
     assert repo.changed() == {"generate"}  # import changes once generate's output does
     assert repo.repro() == STAGES
+
+
+def test_a_flow_run_leaves_dvc_up_to_date(tmp_path: Path, servers: Servers) -> None:
+    repo = DvcRepo(tmp_path / "repo")
+    repo.write_params({})
+    env = prefect_env(tmp_path / "prefect-home", servers.prefect.url)
+    (result,) = run_flows([{"stages": STAGES}], env, cwd=repo.path)
+    assert result["state"] == "COMPLETED", result
+    lock = yaml.safe_load((repo.path / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(STAGES)
+    assert repo.changed() == set()
+    assert "Data and pipelines are up to date." in repo.dvc("status").stdout
+    assert repo.repro() == []  # nothing to reproduce after the flow
+
+    # dvc repro runs a stage through the same runner: the same lineage, runner "dvc"
+    repo.write_params({"importers.min_box_size_px": 2.0})
+    assert repo.repro() == ["import"]
+    client = mlflow.MlflowClient(f"sqlite:///{repo.path / 'outputs/mlflow/mlflow.db'}")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        "tags.`babelrs.stage` = 'import'",
+        order_by=["attributes.start_time ASC"],
+    )
+    assert [r.data.tags["babelrs.runner"] for r in runs] == ["prefect", "dvc"]
+    params = load_params(repo.path / "params.yaml")
+    assert_stage_lineage(runs[1], stage("import"), params, "dvc", cwd=repo.path)
+
+
+def test_dvc_exp_run_with_a_param_and_metrics_diff(tmp_path: Path) -> None:
+    """What docs/orchestration.md shows: an experiment with one params key changed
+    (``dvc exp run -S``) and its metrics against the committed baseline (``dvc metrics diff``)."""
+    stages = [*STAGES, "validate"]
+    repo = DvcRepo(tmp_path / "repo", stages)
+    # six train images cannot hold every class: the tiny set is checked for what it has
+    only_train = {f"soi_mini.{d}.splits.{s}": 0 for d, s in TINY_HELD_OUT}
+    relaxed = {"validation.required_splits": ["train"], "validation.train_classes": "observed"}
+    repo.write_params({**only_train, **relaxed})
+    assert repo.repro() == stages
+    repo.run("git", "add", "-A")
+    repo.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+
+    key = "soi_mini.sardet.splits.train"
+    out = repo.dvc("exp", "run", "-S", f"{key}=3")
+    assert re.findall(r"Running stage '([^']+)'", out.stdout + out.stderr) == stages
+    diff = repo.dvc("metrics", "diff", "--json")
+    changes = json.loads(diff.stdout)["outputs/validation/summary.json"]
+    assert changes["images"] == {"old": 6, "new": 7, "diff": 1}
+    assert changes["rows"]["diff"] > 0
+    params = yaml.safe_load((repo.path / "params.yaml").read_text())
+    assert params["soi_mini"]["sardet"]["splits"]["train"] == 3  # the experiment's workspace

@@ -29,6 +29,7 @@ from babelrs_core.config import flatten, flatten_dict, load_params
 from babelrs_core.io.hashing import path_hash
 from babelrs_core.pipeline import params_subset, stage
 from babelrs_core.tracking import git_lineage, params_hash
+from flows.retrain import run_name
 from tests.orchestration.conftest import Servers
 from tests.orchestration.servers_prefect_mlflow import (
     ROOT,
@@ -37,6 +38,7 @@ from tests.orchestration.servers_prefect_mlflow import (
     run_flow,
     run_flows,
 )
+from tests.pipeline.lineage import assert_stage_lineage
 
 pytestmark = pytest.mark.slow
 
@@ -155,6 +157,8 @@ def test_first_run_is_tracked_in_mlflow(runs: SimpleNamespace, servers: Servers)
         assert tags["babelrs.params_hash"] == params_hash(flatten(params))
         assert tags["prefect.flow_run_id"] == flow_run_id
         assert tags["babelrs.runner"] == "prefect"
+    # the same lineage as every other runner records (tests/pipeline/test_runner.py)
+    assert_stage_lineage(children["import"], stage("import"), params, "prefect")
 
 
 def test_artifacts_go_to_s3_through_the_server(runs: SimpleNamespace, servers: Servers) -> None:
@@ -228,6 +232,70 @@ def test_changing_an_import_key_reruns_only_import(runs: SimpleNamespace, server
     assert list(children) == ["import"]
     assert children["import"].data.params[IMPORT_ONLY_KEY] == "2.0"
     assert children["import"].data.tags["prefect.flow_run_id"] == runs.third["flow_run_id"]
+
+
+def test_flow_run_is_named_after_its_overrides(runs: SimpleNamespace, servers: Servers) -> None:
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(servers.prefect.url) as client:
+        third = client.read_flow_run(UUID(runs.third["flow_run_id"]))
+    assert third.name == run_name(runs.changed, 0)
+    assert third.name.startswith("retrain-") and third.name.endswith("-seed0")
+    assert "-min_box_size_px2.0-" in third.name and "-rawraw-" in third.name
+    assert run_name({"finetune.iters": 1500}, 0) == "retrain-iters1500-seed0"
+
+
+def test_library_logs_reach_the_task_log(runs: SimpleNamespace, servers: Servers) -> None:
+    """Records of the babelrs_core loggers (here: why the stage was not recorded in dvc.lock,
+    the flow ran with overrides) are in the Prefect task log, not only on a console."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    only_this = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(runs.first["flow_run_id"])]))
+    with SyncPrefectClient(servers.prefect.url) as client:
+        logs = client.read_logs(log_filter=only_this, limit=200)
+    lines = [log.message for log in logs if log.task_run_id is not None]
+    expected = "stage import: not recorded in dvc.lock (params differ from params.yaml (overrides))"
+    assert f"babelrs_core.pipeline.vcs: {expected}" in lines, lines[-20:]
+
+
+@pytest.fixture(scope="module")
+def option_runs(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A run whose generate stage has a 0.5 s timeout, and one keeping task results in a folder
+    of its own (orchestration.result_storage); both in one subprocess."""
+    work = tmp_path_factory.mktemp("options")
+    env = prefect_env(
+        work / "prefect-home", servers.prefect.url, MLFLOW_TRACKING_URI=servers.mlflow.url
+    )
+    timeout = {**tiny_overrides(work / "timeout", "orchestration-timeout"),
+               "orchestration.stage_timeout_s": {"generate": 0.5}}  # fmt: skip
+    storage = {**tiny_overrides(work / "storage", "orchestration-storage"),
+               "orchestration.result_storage": str(work / "results")}  # fmt: skip
+    calls = [{"overrides": ov, "stages": STAGES} for ov in (timeout, storage)]
+    timed_out, stored = run_flows(calls, env)
+    return {"work": work, "timeout": timed_out, "storage": stored}
+
+
+def test_a_stage_past_its_timeout_fails_the_flow(
+    option_runs: dict[str, Any], servers: Servers
+) -> None:
+    result = option_runs["timeout"]
+    assert result["state"] == "FAILED"
+    assert task_states(servers.prefect.url, result["flow_run_id"]) == {"generate": "TimedOut"}
+
+
+def test_task_results_go_to_the_configured_storage(
+    option_runs: dict[str, Any], servers: Servers
+) -> None:
+    result = option_runs["storage"]
+    assert result["state"] == "COMPLETED", result
+    assert task_states(servers.prefect.url, result["flow_run_id"]) == {
+        "generate": "Completed",
+        "import": "Completed",
+    }
+    stored = [p for p in (option_runs["work"] / "results").rglob("*") if p.is_file()]
+    texts = "\n".join(p.read_text(errors="replace") for p in stored)
+    assert len(stored) >= 2 and result["result"]["import"]["manifest"] in texts
 
 
 INVALID = {
