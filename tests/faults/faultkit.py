@@ -68,3 +68,19 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 900) -> None:
 def temp_leftovers(folder: Path) -> list[Path]:
     """Temporary files of interrupted atomic writes (``.<name>.*.tmp``)."""
     return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def wait_stopped(proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Wait until ``proc`` stopped itself (state ``T``: the ``BABELRS_FAULT_STOP_WRITE`` hook of
+    babelrs_core/io/atomic.py holds it half-way through a write)."""
+    deadline = time.monotonic() + timeout
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while stat.read_text().rpartition(")")[2].split()[0] != "T":
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"process ended before the write hook stopped it:\n{proc.stdout.read()}"
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the write hook did not stop the process within {timeout} s")
+        time.sleep(0.1)
