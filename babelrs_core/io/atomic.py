@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from babelrs_core.settings_env import read
+
 #: errors that mean "the disk (or the file size limit) is full", reported as :class:`DiskFullError`
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 #: tests only: a glob of target file names whose write stops half-way (see the module docstring)
@@ -66,7 +68,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
 
 def _fault_stop(tmp: Path, target: Path) -> None:
     """The fault-suite hook: half the bytes on disk, then stop (a kill -9 lands mid-write)."""
-    pattern = os.environ.get(FAULT_STOP_ENV)
+    pattern = read(FAULT_STOP_ENV)
     if pattern and fnmatch.fnmatch(target.name, pattern):
         os.truncate(tmp, tmp.stat().st_size // 2)
         os.kill(os.getpid(), signal.SIGSTOP)
