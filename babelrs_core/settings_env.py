@@ -55,6 +55,18 @@ ENV_VARS: tuple[EnvVar, ...] = (
         deploy=False,
     ),
     EnvVar(
+        "BABELRS_FAULT_STOP_WRITE",
+        "babelrs",
+        "tests only: glob of file names whose atomic write stops half-way (SIGSTOP; kill -9 test)",
+        deploy=False,
+    ),
+    EnvVar(
+        "BABELRS_FAULT_STOP_AFTER_REGISTER",
+        "babelrs",
+        "tests only: 1 = the register stage stops (SIGSTOP) once the model version exists",
+        deploy=False,
+    ),
+    EnvVar(
         "BABELRS_DEBUG",
         "babelrs",
         "1: the CLI shows the traceback of errors (babelrs --debug sets it)",

@@ -191,6 +191,19 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.update(MLFLOW_TRACKING_URI=saved_env)
 
 
+#: tag prefix of the process that created a run (``host``, ``pid``, ``pid_start``, ``boot_id``)
+OWNER_TAG = "babelrs.owner"
+
+
+def owner_tags() -> dict[str, str]:
+    """``babelrs.owner.*`` tags of this process (the registry lock's notion of an owner)."""
+    from babelrs_core.registry.lock import Owner
+
+    me = Owner.me()
+    fields = {"host": me.host, "pid": str(me.pid), "pid_start": me.pid_start, "boot_id": me.boot_id}
+    return {f"{OWNER_TAG}.{k}": v for k, v in fields.items()}
+
+
 class Tracker:
     """MLflow runs for one pipeline run: a parent run, a child run per stage."""
 
@@ -220,12 +233,40 @@ class Tracker:
         )
 
     def start(self, name: str, tags: Mapping[str, str], parent_id: str | None = None) -> str:
-        """Create a run (nested under ``parent_id``) and return its id."""
-        all_tags = {**tags}
+        """Create a run (nested under ``parent_id``) and return its id. The run records its owner
+        process (``babelrs.owner.*`` tags); runs of the same name and params hash that a killed
+        process left RUNNING are closed first (:meth:`close_orphans`)."""
+        self.close_orphans(name, tags.get("babelrs.params_hash"))
+        all_tags = {**tags, **owner_tags()}
         if parent_id:
             all_tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id
+
+    def close_orphans(self, name: str, params_hash: str | None = None) -> list[str]:
+        """Mark KILLED the runs called ``name`` (with this params hash, if given) still RUNNING
+        whose owner process is known to be gone: on this host, a dead pid, a pid reused by a
+        younger process, or a boot ago (``babelrs.owner.*`` tags). A run of another host or
+        without owner tags is left as it is (nobody can tell it is dead). Returns their ids."""
+        from babelrs_core.registry.lock import Owner, owner_alive
+
+        query = f"attributes.run_name = '{name}' AND attributes.status = 'RUNNING'"
+        if params_hash:
+            query += f" AND tags.`babelrs.params_hash` = '{params_hash}'"
+        closed = []
+        for run in self.client.search_runs([self.experiment_id], query, max_results=100):
+            tag = {k.removeprefix(f"{OWNER_TAG}."): v for k, v in run.data.tags.items()}
+            if not tag.get("pid", "").isdigit():
+                continue
+            who = f"{tag.get('host', '')}:{tag['pid']}"
+            owner = Owner(who, tag.get("host", ""), int(tag["pid"]), tag.get("pid_start", ""),
+                          tag.get("boot_id", ""), 0.0)  # fmt: skip
+            if owner_alive(owner) is False:
+                note = f"its process {who} is gone; closed at the start of a new {name} run"
+                self.client.set_tag(run.info.run_id, "babelrs.closed_as_orphan", note)
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+        return closed
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Params in batches of 100 (MLflow's per-request limit), values as text."""

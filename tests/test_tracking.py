@@ -119,3 +119,41 @@ def test_stages_reading_the_manifest_log_it_as_an_mlflow_dataset(
                          for d in ("sardet", "dota", "dronevehicle")}})  # fmt: skip
     result = execute_stage(stage("generate"), gen, tracker=tracker, progress=False)
     assert not tracker.client.get_run(result["mlflow_run_id"]).inputs.dataset_inputs
+
+
+def test_a_new_run_closes_the_runs_a_killed_process_left_running(tracker: Tracker) -> None:
+    """A run whose owner process is dead (pid gone, or reused by a younger process) is marked
+    KILLED when a run of the same name and params hash starts; live, foreign-host, other-params and
+    untagged runs stay RUNNING."""
+    import os
+    import sys
+
+    from babelrs_core.tracking import owner_tags
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    me = owner_tags()
+    owners = {
+        "dead": {**me, "babelrs.owner.pid": str(dead.pid)},
+        "reused": {**me, "babelrs.owner.pid_start": "1"},  # this pid, started at another time
+        "alive": me,
+        "elsewhere": {**me, "babelrs.owner.host": "another-host", "babelrs.owner.pid": "1"},
+        "untagged": {},
+    }
+    ids = {}
+    for key, owner in owners.items():
+        tags = {"babelrs.params_hash": "h1", "babelrs.stage": "finetune", **owner}
+        ids[key] = tracker.client.create_run(tracker.experiment_id, run_name="finetune",
+                                             tags=tags).info.run_id  # fmt: skip
+    other = {**owners["dead"], "babelrs.params_hash": "h2"}
+    ids["other_params"] = tracker.client.create_run(tracker.experiment_id, run_name="finetune",
+                                                    tags=other).info.run_id  # fmt: skip
+    new = tracker.start("finetune", {"babelrs.params_hash": "h1"})
+    status = {k: tracker.client.get_run(v).info.status for k, v in ids.items()}
+    assert status == {"dead": "KILLED", "reused": "KILLED", "alive": "RUNNING",
+                      "elsewhere": "RUNNING", "untagged": "RUNNING",
+                      "other_params": "RUNNING"}  # fmt: skip
+    note = tracker.client.get_run(ids["dead"]).data.tags["babelrs.closed_as_orphan"]
+    assert note.startswith(f"its process {me['babelrs.owner.host']}:{dead.pid} is gone")
+    tags = tracker.client.get_run(new).data.tags
+    assert tags["babelrs.owner.pid"] == str(os.getpid()) and tags["babelrs.owner.pid_start"]

@@ -38,7 +38,7 @@ from babelrs_core.detector.hooks import (
     ValidationHook,
     read_metrics,
 )
-from babelrs_core.io.atomic import write_json
+from babelrs_core.io.atomic import sweep_temporaries, write_json
 from babelrs_core.io.hashing import file_sha256
 
 #: mAP per dataset vs iteration on the validation split (written during training)
@@ -188,6 +188,8 @@ def _run(
             (out / name).unlink(missing_ok=True)
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        for folder in (out, work_dir):  # half-written files of a killed run (never read)
+            sweep_temporaries(folder)
         write_json(run_json, fp)
     dist_util.barrier()  # rank 0 has cleared or kept the folder before anyone builds the runner
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from babelrs_core import distributed as dist_util
 from babelrs_core.config import Params
-from babelrs_core.io.atomic import write_text
+from babelrs_core.io.atomic import sweep_temporaries, write_text
 from babelrs_core.models.encoders import VisionEncoder, build_encoder
 from babelrs_core.models.lvsa import TapFusion, alpha
 from babelrs_core.models.pivot import Pivot, TinyBertSpec, load_pivot
@@ -308,6 +308,9 @@ def _run(
         for old in ckpt.list_checkpoints(ckpt_dir):
             old.unlink()
         logger.path.unlink(missing_ok=True)
+    if main:
+        for folder in (out, ckpt_dir):  # half-written files of a killed run (never read)
+            sweep_temporaries(folder)
     dist_util.barrier()  # every rank has read the checkpoint before rank 0 writes new ones
 
     def save(step: int) -> None:

@@ -11,10 +11,19 @@ name, in any processes or machines on one tracking server, therefore run one aft
 second compares against the champion the first left. A lock is taken over only when its owner is
 known to be gone (a dead process on this host, or older than ``registry.lock_stale_s`` on another
 host). After moving the alias the gate reads it back and fails if it changed.
+
+**Interrupted registrations.** A version is created with the tag ``babelrs.registration=started``
+(in the same request as its other tags), which becomes ``complete`` once the challenger alias, the
+card and the gate are done. A register stage that finds a ``started`` version of the same weights
+(``detector.sha256``) evaluated on the same data (``eval.data_hash``), left by a run that died
+(the tracking server or the process killed mid-way), finishes that version instead of registering
+another: no version is left without its gate tags, and none is registered twice.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +40,10 @@ from babelrs_core.settings_env import read
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PAUSE_ENV = "BABELRS_GATE_PAUSE_S"  # tests: seconds to hold the lock (widens a race window)
+#: tests only: "1" = stop this process (SIGSTOP) right after the version is created (fault suite)
+STOP_AFTER_REGISTER_ENV = "BABELRS_FAULT_STOP_AFTER_REGISTER"
+#: version tag: ``started`` from its creation, ``complete`` once alias, card and gate are done
+STATUS_TAG = "babelrs.registration"
 EVAL_METRICS = ("ap50", "map", "hmap")
 
 
@@ -186,6 +199,27 @@ def mark_challenger(client: Any, name: str, version: str, cfg: Registry) -> None
             client.set_registered_model_alias(name, CHALLENGER, version)
 
 
+def unfinished_version(client: Any, name: str, weights_sha256: str, data_hash: str) -> Any | None:
+    """The newest version of ``name`` whose registration started but never completed, for these
+    weights and evaluation data, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    found = [
+        v
+        for v in versions
+        if (v.tags or {}).get(STATUS_TAG) == "started"
+        and v.tags.get("detector.sha256") == weights_sha256
+        and v.tags.get("eval.data_hash") == data_hash
+    ]
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
 def register(
     params: Params,
     detector_dir: Path | None = None,
@@ -218,27 +252,42 @@ def register(
     if own_run:
         run_id = tracker.start("register", {**git_lineage(), "babelrs.stage": "register"})
     try:
-        with fluent_tracking_uri(tracker.uri):
-            with mlflow.start_run(run_id=run_id, nested=True):
-                model_info = log_detector_model(
-                    detector_dir, [eval_dir / "metrics" / "eval.json", eval_dir / "eval_info.json"]
-                )
-            tags = {
-                **eval_tags(ev, ev_info),
-                "detector.sha256": str(info.get("sha256")),
-                "detector.init": str(info.get("init")),
-                "detector.encoder": str(info.get("encoder")),
-                **git_lineage(),
-            }
-            mv = mlflow.register_model(model_info.model_uri, cfg.model_name, tags=tags)
         client = tracker.client
+        tags = {
+            **eval_tags(ev, ev_info),
+            "detector.sha256": str(info.get("sha256")),
+            "detector.init": str(info.get("init")),
+            "detector.encoder": str(info.get("encoder")),
+            **git_lineage(),
+        }
+        mv = unfinished_version(client, cfg.model_name, tags["detector.sha256"],
+                                tags["eval.data_hash"])  # fmt: skip
+        resumed = mv is not None
+        if resumed:  # an interrupted registration of these weights: finish it
+            source = mv.source
+            version = str(mv.version)
+            client.set_model_version_tag(cfg.model_name, version, f"{STATUS_TAG}.resumed_by_run",
+                                         str(run_id))  # fmt: skip
+        else:
+            with fluent_tracking_uri(tracker.uri):
+                with mlflow.start_run(run_id=run_id, nested=True):
+                    files = [eval_dir / "metrics" / "eval.json", eval_dir / "eval_info.json"]
+                    source = log_detector_model(detector_dir, files).model_uri
+                mv = mlflow.register_model(source, cfg.model_name,
+                                           tags={**tags, STATUS_TAG: "started"})  # fmt: skip
+            # leaving the block ended the stage's run: it is running until the stage ends (a
+            # crash from here on leaves it RUNNING, which the next run of the stage closes)
+            client.update_run(run_id, status="RUNNING")
+            if read(STOP_AFTER_REGISTER_ENV) == "1":
+                os.kill(os.getpid(), signal.SIGSTOP)
         mark_challenger(client, cfg.model_name, str(mv.version), cfg)
         write_card(client, cfg.model_name, str(mv.version))  # the gate rewrites it with its verdict
         result: dict[str, Any] = {
             "model_name": cfg.model_name,
             "version": str(mv.version),
             "model_uri": f"models:/{cfg.model_name}/{mv.version}",
-            "source": model_info.model_uri,
+            "source": source,
+            "resumed": resumed,
             "run_id": run_id,
             "hmap": float(ev["overall"]["hmap"]),
         }
@@ -247,6 +296,7 @@ def register(
             decision = promote(cfg.model_name, mv.version, cfg, tracker.uri, reeval)
             result["promoted"] = decision.promote
             result["gate"] = decision.as_tags()
+        client.set_model_version_tag(cfg.model_name, str(mv.version), STATUS_TAG, "complete")
         write_json(Path(cfg.out_dir) / "registration.json", result)
         if own_run:
             tracker.finish(run_id, True)

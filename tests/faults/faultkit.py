@@ -68,3 +68,38 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 900) -> None:
 def temp_leftovers(folder: Path) -> list[Path]:
     """Temporary files of interrupted atomic writes (``.<name>.*.tmp``)."""
     return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def wait_stopped(proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Wait until ``proc`` stopped itself (state ``T``: the ``BABELRS_FAULT_STOP_WRITE`` hook of
+    babelrs_core/io/atomic.py holds it half-way through a write)."""
+    deadline = time.monotonic() + timeout
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while stat.read_text().rpartition(")")[2].split()[0] != "T":
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"process ended before the write hook stopped it:\n{proc.stdout.read()}"
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the write hook did not stop the process within {timeout} s")
+        time.sleep(0.1)
+
+
+def mlflow_server(state: Path, s3, port: int, bucket: str = "mlflow"):
+    """``mlflow server`` on ``port`` with its SQLite store in ``state`` and artifacts in
+    ``s3://bucket/`` on the moto server ``s3``: a restart on the same port and store is the same
+    server again."""
+    from tests.orchestration.servers_prefect_mlflow import BIN, _spawn, clean_env
+    from tests.servers import aws_env
+
+    env = aws_env(s3.url, clean_env())
+    env.update(MLFLOW_S3_ENDPOINT_URL=s3.url, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", "1", "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}"]
+    cmd += ["--artifacts-destination", f"s3://{bucket}/"]
+    cmd += ["--allowed-hosts", "127.0.0.1:*,localhost:*"]
+    server = _spawn("mlflow server", cmd, env, state / "mlflow-server.log", state)
+    server.url = f"http://127.0.0.1:{port}"
+    server.health = server.url + "/health"
+    return server.wait()

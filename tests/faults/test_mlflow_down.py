@@ -13,27 +13,14 @@ from pathlib import Path
 import pytest
 
 from tests.detector.det_fakes import tiny_params
-from tests.faults.faultkit import cli, tiny_finetune_setup
-from tests.orchestration.servers_prefect_mlflow import BIN, _spawn, clean_env, make_bucket
-from tests.servers import ThrottledProxy, aws_env, free_port, start_moto
+from tests.faults.faultkit import cli, mlflow_server, tiny_finetune_setup
+from tests.orchestration.servers_prefect_mlflow import clean_env, make_bucket
+from tests.servers import ThrottledProxy, free_port, start_moto
 
 pytestmark = pytest.mark.slow
 
 NAME = "babelrs-detector-faults"
 EXPERIMENT = "faults-mlflow-down"
-
-
-def _mlflow_server(state: Path, s3, port: int, bucket: str = "mlflow"):
-    env = aws_env(s3.url, clean_env())
-    env.update(MLFLOW_S3_ENDPOINT_URL=s3.url, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--workers", "1", "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}"]
-    cmd += ["--artifacts-destination", f"s3://{bucket}/"]
-    cmd += ["--allowed-hosts", "127.0.0.1:*,localhost:*"]
-    server = _spawn("mlflow server", cmd, env, state / "mlflow-server.log", state)
-    server.url = f"http://127.0.0.1:{port}"
-    server.health = server.url + "/health"
-    return server.wait()
 
 
 def _running_register_run(client) -> bool:
@@ -63,7 +50,7 @@ def test_mlflow_killed_mid_registration_then_rerun_registers(tmp_path: Path) -> 
     s3 = start_moto(log=tmp_path / "moto.log")
     make_bucket(s3, "mlflow")
     port = free_port()
-    server = _mlflow_server(tmp_path, s3, port)
+    server = mlflow_server(tmp_path, s3, port)
     proxy = ThrottledProxy(port, bytes_per_s=400_000)  # the ~14 MB model takes ~35 s to upload
     try:
         env = clean_env(
@@ -101,7 +88,7 @@ def test_mlflow_killed_mid_registration_then_rerun_registers(tmp_path: Path) -> 
         assert "Connection aborted" in last, last
         assert not (tmp_path / "registry" / "registration.json").exists()
 
-        server = _mlflow_server(tmp_path, s3, port)  # same database, same bucket
+        server = mlflow_server(tmp_path, s3, port)  # same database, same bucket
         direct = mlflow.MlflowClient(server.url)
         assert direct.search_model_versions(f"name = '{NAME}'") == []
 
