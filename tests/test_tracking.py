@@ -38,7 +38,7 @@ def test_metric_buffer_sends_batches_not_scalars(tracker: Tracker) -> None:
     log_step(0, {"loss": 1.0})  # outside a sink: a no-op, not an error
 
 
-def test_run_stage_makes_a_child_run_with_params_subset_and_lineage(
+def test_execute_stage_makes_a_child_run_with_params_subset_and_lineage(
     tracker: Tracker, tmp_path: Path
 ) -> None:
     params = load_params(

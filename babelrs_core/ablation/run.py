@@ -195,7 +195,7 @@ def _execute(
 
 
 def _start_tracking(plan: Plan, log: Callable[[str], None]) -> tuple[Any, str | None]:
-    from babelrs_core.runner import lineage_tags
+    from babelrs_core.pipeline.runner import lineage_tags
     from babelrs_core.tracking import Tracker
 
     tracker = Tracker.from_params(plan.params)
