@@ -50,13 +50,17 @@ def preview(params: Params, manifest: Path | None = None, out: Path | None = Non
 
 
 def pretrain(
-    params: Params, manifest: Path | None = None, out: Path | None = None, resume: bool = True
+    params: Params,
+    manifest: Path | None = None,
+    out: Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """CSIA + LVSA pretraining of the shared encoder; writes ``encoder.safetensors`` +
     ``encoder.json`` + ``metrics.json`` to ``out`` (default ``params.paths.pretrain_out``)."""
     from babelrs_core.pretrain.train import run_pretraining
 
-    return run_pretraining(params, manifest, out, resume=resume, progress=True)
+    return run_pretraining(params, manifest, out, resume=resume, progress=progress)
 
 
 def finetune(
@@ -65,6 +69,7 @@ def finetune(
     encoder: Path | None = None,
     out: Path | None = None,
     resume: bool = True,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune the shared multi-sensor detector (mmdet on mmengine's Runner) from the encoder
     chosen by ``finetune.init`` (csia: the pretraining output ``encoder``, default
@@ -81,7 +86,7 @@ def finetune(
         log_step(iteration, {k: v for k, v in numbers.items() if math.isfinite(v)})
 
     return run_finetune(
-        params, manifest, encoder, out, resume=resume, progress=True, callbacks=[track]
+        params, manifest, encoder, out, resume=resume, progress=progress, callbacks=[track]
     )
 
 
@@ -90,6 +95,7 @@ def evaluate(
     manifest: Path | None = None,
     checkpoint: Path | None = None,
     out: Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """SOI-Det evaluation of the fine-tuned detector in ``checkpoint`` (default
     ``params.paths.finetune_out``): per-dataset AP@50 / mAP (COCO for horizontal heads, rotated
@@ -98,7 +104,7 @@ def evaluate(
     DVC metrics in ``metrics/eval.json``)."""
     from babelrs_core.evaluation.report import run_evaluation
 
-    return run_evaluation(params, manifest, checkpoint, out, progress=True)
+    return run_evaluation(params, manifest, checkpoint, out, progress=progress)
 
 
 def register(params: Params, gate: bool = True) -> dict[str, Any]:

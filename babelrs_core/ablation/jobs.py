@@ -9,14 +9,18 @@ Interrupted runs resume from their newest checkpoint; runs whose params changed 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from babelrs_core.ablation.plan import FinetuneJob, PretrainJob
+from babelrs_core.config import Params
 from babelrs_core.io.atomic import write_json
 
 JOB_JSON = "job.json"
+#: how a job's stage runs are tracked: ``{"parent": run id, "tags": {...}}`` (None: untracked)
+Tracking = dict[str, Any]
 
 
 def pretrain_finished(job: PretrainJob) -> bool:
@@ -50,43 +54,74 @@ def _same_params(run_json: Path, current: dict[str, Any]) -> bool:
     return json.loads(run_json.read_text()) == json.loads(json.dumps(current))
 
 
-def run_pretrain_job(params_json: dict[str, Any], out: str, manifest: str) -> dict[str, Any]:
-    """Pretrain into ``out`` (resuming when ``job.json`` holds the same params)."""
-    from babelrs_core.config import Params
-    from babelrs_core.pretrain.train import fingerprint, run_pretraining
+def _job_params(params_json: dict[str, Any], **paths: Path) -> Params:
+    """The job's params with its own folders in ``paths`` (what its stages read and write)."""
+    params = Params.model_validate(params_json)
+    return params.model_copy(update={"paths": params.paths.model_copy(update=paths)})
+
+
+def _run(name: str, params: Params, tracking: Tracking | None, run_name: str) -> dict[str, Any]:
+    """Stage ``name`` through the one stage runner (a child of the ablation's parent run)."""
+    from babelrs_core.pipeline import stage
+    from babelrs_core.pipeline.runner import execute_stage
+    from babelrs_core.tracking import Tracker
+
+    if tracking is None:
+        return execute_stage(stage(name), params, runner="ablation", progress=False)
+    return execute_stage(
+        stage(name), params, tracker=Tracker.from_params(params), runner="ablation",
+        parent_run_id=tracking["parent"], progress=False, run_name=f"{name}/{run_name}",
+        tags=tracking["tags"],
+    )  # fmt: skip
+
+
+def run_pretrain_job(
+    params_json: dict[str, Any], out: str, manifest: str, tracking: Tracking | None = None
+) -> dict[str, Any]:
+    """Pretrain into ``out`` (resuming when ``job.json`` holds the same params, else starting
+    over) through the pretrain stage; ``tracking``: the parent run and tags of its MLflow run."""
+    from babelrs_core.pretrain.train import fingerprint
 
     t0 = time.perf_counter()
-    params = Params.model_validate(params_json)
     target = Path(out)
+    params = _job_params(params_json, manifest=Path(manifest), pretrain_out=target)
     fp = json.loads(json.dumps(fingerprint(params)))
     meta = target / JOB_JSON
     same = meta.exists() and json.loads(meta.read_text()).get("fingerprint") == fp
+    if not same and target.exists():
+        shutil.rmtree(target)  # another run's (or an unfinished) folder: start over
     target.mkdir(parents=True, exist_ok=True)
     write_json(meta, {"fingerprint": fp, "done": False})
-    summary = run_pretraining(params, manifest, target, resume=same)
+    summary = _run("pretrain", params, tracking, target.name)
     write_json(meta, {"fingerprint": fp, "done": True})
     took = time.perf_counter() - t0
     return {"timing": summary.get("timing", {}), "out": str(target), "job_s": took}
 
 
 def run_finetune_job(
-    params_json: dict[str, Any], out: str, manifest: str, encoder: str | None, mode: str
+    params_json: dict[str, Any],
+    out: str,
+    manifest: str,
+    encoder: str | None,
+    mode: str,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune into ``out/finetune`` and (``mode == "full"``) evaluate into ``out/eval``."""
-    from babelrs_core.config import Params
-    from babelrs_core.detector.train import fingerprint, run_finetune
-    from babelrs_core.evaluation.report import run_evaluation
+    """Fine-tune into ``out/finetune`` and (``mode == "full"``) evaluate into ``out/eval``
+    through the finetune and evaluate stages; a folder fine-tuned with other params starts over."""
+    from babelrs_core.detector.train import fingerprint
 
     t0 = time.perf_counter()
-    params = Params.model_validate(params_json)
     ft, ev = Path(out) / "finetune", Path(out) / "eval"
     enc = Path(encoder) if encoder else None
-    resume = _same_params(ft / "run.json", fingerprint(params, Path(manifest), enc))
-    summary = run_finetune(params, manifest, enc, ft, resume=resume)
+    folders = {"manifest": Path(manifest), "finetune_out": ft, "eval_out": ev}
+    params = _job_params(params_json, **folders, **({"pretrain_out": enc} if enc else {}))
+    if not _same_params(ft / "run.json", fingerprint(params, Path(manifest), enc)):
+        shutil.rmtree(ft)
+    key = str(Path(out).relative_to(Path(out).parents[2]))  # <variant>/<precision>/seed<k>
+    summary = _run("finetune", params, tracking, key)
     result: dict[str, Any] = {"timing": summary.get("timing", {}), "out": out}
     if mode == "full":
-        result["eval"] = {
-            k: v for k, v in run_evaluation(params, manifest, ft, ev).items() if k != "info"
-        }
+        scores = _run("evaluate", params, tracking, key)
+        result["eval"] = {k: v for k, v in scores.items() if k not in ("info", "mlflow_run_id")}
     result["job_s"] = time.perf_counter() - t0
     return result

@@ -12,7 +12,6 @@ never talk to MLflow. A failed run is recorded and the others go on; the command
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 
 from babelrs_core.ablation import jobs
 from babelrs_core.ablation.plan import FinetuneJob, Plan, PretrainJob, build_plan
-from babelrs_core.ablation.report import RUN_JSON, collect_row, write_report
+from babelrs_core.ablation.report import RUN_JSON, write_report
 from babelrs_core.config import Params, flatten
 from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import write_json
@@ -77,7 +76,7 @@ def run_ablation(
     counts = {"ran": 0, "reused": 0}
     ok = False
     try:
-        _execute(plan, tracker, parent, errors, counts, log)
+        _execute(plan, parent, errors, counts, log)
         info = {
             "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "wall_s": round(time.perf_counter() - t0, 1),
@@ -115,7 +114,6 @@ def _encoder(plan: Plan, job: FinetuneJob) -> Path | None:
 
 def _execute(
     plan: Plan,
-    tracker: Any,
     parent: str | None,
     errors: dict[str, str],
     counts: dict[str, int],
@@ -138,16 +136,15 @@ def _execute(
                 continue
             if pretrain is not None and pretrain not in ready:
                 errors[job.key] = f"its pretraining {pretrain} failed"
-                _child(tracker, parent, job, plan, "failed", errors[job.key])
                 continue
             enc = _encoder(plan, job)
             if jobs.finetune_finished(job, plan.manifest, enc):
                 counts["reused"] += 1
-                _child(tracker, parent, job, plan, "reused")
                 continue
             log(f"ablation: fine-tune {job.key} ({job.mode}, {job.params.finetune.iters} iters)")
+            tracking = _tracking(parent, _finetune_tags(job))
             args = (job.params.model_dump(mode="json"), str(job.out), manifest,
-                    str(enc) if enc else None, job.mode)  # fmt: skip
+                    str(enc) if enc else None, job.mode, tracking)  # fmt: skip
             pending[pool.submit(jobs.run_finetune_job, *args)] = ("ft", job, time.perf_counter())
 
     try:
@@ -155,10 +152,10 @@ def _execute(
             if jobs.pretrain_finished(pj):
                 counts["reused"] += 1
                 ready.add(pj.name)
-                _child_pretrain(tracker, parent, pj, "reused")
                 continue
             log(f"ablation: pretrain {pj.name} ({pj.params.pretrain.steps} steps)")
-            args = (pj.params.model_dump(mode="json"), str(pj.out), manifest)
+            tracking = _tracking(parent, _pretrain_tags(pj))
+            args = (pj.params.model_dump(mode="json"), str(pj.out), manifest, tracking)
             pending[pool.submit(jobs.run_pretrain_job, *args)] = ("pt", pj, time.perf_counter())
         submit_finetunes(None)
         for pj in plan.pretrains:
@@ -179,14 +176,10 @@ def _execute(
                     took = fut.result().get("job_s")
                     own = f", {took:.0f} s running" if isinstance(took, int | float) else ""
                     log(f"ablation: {name} done ({secs:.0f} s since queued{own})")
-                status = "failed" if exc is not None else "ran"
                 if kind == "pt":
                     if exc is None:
                         ready.add(job.name)
-                    _child_pretrain(tracker, parent, job, status, errors.get(name))
                     submit_finetunes(job.name)
-                else:
-                    _child(tracker, parent, job, plan, status, errors.get(name))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -212,86 +205,23 @@ def _start_tracking(plan: Plan, log: Callable[[str], None]) -> tuple[Any, str | 
     return tracker, parent
 
 
-def _log_history(tracker: Any, run_id: str, path: Path, step_key: str) -> None:
-    from babelrs_core.tracking import MetricBuffer
-
-    if not path.exists():
-        return
-    buf = MetricBuffer(tracker.client, run_id, tracker.flush_every)
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            nums = {
-                k: v
-                for k, v in rec.items()
-                if k != step_key and isinstance(v, int | float) and not isinstance(v, bool)
-            }
-            buf.log(int(rec.get(step_key, 0)), nums)
-    buf.flush()
+def _tracking(parent: str | None, tags: dict[str, str]) -> jobs.Tracking | None:
+    """How a job's stage runs are tracked: children of ``parent`` with ``tags``."""
+    return None if parent is None else {"parent": parent, "tags": tags}
 
 
-def _child_pretrain(
-    tracker: Any, parent: str | None, job: PretrainJob, status: str, error: str | None = None
-) -> None:
-    if tracker is None or parent is None:
-        return
-    from babelrs_core.tracking import flatten_numbers
-
-    tags = {"babelrs.ablation.kind": "pretrain", "babelrs.variant": ",".join(job.variants),
-            "babelrs.seed": str(job.params.seed), "babelrs.status": status}  # fmt: skip
-    if error:
-        tags["babelrs.error"] = error[:5000]
-    run_id = tracker.start(f"pretrain/{job.name}", tags, parent)
-    flat = flatten(job.params)
-    tracker.log_params(run_id, {k: v for k, v in flat.items() if k.startswith("pretrain.")}
-                       | {"seed": job.params.seed})  # fmt: skip
-    _log_history(tracker, run_id, job.out / "metrics.jsonl", "step")
-    summary = job.out / "metrics.json"
-    if summary.exists():
-        nums = flatten_numbers(json.loads(summary.read_text()))
-        tracker.client.log_batch(run_id, metrics=_metrics(nums))
-    tracker.finish(run_id, status != "failed")
+def _pretrain_tags(job: PretrainJob) -> dict[str, str]:
+    return {"babelrs.ablation.kind": "pretrain", "babelrs.variant": ",".join(job.variants),
+            "babelrs.seed": str(job.params.seed)}  # fmt: skip
 
 
-def _child(
-    tracker: Any,
-    parent: str | None,
-    job: FinetuneJob,
-    plan: Plan,
-    status: str,
-    error: str | None = None,
-) -> None:
-    if tracker is None or parent is None:
-        return
+def _finetune_tags(job: FinetuneJob) -> dict[str, str]:
     tags = {
         "babelrs.ablation.kind": "finetune", "babelrs.variant": job.variant,
         "babelrs.precision": job.precision, "babelrs.seed": str(job.seed),
         "babelrs.mode": job.mode, "babelrs.init": job.params.finetune.init,
-        "babelrs.status": status,
     }  # fmt: skip
-    if job.pretrain:
-        tags["babelrs.pretrain"] = job.pretrain
-    if error:
-        tags["babelrs.error"] = error[:5000]
-    run_id = tracker.start(f"finetune/{job.key}", tags, parent)
-    flat = flatten(job.params)
-    tracker.log_params(run_id, {k: v for k, v in flat.items() if k.startswith("finetune.")}
-                       | {"seed": job.seed})  # fmt: skip
-    _log_history(tracker, run_id, job.finetune_dir / "metrics.jsonl", "iter")
-    row = collect_row(job, error)
-    nums: dict[str, float] = {}
-    for key in ("nonfinite_steps", "first_nonfinite", "s_per_iter", "cpu_s_per_iter"):
-        if row[key] is not None:
-            nums[f"summary.{key}"] = float(row[key])
-    from babelrs_core.tracking import flatten_numbers
-
-    nums.update({f"eval.{k}": v for k, v in flatten_numbers(row["eval"] or {}).items()})
-    if nums:
-        tracker.client.log_batch(run_id, metrics=_metrics(nums))
-    tracker.log_artifacts(
-        run_id, [job.eval_dir / "metrics" / "eval.json", job.finetune_dir / "train.json"]
-    )
-    tracker.finish(run_id, status != "failed")
+    return tags | ({"babelrs.pretrain": job.pretrain} if job.pretrain else {})
 
 
 def _metrics(nums: dict[str, float]) -> list[Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,16 @@ def execute_stage(
     parent_run_id: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run stage ``spec`` with ``params``; tracked in MLflow when ``tracker`` is enabled.
 
-    ``runner`` names who asked (``cli``, ``dvc``, ``prefect``, ``ablation``; a lineage tag),
-    ``parent_run_id`` the MLflow run to nest under (default ``$BABELRS_PARENT_RUN_ID``), ``log``
-    where a torchrun launch streams its output. Returns the stage's JSON-able summary, with
-    ``mlflow_run_id`` when tracked.
+    ``runner`` names who asked (``cli``, ``dvc``, ``prefect``, ``local``, ``ablation``; a lineage
+    tag), ``parent_run_id`` the MLflow run to nest under (default ``$BABELRS_PARENT_RUN_ID``),
+    ``log`` where a torchrun launch streams its output, ``run_name`` / ``tags`` name the MLflow run
+    and add to its tags (the ablation's variant, precision, seed). Returns the stage's JSON-able
+    summary, with ``mlflow_run_id`` when tracked.
     """
     if wants_torchrun(spec, params):
         track = tracker is not None and tracker.enabled
@@ -78,7 +81,8 @@ def execute_stage(
         if tracker is None or not tracker.enabled:
             return call_stage(spec, params, progress)
         parent_run_id = parent_run_id or settings_env.read(PARENT_ENV) or None
-        return _run_tracked(spec, params, tracker, parent_run_id, runner, progress)
+        labels = (run_name or spec.name, dict(tags or {}))
+        return _run_tracked(spec, params, tracker, parent_run_id, runner, progress, labels)
 
 
 def call_stage(spec: StageSpec, params: Params, progress: bool = True) -> dict[str, Any]:
@@ -115,11 +119,13 @@ def _run_tracked(
     parent_run_id: str | None,
     runner: str,
     progress: bool,
+    labels: tuple[str, dict[str, str]],
 ) -> dict[str, Any]:
+    run_name, extra_tags = labels
     hashes = data_hashes(spec, params)
-    tags = {**lineage_tags(params, runner), "babelrs.stage": spec.name}
+    tags = {**extra_tags, **lineage_tags(params, runner), "babelrs.stage": spec.name}
     tags.update({f"{DATA_HASH_TAG}{path}": digest for path, digest in hashes.items()})
-    run_id = tracker.start(spec.name, tags, parent_run_id)
+    run_id = tracker.start(run_name, tags, parent_run_id)
     ok = False
     try:
         tracker.log_params(run_id, flatten_dict(params_subset(params, spec.params)))

@@ -121,27 +121,32 @@ def test_tiny_ablation_tracks_parent_and_children_and_writes_the_report(
     assert parent.data.params["ablation.iters"] == "4"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     names = sorted(r.info.run_name for r in children)
+    full = [f"{v}/fp32/seed{s}" for v in ("ours", "imagenet") for s in (0, 1)]
     assert names == sorted(
         ["pretrain/ours"]
-        + [f"finetune/{v}/fp32/seed{s}" for v in ("ours", "imagenet") for s in (0, 1)]
+        + [f"finetune/{key}" for key in full]
         + [f"finetune/{v}/fp16/seed0" for v in ("ours", "imagenet")]
+        + [f"evaluate/{key}" for key in full]
     )
     for child in children:
         assert child.info.status == "FINISHED"
-        if child.info.run_name.startswith("finetune/"):
+        tags = child.data.tags
+        assert tags["babelrs.runner"] == "ablation"  # through the one stage runner
+        assert tags["babelrs.stage"] == child.info.run_name.split("/")[0]
+        if child.info.run_name.startswith(("finetune/", "evaluate/")):
             variant, precision, seed = child.info.run_name.split("/")[1:]
-            tags = child.data.tags
             assert (tags["babelrs.variant"], tags["babelrs.precision"]) == (variant, precision)
             assert f"seed{tags['babelrs.seed']}" == seed
+        if child.info.run_name.startswith("finetune/"):
             norms = client.get_metric_history(child.info.run_id, "grad_norm")
             if precision == "fp32":
                 assert len(norms) == 4
             else:  # an fp16 step whose gradients overflow is skipped by the loss scaler
-                skipped = child.data.metrics.get("nonfinite_steps", 0)
+                skipped = child.data.metrics["summary.nonfinite_steps"]
                 assert len(norms) + skipped == 2, (len(norms), child.data.metrics)
-            if precision == "fp32":
-                assert "eval.overall.hmap" in child.data.metrics
-                assert child.data.params["finetune.iters"] == "4"
+            assert child.data.params["finetune.iters"] == ("4" if precision == "fp32" else "2")
+        elif child.info.run_name.startswith("evaluate/"):
+            assert 0 <= child.data.metrics["summary.overall.hmap"] <= 100
         else:
             assert child.data.params["pretrain.lvsa.mode"] == "lvsa"
             assert len(client.get_metric_history(child.info.run_id, "loss")) == 4
