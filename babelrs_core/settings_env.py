@@ -60,6 +60,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "1: the CLI shows the traceback of errors (babelrs --debug sets it)",
         deploy=False,
     ),
+    EnvVar(
+        "PATH",
+        "babelrs",
+        "babelrs env puts the virtualenv's bin first when it is missing (mlflow runs uvicorn)",
+        deploy=False,
+    ),
     EnvVar("RANK", "babelrs", "global rank (set by torchrun)", deploy=False),
     EnvVar("LOCAL_RANK", "babelrs", "rank on this machine (set by torchrun)", deploy=False),
     EnvVar("WORLD_SIZE", "babelrs", "number of processes (set by torchrun)", deploy=False),

@@ -9,6 +9,9 @@ What is printed:
 * ``MLFLOW_TRACKING_URI``: the value already set in the environment (a server), else the local
   store of ``tracking.store`` in params.yaml as an absolute ``sqlite:///`` URI (valid from any
   folder). The store is not created: a missing one is reported on stderr.
+* ``PATH`` with the virtualenv's ``bin`` first, when it is not on ``PATH`` yet: ``mlflow models
+  serve --env-manager local`` starts ``uvicorn`` by name, which a shell that only calls
+  ``.venv/bin/mlflow`` would not find.
 * ``PREFECT_API_URL``: only when already set (the flows' server), so a saved ``babelrs env`` output
   names the same servers.
 
@@ -19,7 +22,9 @@ shows it masked and says it was kept as set. Values are quoted for POSIX shells 
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -73,8 +78,26 @@ def export_line(name: str, value: str) -> str:
     return f"export {name}={shlex.quote(value)}"
 
 
-def shell_env(store: Path) -> ShellEnv:
-    """The lines for the project whose local MLflow store is ``store`` (``tracking.store``)."""
+def venv_bin() -> Path | None:
+    """The ``bin`` folder of the virtualenv running babelrs (None outside a virtualenv)."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    return Path(sys.prefix) / ("Scripts" if os.name == "nt" else "bin")
+
+
+def path_line(bin_dir: Path | None) -> str | None:
+    """``export PATH=<bin_dir>:"$PATH"`` when ``bin_dir`` is not on ``PATH`` yet."""
+    if bin_dir is None:
+        return None
+    on_path = {Path(p).resolve() for p in (read("PATH") or "").split(os.pathsep) if p}
+    if bin_dir.resolve() in on_path:
+        return None
+    return f'export PATH={shlex.quote(str(bin_dir))}{os.pathsep}"$PATH"'
+
+
+def shell_env(store: Path, bin_dir: Path | None = None) -> ShellEnv:
+    """The lines for the project whose local MLflow store is ``store`` (``tracking.store``);
+    ``bin_dir``: the virtualenv's ``bin`` (default: the one running this)."""
     out = ShellEnv()
     uri = read("MLFLOW_TRACKING_URI")
     if uri:
@@ -84,6 +107,9 @@ def shell_env(store: Path) -> ShellEnv:
         db = Path(store) / "mlflow.db"
         if not db.is_file():
             out.notes.append(f"no MLflow store at {db} yet: run `make run` first")
+    path = path_line(bin_dir or venv_bin())
+    if path:
+        out.lines.append(path)
     for name in PASS_THROUGH:
         value = read(name)
         if value:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from babelrs_core import shell_env as shell_env_module
 from babelrs_core.cli import app
 from babelrs_core.shell_env import local_store_uri, mask_uri, shell_env
 
@@ -19,6 +20,7 @@ VARS = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "MLFLOW_TRACKING_PASSWORD")
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in VARS:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(shell_env_module, "venv_bin", lambda: None)  # PATH: its own test
 
 
 def _bash_eval(text: str, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -58,6 +60,24 @@ def test_a_set_server_and_prefect_url_are_kept_and_quoting_survives_eval(
     odd = tmp_path / "it's a $HOME `x`"
     got = _bash_eval(shell_env(odd).text())
     assert got["MLFLOW_TRACKING_URI"] == local_store_uri(odd)
+
+
+def test_the_virtualenv_bin_goes_first_on_path_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv_bin = tmp_path / "my venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "uvicorn").write_text("#!/bin/sh\necho uvicorn-here\n")
+    (venv_bin / "uvicorn").chmod(0o755)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    out = shell_env(tmp_path, bin_dir=venv_bin)
+    assert out.lines[1] == f"export PATH='{venv_bin}':\"$PATH\""
+    script = 'eval "$1" && uvicorn'  # found by name after eval, as mlflow models serve runs it
+    res = subprocess.run(["bash", "-c", script, "bash", out.text()], capture_output=True,
+                         text=True, env={"PATH": "/usr/bin:/bin"}, check=True)  # fmt: skip
+    assert res.stdout == "uvicorn-here\n"
+    monkeypatch.setenv("PATH", f"/usr/bin:{venv_bin}")  # already there: no line
+    assert not any(line.startswith("export PATH") for line in shell_env(tmp_path, venv_bin).lines)
 
 
 def test_secrets_are_never_printed_and_the_shell_keeps_its_value(
