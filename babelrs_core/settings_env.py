@@ -86,7 +86,16 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "AWS credentials file of the service's own MinIO user (a docker secret)",
         via="compose",
     ),
-    EnvVar("MLFLOW_S3_ENDPOINT_URL", "mlflow", "S3-compatible endpoint of MLflow's artifacts"),
+    EnvVar(
+        "MLFLOW_S3_ENDPOINT_URL",
+        "mlflow",
+        "S3 endpoint of the MLflow server's artifact store (clients: none, artifacts are proxied)",
+    ),
+    EnvVar(
+        "MLFLOW_SERVER_ALLOWED_HOSTS",
+        "mlflow",
+        "Host headers the MLflow server answers (mlflow server --allowed-hosts); never *",
+    ),
     EnvVar("MLFLOW_TRACKING_USERNAME", "mlflow", "MLflow user of the client (basic auth)"),
     EnvVar("MLFLOW_TRACKING_PASSWORD", "mlflow", "that user's password", secret=True, via="secret"),
     EnvVar("MLFLOW_TRACKING_PASSWORD_FILE", "entrypoint", "file of it", via="compose"),
