@@ -439,6 +439,18 @@ def pipeline_stages() -> None:
         typer.echo(f"{'':16} params: {', '.join(spec.params)}")
 
 
+@app.command("env")
+def env(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
+    """Print shell `export` lines for the model's consumers (MLFLOW_TRACKING_URI: the one set,
+    else the local store of tracking.store); use: eval "$(babelrs env)". Never prints secrets."""
+    from babelrs_core.shell_env import shell_env
+
+    result = shell_env(_params(params, set_).tracking.store)
+    for note in result.notes:
+        typer.echo(f"babelrs env: {note}", err=True)
+    typer.echo(result.text(), nl=False)
+
+
 def main() -> None:
     """Entry point with clean one-line errors for bad input (no tracebacks for user mistakes;
     ``babelrs --debug ...`` or ``BABELRS_DEBUG=1`` shows them)."""

@@ -231,12 +231,12 @@ WRITE_ACTIONS = {
     "s3:AbortMultipartUpload",
     "s3:ListMultipartUploadParts",
 }
-WRITERS = {"babelrs-worker"}
+WRITERS = {"babelrs-worker", "babelrs-mlflow"}  # the worker: DVC; the MLflow server: artifacts
 
 
 def policy_problems(folder: Path = INFRA / "minio" / "policies") -> list[str]:
-    """MinIO policies granting more than listing / reading (writing: the worker) of babelrs'
-    two buckets."""
+    """MinIO policies granting more than listing / reading (writing: the worker, the MLflow
+    server) of babelrs' two buckets."""
     problems = []
     for path in sorted(folder.glob("*.json")):
         doc = json.loads(path.read_text())
@@ -251,6 +251,84 @@ def policy_problems(folder: Path = INFRA / "minio" / "policies") -> list[str]:
                 bucket = res.removeprefix("arn:aws:s3:::").split("/")[0]
                 if bucket not in ("babelrs-dvc", "mlflow"):
                     problems.append(f"{path.name}: resource {res}")
+    return problems
+
+
+# -- MLflow artifacts (proxied) and allowed hosts ------------------------------------------------
+
+#: the MinIO user of the MLflow server: the only one that may touch the artifact bucket
+MLFLOW_S3_USER = "babelrs-mlflow"
+_ARTIFACTS_DESTINATION = re.compile(r"--artifacts-destination[= ]s3://([^/\s]+)")
+
+
+def _policy_buckets(folder: Path) -> dict[str, set[str]]:
+    """MinIO user (policy file stem) -> buckets its Allow statements name."""
+    out: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.json")):
+        for st in json.loads(path.read_text())["Statement"]:
+            resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            if st.get("Effect") == "Allow":
+                out.setdefault(path.stem, set()).update(
+                    r.removeprefix("arn:aws:s3:::").split("/")[0] for r in resources
+                )
+    return out
+
+
+def artifact_problems(
+    model: Mapping[str, Any], policies: Path = INFRA / "minio" / "policies"
+) -> list[str]:
+    """One artifact mode, proxied: the MLflow server runs with ``--serve-artifacts`` and an
+    ``s3://`` ``--artifacts-destination`` (so new experiments get ``mlflow-artifacts:/``), no
+    ``--default-artifact-root`` pointing clients at S3; no other service is configured for the
+    artifact store (``MLFLOW_S3_ENDPOINT_URL``) and no MinIO user but the server's may touch its
+    bucket."""
+    problems = []
+    services = model["services"]
+    servers = {n: s for n, s in services.items() if "mlflow server" in _command(s)}
+    buckets = set()
+    for name, svc in servers.items():
+        command = _command(svc)
+        if "--serve-artifacts" not in command.split() or "--no-serve-artifacts" in command:
+            problems.append(f"{name}: MLflow without --serve-artifacts (clients would need S3)")
+        if re.search(r"--default-artifact-root[= ](?!mlflow-artifacts:)", command):
+            problems.append(f"{name}: --default-artifact-root sends clients to the store itself")
+        match = _ARTIFACTS_DESTINATION.search(command)
+        if match is None:
+            problems.append(f"{name}: no --artifacts-destination s3://<bucket>")
+        else:
+            buckets.add(match[1])
+        creds = _env(svc).get("AWS_SHARED_CREDENTIALS_FILE", "")
+        if Path(creds).name != f"s3_{MLFLOW_S3_USER.removeprefix('babelrs-')}.ini":
+            problems.append(f"{name}: the MLflow server does not use the {MLFLOW_S3_USER} key")
+    for name, svc in services.items():
+        if name not in servers and "MLFLOW_S3_ENDPOINT_URL" in _env(svc):
+            problems.append(f"{name}: a client configured for MLflow's artifact store")
+    for user, names in _policy_buckets(policies).items():
+        if user != MLFLOW_S3_USER and names & buckets:
+            problems.append(f"{user}: MinIO access to artifact bucket(s) {sorted(names & buckets)}")
+    return problems
+
+
+ALLOWED_HOSTS_VAR = "MLFLOW_SERVER_ALLOWED_HOSTS"
+
+
+def allowed_hosts_problems(model: Mapping[str, Any]) -> list[str]:
+    """The MLflow server's ``--allowed-hosts`` comes from ``MLFLOW_SERVER_ALLOWED_HOSTS`` (set by
+    the service environment, the operator's ``infra/.env``), and the value rendered is a list of
+    names, never ``*`` (every host)."""
+    problems = []
+    for name, svc in model["services"].items():
+        command = _command(svc)
+        if "mlflow server" not in command:
+            continue
+        if not re.search(rf'--allowed-hosts[= ]"?\$\{{?{ALLOWED_HOSTS_VAR}\b', command):
+            problems.append(f"{name}: --allowed-hosts is not taken from ${ALLOWED_HOSTS_VAR}")
+        value = _env(svc).get(ALLOWED_HOSTS_VAR, "")
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts:
+            problems.append(f"{name}: {ALLOWED_HOSTS_VAR} is empty")
+        if any(h == "*" or h.startswith("*") for h in hosts):
+            problems.append(f"{name}: {ALLOWED_HOSTS_VAR} allows every host ({value})")
     return problems
 
 

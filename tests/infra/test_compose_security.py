@@ -12,6 +12,9 @@ import pytest
 
 from tests.infra.compose_check import (
     COMPOSE,
+    INFRA,
+    allowed_hosts_problems,
+    artifact_problems,
     auth_problems,
     env_example,
     image_problems,
@@ -48,6 +51,29 @@ def test_minio_policies_are_least_privilege() -> None:
 
 def test_image_is_non_root_and_the_build_context_has_no_secrets() -> None:
     assert image_problems() == []
+
+
+def test_mlflow_proxies_artifacts_and_no_client_holds_an_artifact_key(model: dict) -> None:
+    assert artifact_problems(model) == []
+    command = " ".join(model["services"]["mlflow"]["command"])
+    assert "--serve-artifacts --artifacts-destination=s3://mlflow/artifacts" in command
+    assert "--default-artifact-root" not in command  # new experiments: mlflow-artifacts:/
+    # Kubernetes pods (the worker's ConfigMap) are not pointed at the artifact store either
+    configmap = (INFRA / "k8s" / "babelrs-env.yaml").read_text().split("\n---")[0]
+    assert "MLFLOW_S3_ENDPOINT_URL" not in configmap
+
+
+def test_mlflow_allowed_hosts_come_from_the_environment_with_a_safe_default(model: dict) -> None:
+    assert allowed_hosts_problems(model) == []
+    default = render(env={k: v for k, v in env_example().items()
+                          if k != "MLFLOW_SERVER_ALLOWED_HOSTS"})  # fmt: skip
+    hosts = default["services"]["mlflow"]["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    assert hosts == "mlflow,mlflow:5000,localhost:5000,127.0.0.1:5000"  # unset in infra/.env
+    custom = render(env={**env_example(), "MLFLOW_SERVER_ALLOWED_HOSTS": "mlflow.example.org"})
+    assert custom["services"]["mlflow"]["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"] == (
+        "mlflow.example.org"
+    )
+    assert allowed_hosts_problems(custom) == []
 
 
 # -- each check catches the hole it is about --------------------------------------------------
@@ -128,6 +154,77 @@ def test_an_inline_secret_or_a_shared_key_is_caught(old: str, new: str, expected
     text = COMPOSE.read_text()
     assert old in text, old
     problems = secret_problems(render(text.replace(old, new)))
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "--serve-artifacts --artifacts-destination=s3://mlflow/artifacts",
+            "--default-artifact-root=s3://mlflow/artifacts --no-serve-artifacts",
+            "mlflow: MLflow without --serve-artifacts",
+        ),
+        (
+            "--serve-artifacts --artifacts-destination=s3://mlflow/artifacts",
+            "--serve-artifacts --artifacts-destination=s3://mlflow/artifacts "
+            "--default-artifact-root=s3://mlflow/artifacts",
+            "mlflow: --default-artifact-root sends clients to the store",
+        ),
+        (
+            "      MLFLOW_TRACKING_PASSWORD_FILE: /run/secrets/mlflow_worker_password\n",
+            "      MLFLOW_TRACKING_PASSWORD_FILE: /run/secrets/mlflow_worker_password\n"
+            "      MLFLOW_S3_ENDPOINT_URL: ${MLFLOW_S3_ENDPOINT_URL}\n",
+            "prefect-worker: a client configured for MLflow's artifact store",
+        ),
+    ],
+)
+def test_a_client_side_artifact_store_is_caught(old: str, new: str, expected: str) -> None:
+    text = COMPOSE.read_text()
+    assert old in text, old
+    problems = artifact_problems(render(text.replace(old, new)))
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_a_worker_key_on_the_artifact_bucket_is_caught(model: dict, tmp_path) -> None:
+    for path in (INFRA / "minio" / "policies").glob("*.json"):
+        (tmp_path / path.name).write_text(path.read_text())
+    worker = tmp_path / "babelrs-worker.json"
+    worker.write_text(worker.read_text().replace('"arn:aws:s3:::babelrs-dvc/*"',
+                                                 '"arn:aws:s3:::babelrs-dvc/*", '
+                                                 '"arn:aws:s3:::mlflow/*"'))  # fmt: skip
+    assert artifact_problems(model, tmp_path) == [
+        "babelrs-worker: MinIO access to artifact bucket(s) ['mlflow']"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env_value", "old", "new", "expected"),
+    [
+        ("*", None, None, "mlflow: MLFLOW_SERVER_ALLOWED_HOSTS allows every host"),
+        (
+            None,
+            '--allowed-hosts="$${MLFLOW_SERVER_ALLOWED_HOSTS}"',
+            "--allowed-hosts=mlflow:5000",
+            "mlflow: --allowed-hosts is not taken from $MLFLOW_SERVER_ALLOWED_HOSTS",
+        ),
+        (
+            None,
+            '--allowed-hosts="$${MLFLOW_SERVER_ALLOWED_HOSTS}"',
+            "",
+            "mlflow: --allowed-hosts is not taken from $MLFLOW_SERVER_ALLOWED_HOSTS",
+        ),
+    ],
+)
+def test_open_allowed_hosts_are_caught(env_value, old, new, expected: str) -> None:
+    text = COMPOSE.read_text()
+    if old is not None:
+        assert old in text, old
+        text = text.replace(old, new)
+    env = dict(env_example())
+    if env_value is not None:
+        env["MLFLOW_SERVER_ALLOWED_HOSTS"] = env_value
+    problems = allowed_hosts_problems(render(text, env))
     assert any(p.startswith(expected) for p in problems), problems
 
 
