@@ -456,13 +456,13 @@ def main() -> None:
     ``babelrs --debug ...`` or ``BABELRS_DEBUG=1`` shows them)."""
     try:
         app()
-    except (ConfigError, FileNotFoundError, ValueError, DiskFullError, BabelrsError) as exc:
+    except (BabelrsError, FileNotFoundError, ValueError) as exc:
         if _STATE["debug"] or read(DEBUG_ENV) == "1":
             raise
-        bad_input = isinstance(exc, (ConfigError, FileNotFoundError, ValueError))
         message = exc.strerror if isinstance(exc, DiskFullError) else exc
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-        sys.exit(2 if bad_input else 1)
+        # our errors carry their exit status; a library's bad-input error is a usage error (2)
+        sys.exit(getattr(exc, "exit_code", 2))
 
 
 if __name__ == "__main__":

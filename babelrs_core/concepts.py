@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from babelrs_core.errors import BadInputError
+
 Modality = Literal["sar", "rgb", "ir"]
 DatasetName = Literal["sardet", "dota", "dronevehicle"]
 
@@ -134,7 +136,7 @@ _ALIASES: dict[str, dict[str, str]] = {
 IGNORED_RAW: dict[str, frozenset[str]] = {"dronevehicle": frozenset({"*"})}
 
 
-class UnknownClassError(ValueError):
+class UnknownClassError(BadInputError):
     """A raw class string that maps to no class of its dataset."""
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from babelrs_core.concepts import DATASETS
+from babelrs_core.errors import BadInputError
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -703,7 +704,7 @@ def _reject_nan(value: Any, key: str = "") -> None:
             _reject_nan(v, f"{key}[{i}]")
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInputError):
     """``params.yaml`` is missing, unreadable or invalid; the message names file, key and rule."""
 
 

@@ -34,20 +34,14 @@ from prefect.runtime import flow_run
 
 from babelrs_core.config import ConfigError, Params, load_params, parse_params
 from babelrs_core.errors import BabelrsError
-from babelrs_core.io.atomic import DiskFullError
 from babelrs_core.pipeline.runner import execute_stage
 from babelrs_core.pipeline.runners import log_headline, parent_run
 from babelrs_core.pipeline.specs import PIPELINE, STAGES, StageSpec, cache_key, stage
 from babelrs_core.pipeline.vcs import commit_stage
 from babelrs_core.tracking import Tracker
 
-#: Errors that a retry cannot fix: bad data, bad params, bad files.
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    ValueError,
-    KeyError,
-    FileNotFoundError,
-)
+#: Errors from outside babelrs that a retry cannot fix (ours say so in ``transient``).
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError)
 #: loggers whose records reach the task log (besides print, which log_prints routes)
 LIBRARY_LOGGERS = ("babelrs_core", "mmengine", "mlflow")
 
@@ -59,8 +53,8 @@ def _stage_cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
 
 def _retry_transient(task_: Any, task_run: Any, state: Any) -> bool:
     exc = state.result(raise_on_failure=False)
-    if isinstance(exc, BabelrsError | DiskFullError):
-        return bool(getattr(exc, "transient", False))
+    if isinstance(exc, BabelrsError):
+        return exc.transient
     return not isinstance(exc, PERMANENT_ERRORS)
 
 

@@ -60,6 +60,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
+from babelrs_core.errors import BadInputError
 from babelrs_core.data.manifest import images, read_manifest
 from babelrs_core.io.atomic import atomic_path
 
@@ -77,7 +78,7 @@ INDEX_NAME = "index.parquet"
 _HASH_SPACE = 2**64
 
 
-class ShardError(ValueError):
+class ShardError(BadInputError):
     """A shard or the index is missing, corrupt or disagrees with the other."""
 
 

@@ -39,6 +39,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from babelrs_core.errors import BadInputError
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Importers, Params, Validation
 from babelrs_core.data.formats import FormatError, get_reader
@@ -62,7 +63,7 @@ FORMAT_CHECK = "annotation_format"
 DATA_DOCS_SITE = "babelrs"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(BadInputError):
     """The data failed validation; ``report`` says what, ``str()`` is the human summary."""
 
     def __init__(self, report: ValidationReport) -> None:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from babelrs_core.errors import BabelrsError
 from babelrs_core.settings_env import read
 
 #: errors that mean "the disk (or the file size limit) is full", reported as :class:`DiskFullError`
@@ -34,7 +35,7 @@ _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 FAULT_STOP_ENV = "BABELRS_FAULT_STOP_WRITE"
 
 
-class DiskFullError(OSError):
+class DiskFullError(BabelrsError, OSError):
     """A write failed for lack of space; the target was left as it was."""
 
 

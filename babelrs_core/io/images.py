@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from babelrs_core.errors import BadInputError
 
-class ImageReadError(ValueError):
+
+class ImageReadError(BadInputError):
     """An image file is missing, unreadable or smaller than its manifest says."""
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from babelrs_core.detector.inference import as_rgb_uint8
+from babelrs_core.errors import BadInputError
 
 INPUT_COLUMNS = ("image", "modality", "image_id")
 POLYGON_COLUMNS = ("px1", "py1", "px2", "py2", "px3", "py3", "px4", "py4")
@@ -50,7 +51,7 @@ def flat_polygon(det: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-class PayloadError(ValueError):
+class PayloadError(BadInputError):
     """An input row cannot be turned into an image (names the row and the problem)."""
 
 

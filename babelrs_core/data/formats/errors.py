@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from babelrs_core.errors import BadInputError
+
 #: Reasons for :class:`Dropped` (the importer's report groups by them).
 IGNORED_CLASS = "ignored class"
 TOO_SMALL = "box smaller than min_box_size_px"
@@ -26,7 +28,7 @@ IN_BORDER = "wholly inside the white border"
 UNLABELLED_SPLIT = "split has images but no label folder"
 
 
-class FormatError(ValueError):
+class FormatError(BadInputError):
     """An annotation file (or the image it points to) does not follow its dataset's format.
 
     ``line`` is a 1-based text line for text formats (DOTA, XML, JSON syntax errors) and the array
