@@ -61,7 +61,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from babelrs_core.data.manifest import images, read_manifest
-from babelrs_core.io.atomic import atomic_path
+from babelrs_core.io.atomic import DISK_FULL_ERRNOS, DiskFullError, atomic_path
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -148,8 +148,26 @@ def _member_name(image_id: str, path: str) -> str:
 
 
 def write_tar(shard: PlannedShard, target_dir: Path) -> tuple[str, list[dict[str, Any]], bool]:
-    """Write one shard deterministically; returns (file name, index rows, newly written)."""
+    """Write one shard deterministically; returns (file name, index rows, newly written).
+
+    The shard is written to a temporary file and renamed only once complete; a full disk raises
+    :class:`~babelrs_core.io.atomic.DiskFullError` naming the shard folder (nothing left behind).
+    """
     target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_tar(shard, target_dir)
+    except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS and not isinstance(err, DiskFullError):
+            raise DiskFullError(
+                err.errno,
+                f"{target_dir}: shard {shard.dataset}-{shard.split} from {shard.image_ids[0]} "
+                f"not written, no space left ({err.strerror}); the shards and index already "
+                "there are unchanged",
+            ) from err
+        raise
+
+
+def _write_tar(shard: PlannedShard, target_dir: Path) -> tuple[str, list[dict[str, Any]], bool]:
     fd, tmp_name = tempfile.mkstemp(prefix=".shard.", suffix=".tar.tmp", dir=target_dir)
     tmp = Path(tmp_name)
     digests = []
