@@ -298,9 +298,14 @@ def read_index(path: str | os.PathLike[str]) -> pd.DataFrame:
     return frame
 
 
-def verify_shards(shard_dir: str | os.PathLike[str], index: str | None = None) -> list[str]:
-    """Problems found: shards whose sha256 does not start with their name's hash, shards the
-    index names that are missing, images whose bytes do not match the index's sha256."""
+def verify_shards(
+    shard_dir: str | os.PathLike[str], index: str | os.PathLike[str] | None = None,
+    sizes_only: bool = False,
+) -> list[str]:  # fmt: skip
+    """Problems found: shards the index names that are missing, shards shorter than the index
+    needs (truncated), shards whose sha256 does not start with their name's hash, images whose
+    bytes do not match the index's sha256. ``sizes_only``: only the cheap checks (missing,
+    truncated), no hashing."""
     shard_dir = Path(shard_dir)
     frame = read_index(Path(index) if index else shard_dir / INDEX_NAME)
     problems = []
@@ -308,6 +313,18 @@ def verify_shards(shard_dir: str | os.PathLike[str], index: str | None = None) -
         path = shard_dir / name
         if not path.is_file():
             problems.append(f"{path}: shard named by the index is missing")
+            continue
+        # a tar ends with two 512-byte zero blocks after the last member's padded data
+        last = int((rows["offset"] + rows["size"]).max())
+        needed = -(-last // 512) * 512 + 1024
+        have = path.stat().st_size
+        if have < needed:
+            problems.append(
+                f"{path}: truncated: {have} bytes, but the index needs at least {needed} "
+                "(re-run the shard stage, or dvc pull / checkout the shard again)"
+            )
+            continue
+        if sizes_only:
             continue
         sha = hashlib.sha256()
         with open(path, "rb") as fh:
