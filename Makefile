@@ -55,7 +55,8 @@ faults: $(STAMP)  ## the fault suite: kill -9, corrupt / trapped checkpoints, fu
 	$(VENV)/bin/pytest -q tests/faults tests/orchestration/test_no_secrets.py \
 		tests/e2e/test_dvc_s3.py::test_push_interrupted_by_stopping_the_server \
 		tests/io/test_output_lock.py tests/orchestration/test_concurrent_flows.py \
-		tests/registry/test_lock.py tests/orchestration/test_flow_killed.py \
+		tests/registry/test_lock.py tests/registry/test_concurrent_register.py \
+		tests/orchestration/test_flow_killed.py \
 		tests/test_tracking.py::test_a_new_run_closes_the_runs_a_killed_process_left_running
 
 ablation: $(STAMP)  ## encoder-start ablation (5 inits x fp32/fp16 x 2 seeds) -> docs/results.md "Ablation"

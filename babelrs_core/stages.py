@@ -58,8 +58,10 @@ def pretrain(
 ) -> dict[str, Any]:
     """CSIA + LVSA pretraining of the shared encoder; writes ``encoder.safetensors`` +
     ``encoder.json`` + ``metrics.json`` to ``out`` (default ``params.paths.pretrain_out``)."""
+    from babelrs_core.data.integrity import check_training_data
     from babelrs_core.pretrain.train import run_pretraining
 
+    check_training_data(params, manifest)
     return run_pretraining(params, manifest, out, resume=resume, progress=progress)
 
 
@@ -76,8 +78,11 @@ def finetune(
     ``params.paths.pretrain_out``); writes ``detector.json`` + ``detector.safetensors`` +
     ``metrics.jsonl`` + ``train.json`` + ``checkpoints/`` to ``out`` (default
     ``params.paths.finetune_out``). With ``resume`` a rerun continues from the newest checkpoint."""
+    from babelrs_core.data.integrity import check_training_data
     from babelrs_core.detector.train import run_finetune
     from babelrs_core.tracking import log_step
+
+    check_training_data(params, manifest)
 
     def track(iteration: int, metrics: dict[str, Any]) -> None:
         """Loss curves and validation scores as step metrics of the tracked stage run."""

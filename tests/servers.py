@@ -157,9 +157,13 @@ def aws_env(endpoint: str, base: dict[str, str] | None = None) -> dict[str, str]
 
 class ThrottledProxy:
     """Forward ``127.0.0.1:port`` to ``127.0.0.1:upstream_port``, uploads capped at
-    ``bytes_per_s`` (shared by all connections). ``forwarded`` counts upload bytes so far."""
+    ``bytes_per_s`` (shared by all connections). ``forwarded`` counts upload bytes so far.
 
-    def __init__(self, upstream_port: int, bytes_per_s: float) -> None:
+    ``close()`` drops every connection and refuses new ones while the server behind keeps
+    running with everything it stored: an outage as clients see it. A new proxy on the same
+    ``port`` ends it."""
+
+    def __init__(self, upstream_port: int, bytes_per_s: float, port: int = 0) -> None:
         self.upstream_port = upstream_port
         self.rate = float(bytes_per_s)
         self.forwarded = 0
@@ -167,7 +171,15 @@ class ThrottledProxy:
         self._next_send = time.monotonic()
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        deadline = time.monotonic() + 30
+        while True:  # a given port (a proxy put back where a closed one was) may linger a moment
+            try:
+                self._sock.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                if not port or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         self._sock.listen(64)
         self.port = self._sock.getsockname()[1]
         self._stopped = threading.Event()

@@ -23,11 +23,14 @@ poly            oriented box as 8 floats (x1 y1 .. x4 y4, DOTA clockwise order),
 difficult       DOTA / VOC difficult flag
 source_file     annotation file the row came from (relative, for error messages)
 source_line     1-based line (DOTA) or object ordinal (COCO, XML) in that file
+sha256          of the image file's bytes when the manifest was written (null: not recorded);
+                the validate stage and the training stages' pre-check compare the files with it
 ==============  =========================================================================
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -62,6 +65,7 @@ SCHEMA = pa.schema(
         ("difficult", pa.bool_()),
         ("source_file", pa.string()),
         ("source_line", pa.int32()),
+        ("sha256", pa.string()),
     ]
 )
 
@@ -93,6 +97,7 @@ class ManifestRow:
     difficult: bool = False
     source_file: str = ""
     source_line: int = 0
+    sha256: str | None = None
 
 
 assert tuple(f.name for f in fields(ManifestRow)) == COLUMNS
@@ -123,6 +128,7 @@ def write_manifest(
     """
     target = Path(target)
     frame = rows.copy() if isinstance(rows, pd.DataFrame) else to_frame(rows)
+    frame["sha256"] = _image_hashes(frame)
     base = target.parent.resolve()
     frame["path"] = [
         Path(os.path.relpath(Path(p).resolve(), base)).as_posix() for p in frame["path"]
@@ -135,6 +141,31 @@ def write_manifest(
     return frame
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 (hex) of a file's bytes."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _image_hashes(frame: pd.DataFrame) -> list[str | None]:
+    """The ``sha256`` column: the one given, else the hash of the image file (one read per
+    image), None for a file that does not exist (validation reports it)."""
+    given = frame["sha256"] if "sha256" in frame else pd.Series([None] * len(frame))
+    known: dict[str, str | None] = {}
+    out: list[str | None] = []
+    for path, sha in zip(frame["path"], given, strict=True):
+        if isinstance(sha, str) and sha:
+            out.append(sha)
+            continue
+        if path not in known:
+            known[path] = file_sha256(path) if Path(path).is_file() else None
+        out.append(known[path])
+    return out
+
+
 def read_manifest(source: str | os.PathLike[str], absolute: bool = True) -> pd.DataFrame:
     """Read a manifest; with ``absolute`` the ``path`` column is resolved to absolute paths."""
     source = Path(source)
@@ -144,10 +175,12 @@ def read_manifest(source: str | os.PathLike[str], absolute: bool = True) -> pd.D
         table = pq.read_table(source)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise ValueError(f"{source}: not a readable Parquet manifest ({exc})") from exc
-    missing = set(COLUMNS) - set(table.column_names)
+    missing = set(COLUMNS) - set(table.column_names) - {"sha256"}  # older manifests lack it
     if missing:
         raise ValueError(f"{source}: manifest lacks columns {sorted(missing)}")
     frame = table.to_pandas()
+    if "sha256" not in frame:
+        frame["sha256"] = None
     if absolute:
         base = source.parent.resolve()
         frame["path"] = [os.path.normpath(base / p) for p in frame["path"]]

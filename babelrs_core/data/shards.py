@@ -62,7 +62,7 @@ from tqdm import tqdm
 
 from babelrs_core.errors import BadInputError
 from babelrs_core.data.manifest import images, read_manifest
-from babelrs_core.io.atomic import atomic_path
+from babelrs_core.io.atomic import DISK_FULL_ERRNOS, DiskFullError, atomic_path
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -149,8 +149,26 @@ def _member_name(image_id: str, path: str) -> str:
 
 
 def write_tar(shard: PlannedShard, target_dir: Path) -> tuple[str, list[dict[str, Any]], bool]:
-    """Write one shard deterministically; returns (file name, index rows, newly written)."""
+    """Write one shard deterministically; returns (file name, index rows, newly written).
+
+    The shard is written to a temporary file and renamed only once complete; a full disk raises
+    :class:`~babelrs_core.io.atomic.DiskFullError` naming the shard folder (nothing left behind).
+    """
     target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_tar(shard, target_dir)
+    except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS and not isinstance(err, DiskFullError):
+            raise DiskFullError(
+                err.errno,
+                f"{target_dir}: shard {shard.dataset}-{shard.split} from {shard.image_ids[0]} "
+                f"not written, no space left ({err.strerror}); the shards and index already "
+                "there are unchanged",
+            ) from err
+        raise
+
+
+def _write_tar(shard: PlannedShard, target_dir: Path) -> tuple[str, list[dict[str, Any]], bool]:
     fd, tmp_name = tempfile.mkstemp(prefix=".shard.", suffix=".tar.tmp", dir=target_dir)
     tmp = Path(tmp_name)
     digests = []
@@ -281,9 +299,14 @@ def read_index(path: str | os.PathLike[str]) -> pd.DataFrame:
     return frame
 
 
-def verify_shards(shard_dir: str | os.PathLike[str], index: str | None = None) -> list[str]:
-    """Problems found: shards whose sha256 does not start with their name's hash, shards the
-    index names that are missing, images whose bytes do not match the index's sha256."""
+def verify_shards(
+    shard_dir: str | os.PathLike[str], index: str | os.PathLike[str] | None = None,
+    sizes_only: bool = False,
+) -> list[str]:  # fmt: skip
+    """Problems found: shards the index names that are missing, shards shorter than the index
+    needs (truncated), shards whose sha256 does not start with their name's hash, images whose
+    bytes do not match the index's sha256. ``sizes_only``: only the cheap checks (missing,
+    truncated), no hashing."""
     shard_dir = Path(shard_dir)
     frame = read_index(Path(index) if index else shard_dir / INDEX_NAME)
     problems = []
@@ -291,6 +314,18 @@ def verify_shards(shard_dir: str | os.PathLike[str], index: str | None = None) -
         path = shard_dir / name
         if not path.is_file():
             problems.append(f"{path}: shard named by the index is missing")
+            continue
+        # a tar ends with two 512-byte zero blocks after the last member's padded data
+        last = int((rows["offset"] + rows["size"]).max())
+        needed = -(-last // 512) * 512 + 1024
+        have = path.stat().st_size
+        if have < needed:
+            problems.append(
+                f"{path}: truncated: {have} bytes, but the index needs at least {needed} "
+                "(re-run the shard stage, or dvc pull / checkout the shard again)"
+            )
+            continue
+        if sizes_only:
             continue
         sha = hashlib.sha256()
         with open(path, "rb") as fh:

@@ -43,7 +43,13 @@ from babelrs_core.errors import BadInputError
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Importers, Params, Validation
 from babelrs_core.data.formats import FormatError, get_reader
-from babelrs_core.data.manifest import ManifestRow, images, read_manifest, to_frame
+from babelrs_core.data.manifest import (
+    ManifestRow,
+    file_sha256,
+    images,
+    read_manifest,
+    to_frame,
+)
 from babelrs_core.data.validation_rules import (
     Rule,
     RuleOutcome,
@@ -152,6 +158,7 @@ FACT_COLUMNS = (
     "channels",
     "dtype",
     "std",
+    "sha256",
 )
 
 
@@ -164,6 +171,10 @@ def inspect_image(path: str, crop_x: int, crop_y: int, width: int, height: int) 
     if not facts["exists"]:
         facts["error"] = "image file not found"
         return facts
+    try:
+        facts["sha256"] = file_sha256(p)
+    except OSError as exc:
+        facts["error"] = str(exc)
     try:
         with Image.open(p) as im:
             im.load()  # a full decode: truncated files fail here
@@ -204,6 +215,18 @@ def image_facts(frame: pd.DataFrame, workers: int = 2, progress: bool = False) -
         out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
     out["expected_width"] = pd.to_numeric(out["width"]) + 2 * pd.to_numeric(out["crop_x"])
     out["expected_height"] = pd.to_numeric(out["height"]) + 2 * pd.to_numeric(out["crop_y"])
+    # content unchanged since the manifest was written: None (not checked) when the manifest has
+    # no hash for the image or the file is missing (image_exists reports that)
+    expected = (
+        frame.drop_duplicates("image_id").set_index("image_id")["sha256"]
+        if "sha256" in frame and len(frame)
+        else pd.Series(dtype=object)
+    )
+    out["expected_sha256"] = [expected.get(i) for i in out["image_id"]]
+    out["content_ok"] = [
+        None if not isinstance(want, str) or not isinstance(got, str) else got == want
+        for got, want in zip(out["sha256"], out["expected_sha256"], strict=True)
+    ]
     out.index.name = "_row"
     return out
 
@@ -565,6 +588,15 @@ def run_validation(
         with atomic_dir(docs_target) as tmp:  # never a mix of two runs' pages
             report = validate_frame(frame, cfg, classes, source, format_errors, tmp, progress)
         report.data_docs = str(docs_target / "index.html")
+    shard_index = Path(params.shards.index)
+    if not raw_roots and shard_index.is_file():  # the shards made from this data, if any
+        from babelrs_core.data.integrity import shard_failure
+
+        failure = shard_failure(shard_index, cfg.max_examples)
+        report.checks += 1
+        if failure is not None:
+            report.failures.append(failure)
+            report.passed = False
     write_report(report, out_dir)
     if not report.passed:
         raise DataValidationError(report)

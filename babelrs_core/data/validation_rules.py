@@ -578,6 +578,17 @@ def image_rules(
     )
     return [
         _in_set(
+            "image_content_unchanged",
+            "content_ok",
+            [True],
+            "the image file's bytes are those recorded in the manifest (sha256)",
+            lambda r: (
+                f"content changed since import: sha256 {r['sha256'][:16]}... but the manifest "
+                f"records {r['expected_sha256'][:16]}... (re-import, or restore the file)"
+            ),
+            table="images",
+        ),
+        _in_set(
             "image_exists",
             "exists",
             [True],

@@ -30,7 +30,7 @@ from babelrs_core.errors import BabelrsError
 from babelrs_core.settings_env import read
 
 #: errors that mean "the disk (or the file size limit) is full", reported as :class:`DiskFullError`
-_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 #: tests only: a glob of target file names whose write stops half-way (see the module docstring)
 FAULT_STOP_ENV = "BABELRS_FAULT_STOP_WRITE"
 
@@ -56,7 +56,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except OSError as err:
-        if err.errno in _FULL and not isinstance(err, DiskFullError):
+        if err.errno in DISK_FULL_ERRNOS and not isinstance(err, DiskFullError):
             raise DiskFullError(
                 err.errno,
                 f"{target}: not written, no space left ({err.strerror}); the previous "

@@ -190,13 +190,19 @@ def write_card(client: Any, name: str, version: str) -> None:
     client.update_model_version(name, version, description=card)
 
 
-def mark_challenger(client: Any, name: str, version: str, cfg: Registry) -> None:
+def mark_challenger(client: Any, name: str, version: str, cfg: Registry) -> float:
     """Point the alias ``challenger`` at ``version`` under the promotion lock, unless a newer
-    version already holds it (two register stages finishing in either order leave the newest)."""
+    version already holds it (two register stages finishing in either order leave the newest).
+    Returns the seconds spent waiting for the lock (also the version's tag
+    ``challenger.lock_wait_s``)."""
+    asked = time.monotonic()
     with promotion_lock(client, name, cfg):
+        waited = time.monotonic() - asked
         current = alias_version(client, name, CHALLENGER)
         if current is None or int(current.version) < int(version):
             client.set_registered_model_alias(name, CHALLENGER, version)
+        client.set_model_version_tag(name, version, "challenger.lock_wait_s", f"{waited:.2f}")
+    return waited
 
 
 def unfinished_version(client: Any, name: str, weights_sha256: str, data_hash: str) -> Any | None:

@@ -1,0 +1,82 @@
+"""Data integrity checks: the image files are the bytes the manifest recorded, the shards are as
+long and as hashed as their index says. Run by the validate stage (as part of its report) and
+again by the training stages before they start (:func:`check_training_data`), so that a file
+changed or damaged after validation is named before any training output is written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from babelrs_core.data.manifest import file_sha256, images, read_manifest
+from babelrs_core.errors import BabelrsError
+
+
+class DataIntegrityError(BabelrsError, ValueError):
+    """Image files or shards differ from what the manifest / shard index recorded."""
+
+
+def image_hash_problems(frame: Any) -> list[str]:
+    """``path (image_id): problem`` for every image whose bytes differ from the manifest's sha256
+    (images without a recorded hash are not checked; a missing file is a problem)."""
+    if "sha256" not in frame:
+        return []
+    table = images(frame).assign(sha256=frame.drop_duplicates("image_id")["sha256"].to_numpy())
+    problems = []
+    for image_id, path, want in table[["image_id", "path", "sha256"]].itertuples(index=False):
+        if not isinstance(want, str) or not want:
+            continue
+        if not Path(path).is_file():
+            problems.append(f"{path} ({image_id}): image file not found")
+            continue
+        got = file_sha256(path)
+        if got != want:
+            problems.append(
+                f"{path} ({image_id}): content changed since import: sha256 {got[:16]}... but "
+                f"the manifest records {want[:16]}..."
+            )
+    return problems
+
+
+def shard_failure(index: str | os.PathLike[str], limit: int = 20) -> Any:
+    """The validate stage's ``shards_intact`` check over the shard folder of ``index``: a
+    :class:`~babelrs_core.data.validation.Failure`, or None when every shard checks out."""
+    from babelrs_core.data.shards import verify_shards
+    from babelrs_core.data.validation import Failure
+
+    index = Path(index)
+    problems = verify_shards(index.parent, index)
+    if not problems:
+        return None
+    return Failure(
+        check="shards_intact",
+        table="shards",
+        expectation="shard index (babelrs_core.data.shards.verify_shards)",
+        description="every shard is complete and its bytes match the shard index's sha256",
+        count=len(problems),
+        examples=problems[:limit],
+    )
+
+
+def check_training_data(params: Any, manifest: str | os.PathLike[str] | None = None) -> None:
+    """Before training: every image of the manifest has the bytes it had at import (sha256),
+    and no shard of ``shards.index`` (when there is one) is truncated. Raises
+    :class:`DataIntegrityError` naming each file and its problem."""
+    from babelrs_core.data.shards import verify_shards
+
+    manifest = Path(manifest or params.paths.manifest)
+    problems = image_hash_problems(read_manifest(manifest))
+    index = Path(params.shards.index)
+    if index.is_file():
+        problems += [
+            p for p in verify_shards(index.parent, index, sizes_only=True) if "truncated" in p
+        ]
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise DataIntegrityError(
+            f"{manifest}: {len(problems)} data file(s) changed or damaged since validation; "
+            f"nothing was trained (run `babelrs stage validate` for the full report):\n"
+            f"{shown}{more}"
+        )
