@@ -9,11 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from babelrs_core.data.manifest import file_sha256, images, read_manifest
-from babelrs_core.errors import BabelrsError
+from babelrs_core.data.manifest import images, read_manifest
+from babelrs_core.errors import BadInputError
+from babelrs_core.io.hashing import file_sha256
 
 
-class DataIntegrityError(BabelrsError, ValueError):
+class DataIntegrityError(BadInputError):
     """Image files or shards differ from what the manifest / shard index recorded."""
 
 

@@ -40,6 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from babelrs_core.io.hashing import file_sha256
 from babelrs_core.io.atomic import atomic_path
 
 SCHEMA = pa.schema(
@@ -139,15 +140,6 @@ def write_manifest(
     with atomic_path(target, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
     return frame
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 (hex) of a file's bytes."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def _image_hashes(frame: pd.DataFrame) -> list[str | None]:

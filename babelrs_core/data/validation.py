@@ -45,11 +45,11 @@ from babelrs_core.config import Importers, Params, Validation
 from babelrs_core.data.formats import FormatError, get_reader
 from babelrs_core.data.manifest import (
     ManifestRow,
-    file_sha256,
     images,
     read_manifest,
     to_frame,
 )
+from babelrs_core.io.hashing import file_sha256
 from babelrs_core.data.validation_rules import (
     Rule,
     RuleOutcome,
