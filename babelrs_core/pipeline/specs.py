@@ -148,7 +148,7 @@ PIPELINE: list[StageSpec] = [
             "pretrain",
             "distributed",
         ),
-        code=("babelrs_core/models", "babelrs_core/pretrain"),
+        code=("babelrs_core/models", "babelrs_core/pretrain", "babelrs_core/data/integrity.py"),
         deps=("{paths.manifest}", "{paths.raw}", "{validation.out_dir}/summary.json"),
         outs=("{paths.pretrain_out}",),
         gpu=True,
@@ -169,7 +169,7 @@ PIPELINE: list[StageSpec] = [
             "evaluation.ignore_difficult",
             "distributed",
         ),
-        code=("babelrs_core/detector", "babelrs_core/models"),
+        code=("babelrs_core/detector", "babelrs_core/models", "babelrs_core/data/integrity.py"),
         deps=("{paths.manifest}", "{paths.raw}", "{paths.pretrain_out}"),
         outs=("{paths.finetune_out}",),
         curves=(
