@@ -30,9 +30,10 @@ run: $(STAMP)  ## main job: the whole pipeline on SOI-mini through the Prefect f
 	$(BABELRS) pipeline run
 	$(BABELRS) data preview
 
-lint: $(STAMP)  ## ruff (the same hook pre-commit runs)
+lint: $(STAMP)  ## ruff (the same hook pre-commit runs) and mypy on babelrs_core/ (pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(STAMP)  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

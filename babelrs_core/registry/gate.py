@@ -57,16 +57,18 @@ def decide(
 ) -> Decision:
     """Apply the rule above to ``eval.json`` mappings (``champion`` None: no champion yet)."""
     hmap = float(challenger["overall"]["hmap"])
-    common = {"challenger_hmap": hmap, "margin": margin, "max_drop": max_drop, "floor": floor}
+    rules: dict[str, Any] = {"margin": margin, "max_drop": max_drop, "floor": floor}
     if champion is None:
         ok = hmap >= floor
         rel = ">=" if ok else "<"
-        return Decision(ok, f"first version: H-mAP {hmap:.2f} {rel} floor {floor:.2f}", **common)
+        reason = f"first version: H-mAP {hmap:.2f} {rel} floor {floor:.2f}"
+        return Decision(ok, reason, challenger_hmap=hmap, **rules)
     champ_hmap = float(champion["overall"]["hmap"])
     mine, theirs = dataset_maps(challenger), dataset_maps(champion)
     drops = {ds: round(m - mine.get(ds, 0.0), 4) for ds, m in theirs.items()}
     gain = round(hmap - champ_hmap, 4)
-    common.update(champion_hmap=champ_hmap, champion_version=champion_version, gain=gain)
+    common: dict[str, Any] = {"challenger_hmap": hmap, **rules, "champion_hmap": champ_hmap,
+                              "champion_version": champion_version, "gain": gain}  # fmt: skip
     too_much = {ds: d for ds, d in drops.items() if d > max_drop}
     vs = f"champion v{champion_version}" if champion_version else "champion"
     if gain < margin:
