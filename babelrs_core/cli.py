@@ -73,6 +73,9 @@ def _main(
 ) -> None:
     if debug:
         _STATE["debug"] = True
+    from babelrs_core.logs import configure_cli
+
+    configure_cli(debug=debug or read(DEBUG_ENV) == "1")
     if version:
         typer.echo(__version__)
         raise typer.Exit()

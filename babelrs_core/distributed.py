@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from babelrs_core.errors import BabelrsError
+from babelrs_core.logs import get_logger
 from babelrs_core.settings_env import read
 
 #: set by torchrun in every process it starts
@@ -136,12 +137,14 @@ def torchrun_command(
 
 def run_streaming(
     cmd: Sequence[str],
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
     tail_lines: int = 60,
 ) -> None:
-    """Run ``cmd``, passing every output line (stdout and stderr) to ``log`` as it comes; raise
-    :class:`DistributedLaunchError` with the last ``tail_lines`` lines on a non-zero exit."""
+    """Run ``cmd``, passing every output line (stdout and stderr) to ``log`` (default: this
+    module's logger) as it comes; raise :class:`DistributedLaunchError` with the last
+    ``tail_lines`` lines on a non-zero exit."""
+    log = log or get_logger(__name__).info
     tail: deque[str] = deque(maxlen=tail_lines)
     with subprocess.Popen(
         list(cmd),

@@ -26,8 +26,12 @@ from babelrs_core.ablation.report import RUN_JSON, write_report
 from babelrs_core.config import Params, flatten
 from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import write_json
+from babelrs_core.logs import get_logger
 
 PARENT_NAME = "babelrs-ablation"
+
+
+_log = get_logger(__name__)
 
 
 class AblationError(BabelrsError, RuntimeError):
@@ -49,13 +53,15 @@ class _Inline:
         pass
 
 
-def ensure_data(params: Params, log: Callable[[str], None] = print) -> None:
+def ensure_data(params: Params, log: Callable[[str], None] | None = None) -> None:
     """Generate and import SOI-mini when the manifest is missing (the ablation's only input)."""
     from babelrs_core import stages
 
     if Path(params.paths.manifest).exists():
         return
-    log(f"ablation: {params.paths.manifest} missing, generating and importing SOI-mini first")
+    (log or _log.info)(
+        f"ablation: {params.paths.manifest} missing, generating and importing SOI-mini first"
+    )
     stages.generate(params, progress=False)
     stages.import_data(params, progress=False)
 
@@ -65,10 +71,12 @@ def run_ablation(
     *,
     track: bool = True,
     device: str | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Plan, run (reusing finished runs), track and report; returns the report summary."""
+    """Plan, run (reusing finished runs), track and report; returns the report summary. Progress
+    lines go to ``log`` (default: this module's logger)."""
     t0 = time.perf_counter()
+    log = log or _log.info
     ensure_data(params, log)
     plan = build_plan(params, device)
     tracker, parent = _start_tracking(plan, log) if track else (None, None)

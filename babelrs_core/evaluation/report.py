@@ -49,6 +49,7 @@ from babelrs_core.evaluation.orientation import (
     summarize_orientation,
 )
 from babelrs_core.io.atomic import atomic_path, write_json, write_text
+from babelrs_core.logs import get_logger
 
 SECTION = "## Detector fine-tuning"
 PAPER_ROW = {
@@ -60,6 +61,9 @@ PAPER_ROW = {
     "hmap": 53.02,
 }
 SHORT = {"sardet": "SAR", "dota": "DOTA", "dronevehicle": "DroneVehicle"}
+
+
+log = get_logger(__name__)
 
 
 def run_evaluation(
@@ -152,9 +156,9 @@ def run_evaluation(
     }
     write_json(out / "eval_info.json", info)
     if progress:
-        print(format_summary(summary))
+        log.info("%s", format_summary(summary))
         for d, o in orientation.items():
-            print(orientation_line(d, o["summary"]))
+            log.info("%s", orientation_line(d, o["summary"]))
     return {**summary, "info": info, "out": str(out)}
 
 

@@ -27,6 +27,7 @@ from babelrs_core import settings_env
 from babelrs_core.config import Params, flatten, flatten_dict
 from babelrs_core.io.hashing import path_hash
 from babelrs_core.io.output_lock import output_locks
+from babelrs_core.logs import get_logger
 from babelrs_core.pipeline.specs import StageSpec, params_subset
 from babelrs_core.tracking import (
     Tracker,
@@ -38,6 +39,7 @@ from babelrs_core.tracking import (
 )
 
 PARENT_ENV = "BABELRS_PARENT_RUN_ID"
+_log = get_logger(__name__)
 #: MLflow's dataset-input context of the manifest, per stage that reads it
 INPUT_CONTEXT = {"pretrain": "training", "finetune": "training", "evaluate": "evaluation",
                  "validate": "validation", "register": "evaluation"}  # fmt: skip
@@ -59,7 +61,7 @@ def execute_stage(
     runner: str = "cli",
     parent_run_id: str | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -73,7 +75,7 @@ def execute_stage(
     """
     if wants_torchrun(spec, params):
         track = tracker is not None and tracker.enabled
-        return _launch_distributed(spec, params, track, parent_run_id, runner, log)
+        return _launch_distributed(spec, params, track, parent_run_id, runner, log or _log.info)
     if not dist_util.is_main():  # rank 0 holds the data locks for the whole process group
         return call_stage(spec, params, progress)
     with output_locks(spec.outputs(params), params.orchestration.output_lock_timeout_s,
