@@ -76,10 +76,30 @@ class Paths(Strict):
 
     raw: Path = Path("data/raw/soi_mini")
     manifest: Path = Path("data/manifest/soi_mini.parquet")
+    # scene captions of the manifest's images; null: beside the manifest (captions_beside)
+    captions: Path | None = None
     preview: Path = Path("docs/img/soi_mini_preview.png")
     pretrain_out: Path = Path("outputs/pretrain")
     finetune_out: Path = Path("outputs/finetune")
     eval_out: Path = Path("outputs/eval")
+
+    @model_validator(mode="after")
+    def _captions_beside_manifest(self) -> Paths:
+        if self.captions is None:
+            self.captions = captions_beside(self.manifest)
+        return self
+
+
+def captions_beside(manifest: Path) -> Path:
+    """The captions table that goes with ``manifest``: ``<stem>.captions.parquet`` beside it."""
+    return Path(manifest).with_name(f"{Path(manifest).stem}.captions.parquet")
+
+
+def captions_for(params: Params, manifest: str | os.PathLike[str]) -> Path:
+    """``paths.captions`` for the params' manifest; the table beside any other manifest."""
+    if Path(manifest) == Path(params.paths.manifest) and params.paths.captions is not None:
+        return params.paths.captions
+    return captions_beside(Path(manifest))
 
 
 class SarSensor(Strict):

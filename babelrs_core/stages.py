@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from babelrs_core.config import Params
+from babelrs_core.config import Params, captions_for
 from babelrs_core.data.layout import dataset_roots
 
 
@@ -26,12 +26,21 @@ def import_data(
     manifest: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Import datasets in their real formats into one manifest (default: SOI-mini's folders)."""
+    """Import datasets in their real formats into one manifest (default: SOI-mini's folders),
+    and the scene captions of its images into ``paths.captions`` (beside ``manifest`` when that is
+    given; empty for datasets without scene files)."""
+    from babelrs_core.data.captions import collect_captions, write_captions
     from babelrs_core.data.importing import import_datasets
+    from babelrs_core.data.manifest import read_manifest
 
-    roots = roots or dataset_roots(params.paths.raw)
-    report = import_datasets(roots, manifest or params.paths.manifest, params, progress=progress)
-    return report.to_dict()
+    target = manifest or params.paths.manifest
+    report = import_datasets(roots or dataset_roots(params.paths.raw), target, params,
+                             progress=progress)  # fmt: skip
+    frame = read_manifest(target)
+    table = collect_captions(params.paths.raw, frame)
+    captions = captions_for(params, target)
+    write_captions(table, captions)
+    return {**report.to_dict(), "captions": len(table), "captions_file": str(captions)}
 
 
 def preview(params: Params, manifest: Path | None = None, out: Path | None = None) -> Path:

@@ -588,6 +588,16 @@ def run_validation(
         with atomic_dir(docs_target) as tmp:  # never a mix of two runs' pages
             report = validate_frame(frame, cfg, classes, source, format_errors, tmp, progress)
         report.data_docs = str(docs_target / "index.html")
+    if not raw_roots:  # the captions table written with this manifest, if any
+        from babelrs_core.config import captions_for
+        from babelrs_core.data.captions import captions_failure
+
+        captions = captions_for(params, manifest or params.paths.manifest)
+        caption_check = captions_failure(captions, frame, cfg.max_examples)
+        report.checks += 1
+        if caption_check is not None:
+            report.failures.append(caption_check)
+            report.passed = False
     shard_index = Path(params.shards.index)
     if not raw_roots and shard_index.is_file():  # the shards made from this data, if any
         from babelrs_core.data.integrity import shard_failure

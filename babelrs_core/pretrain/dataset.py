@@ -8,7 +8,6 @@ batches an uninterrupted run would.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from babelrs_core.data.layout import scenes_file
+from babelrs_core.data.captions import read_captions
 from babelrs_core.data.manifest import images as manifest_images
 from babelrs_core.data.manifest import objects as manifest_objects
 from babelrs_core.data.manifest import read_manifest
@@ -43,25 +42,6 @@ REGION_SLOTS = 2
 def _unit_hash(*parts: object) -> float:
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def read_captions(raw: str | os.PathLike[str] | None, frame: pd.DataFrame) -> dict[str, str]:
-    """image_id -> SOI-mini scene caption, for the dataset splits whose scenes file exists."""
-    out: dict[str, str] = {}
-    if raw is None:
-        return out
-    for (ds, split), _ in frame.groupby(["dataset", "split"]):
-        path = scenes_file(raw, ds, split)
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            scene = json.loads(line)
-            stem, cap = scene.get("stem"), scene.get("caption")
-            if stem and cap:
-                out[f"{ds}/{split}/{stem}"] = str(cap)
-    return out
 
 
 def labels_from_manifest(frame: pd.DataFrame, captions: dict[str, str]) -> list[ImageLabels]:
@@ -273,7 +253,7 @@ def build_data(
     holdout_fraction: float,
     eval_splits: Sequence[str],
     seed: int,
-    raw: str | os.PathLike[str] | None = None,
+    captions: str | os.PathLike[str] | None = None,
     max_prompt_tokens: int = 96,
     max_answer_tokens: int = 32,
     eos_id: int,
@@ -297,8 +277,7 @@ def build_data(
     frame = frame[frame["split"].isin(["train", *eval_splits])]
     if frame.empty:
         raise ValueError(f"{manifest}: no images in splits train/{'/'.join(eval_splits)}")
-    captions = read_captions(raw, frame)
-    labels = labels_from_manifest(frame, captions)
+    labels = labels_from_manifest(frame, read_captions(captions) if captions else {})
     classes = {
         ds: ordered_classes(ds, [c for c in g["class_name"].dropna().unique()])
         for ds, g in frame.groupby("dataset")

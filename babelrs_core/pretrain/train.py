@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from babelrs_core import distributed as dist_util
-from babelrs_core.config import Params
+from babelrs_core.config import Params, captions_for
 from babelrs_core.io.atomic import sweep_temporaries, write_text
 from babelrs_core.models.encoders import VisionEncoder, build_encoder
 from babelrs_core.models.lvsa import TapFusion, alpha
@@ -211,7 +211,7 @@ def prepare(params: Params, manifest: Path) -> tuple[AlignModel, PretrainData]:
         holdout_fraction=cfg.holdout_fraction,
         eval_splits=cfg.eval_splits,
         seed=params.seed,
-        raw=params.paths.raw,
+        captions=captions_for(params, manifest),
         max_prompt_tokens=cfg.max_prompt_tokens,
         max_answer_tokens=cfg.max_answer_tokens,
         eos_id=pivot.eos_id,

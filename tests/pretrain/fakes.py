@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from babelrs_core.config import captions_beside
+from babelrs_core.data.captions import collect_captions, write_captions
 from babelrs_core.data.layout import scenes_file
-from babelrs_core.data.manifest import ManifestRow, poly_from_hbox, write_manifest
+from babelrs_core.data.manifest import ManifestRow, poly_from_hbox, read_manifest, write_manifest
 
 FAKE_CLASSES = {
     "sardet": ("sar", ["ship", "car"]),
@@ -93,4 +95,6 @@ def make_fake_dataset(
                 target.write_text("".join(json.dumps(s) + "\n" for s in scenes))
     manifest = root / "manifest.parquet"
     write_manifest(rows, manifest)
+    # what the import stage writes beside the manifest (the scenes' captions of its images)
+    write_captions(collect_captions(raw, read_manifest(manifest)), captions_beside(manifest))
     return manifest

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from babelrs_core.config import captions_beside
 from babelrs_core.pretrain.dataset import IGNORE, build_data
 from babelrs_core.pretrain.instructions import flipped
 from tests.pretrain.fakes import make_fake_dataset
@@ -26,7 +27,7 @@ def fake(tmp_path_factory) -> Path:
 def build(fake: Path, **kw):
     args = {
         "image_size": 32, "holdout_fraction": 0.25, "eval_splits": ["val"], "seed": 0,
-        "raw": fake.parent / "raw", "eos_id": 2, "sep_ids": [3], "pad_id": 0,
+        "captions": captions_beside(fake), "eos_id": 2, "sep_ids": [3], "pad_id": 0,
         "region_token": True,
     }  # fmt: skip
     return build_data(fake, encode, **{**args, **kw})
