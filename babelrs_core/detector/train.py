@@ -221,9 +221,15 @@ def _run(
     runner_cls.sync_bn = cfg.bn == "train"
     runner = runner_cls.from_cfg(fast_config(rcfg))
     # mmengine's MMLogger is outside the logging tree: handlers on the standard "mmengine" logger
-    # (e.g. the Prefect task log of flows/retrain.py) receive the Runner's records too
-    for handler in logging.getLogger("mmengine").handlers:
-        runner.logger.addHandler(handler)
+    # (e.g. the Prefect task log of flows/retrain.py, which shows them on the console too) take
+    # the Runner's records instead of its own console handler (each line once)
+    routed = logging.getLogger("mmengine").handlers
+    if routed:
+        for own in list(runner.logger.handlers):
+            if type(own) is logging.StreamHandler:
+                runner.logger.removeHandler(own)
+        for handler in routed:
+            runner.logger.addHandler(handler)
     metrics_path = out / "metrics.jsonl"
     if main:
         runner.register_hook(
