@@ -303,7 +303,7 @@ def main() -> None:
     table = "\n".join(lines)
     print("\n" + table)
     if args.write_docs:
-        from babelrs_core.evaluation.report import update_results_md
+        from babelrs_core.io.results_md import update_results_md
 
         argv = " ".join(sys.argv[1:])
         section = "\n".join([

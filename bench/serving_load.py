@@ -641,7 +641,7 @@ def _images(
 
 
 def _write_docs(path: str, table: str, argv: Sequence[str] | None) -> None:
-    from babelrs_core.evaluation.report import update_results_md
+    from babelrs_core.io.results_md import update_results_md
 
     args = " ".join(sys.argv[1:] if argv is None else argv)
     section = "\n".join([

@@ -21,10 +21,10 @@ from typing import Any
 from babelrs_core.ablation.plan import FinetuneJob, Plan
 from babelrs_core.concepts import DATASETS
 from babelrs_core.evaluation.plots import pyplot, save_figure
+from babelrs_core.evaluation.results_section import SHORT
 from babelrs_core.io.atomic import write_json
 
 SECTION = "## Ablation"
-SHORT = {"sardet": "SAR", "dota": "DOTA", "dronevehicle": "DroneVehicle"}
 METRIC_KEYS = [f"{d}.{m}" for d in DATASETS for m in ("ap50", "map")] + [
     "overall.ap50",
     "overall.map",
@@ -677,7 +677,7 @@ def write_report(
     plan: Plan, errors: dict[str, str] | None = None, run_info: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Read every run of ``plan`` back, write ``summary.json``, the PNGs and the results section."""
-    from babelrs_core.evaluation.report import update_results_md
+    from babelrs_core.io.results_md import update_results_md
 
     params, ab = plan.params, plan.params.ablation
     errors = errors or {}

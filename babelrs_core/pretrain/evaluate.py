@@ -315,7 +315,7 @@ def update_results_doc(
     metrics_path, doc = Path(metrics_path), Path(doc)
     metrics = json.loads(metrics_path.read_text())
     section = results_markdown(metrics, metrics_path.as_posix(), note)
-    from babelrs_core.evaluation.report import update_results_md
+    from babelrs_core.io.results_md import update_results_md
 
     update_results_md(doc, section, SECTION)
     return doc

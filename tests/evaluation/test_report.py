@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from babelrs_core.evaluation.report import (
-    SECTION,
-    results_section,
-    results_table,
-    update_results_md,
-)
+from babelrs_core.evaluation.results_section import SECTION, results_section, results_table
+from babelrs_core.io.results_md import update_results_md
 
 
 def _eval(h: float) -> dict:
@@ -33,12 +29,12 @@ def test_update_touches_only_its_section(tmp_path: Path) -> None:
     doc = tmp_path / "results.md"
     doc.write_text("# Results\n\n## Pretraining\n\ntheirs\n\n## Other\n\nkeep\n")
     section = results_section([{"label": "csia", "eval": _eval(21.5), "train": {}, "info": {}}])
-    update_results_md(doc, section)
+    update_results_md(doc, section, SECTION)
     text = doc.read_text()
     assert "## Pretraining\n\ntheirs\n" in text and "## Other\n\nkeep\n" in text
     assert text.count(SECTION) == 1
     # regenerate with new numbers in place: still one section, others untouched
-    update_results_md(doc, results_section([{"label": "x", "eval": _eval(7.0)}]))
+    update_results_md(doc, results_section([{"label": "x", "eval": _eval(7.0)}]), SECTION)
     text2 = doc.read_text()
     assert text2.count(SECTION) == 1 and "**7.00**" in text2 and "**21.50**" not in text2
     assert text2.index("## Pretraining") < text2.index(SECTION)
@@ -48,11 +44,11 @@ def test_update_touches_only_its_section(tmp_path: Path) -> None:
 def test_section_is_inserted_before_later_sections_when_present(tmp_path: Path) -> None:
     doc = tmp_path / "results.md"
     doc.write_text(f"# Results\n\n{SECTION}\n\nold\n\n## Pretraining\n\ntheirs\n")
-    update_results_md(doc, results_section([{"label": "csia", "eval": _eval(1.0)}]))
+    update_results_md(doc, results_section([{"label": "csia", "eval": _eval(1.0)}]), SECTION)
     text = doc.read_text()
     assert "old" not in text and text.endswith("## Pretraining\n\ntheirs\n")
     new = tmp_path / "new.md"
-    update_results_md(new, results_section([{"label": "csia", "eval": _eval(1.0)}]))
+    update_results_md(new, results_section([{"label": "csia", "eval": _eval(1.0)}]), SECTION)
     assert new.read_text().startswith("# Results\n\n" + SECTION)
 
 
