@@ -55,8 +55,21 @@ def pretrain(
     """CSIA + LVSA pretraining of the shared encoder; writes ``encoder.safetensors`` +
     ``encoder.json`` + ``metrics.json`` to ``out`` (default ``params.paths.pretrain_out``)."""
     from babelrs_core.pretrain.train import run_pretraining
+    from babelrs_core.tracking import log_step
 
-    return run_pretraining(params, manifest, out, resume=resume, progress=True)
+    every, last = params.pretrain.log_every, params.pretrain.steps
+
+    def track(step: int, metrics: dict[str, float]) -> None:
+        """Losses, lr, alpha, grad norm... of every ``pretrain.log_every``-th step (and the last)
+        as step metrics of the tracked stage run; ``metrics.jsonl`` keeps every step."""
+        if step % every == 0 or step == last:
+            log_step(step, {k: float(v) for k, v in metrics.items() if math.isfinite(v)})
+
+    out = Path(out or params.paths.pretrain_out)
+    result = run_pretraining(params, manifest, out, resume=resume, progress=True, callbacks=[track])
+    if "rank" not in result:  # rank 0 (or a single process) writes the extras
+        write_training_extras("pretrain", params, out, "step")
+    return result
 
 
 def finetune(
@@ -80,9 +93,38 @@ def finetune(
         numbers.pop("iter", None)
         log_step(iteration, {k: v for k, v in numbers.items() if math.isfinite(v)})
 
-    return run_finetune(
+    out = Path(out or params.paths.finetune_out)
+    result = run_finetune(
         params, manifest, encoder, out, resume=resume, progress=True, callbacks=[track]
     )
+    if "rank" not in result:  # rank 0 (or a single process) writes the extras
+        write_training_extras("finetune", params, out, "iter")
+    return result
+
+
+#: what a training stage writes beside its outputs for people and the MLflow run: the params it
+#: read (resolved) and its loss / learning-rate curves from ``metrics.jsonl``
+CONFIG_DUMP = "config.yaml"
+LOSS_CURVES = "loss_curves.png"
+
+
+def write_training_extras(name: str, params: Params, out: Path, x_key: str) -> list[Path]:
+    """``out/config.yaml`` (the stage's params subset, resolved) and ``out/loss_curves.png``
+    (from ``out/metrics.jsonl``), both written atomically; returns their paths."""
+    import json
+
+    import yaml
+
+    from babelrs_core.evaluation.plots import plot_training_curves
+    from babelrs_core.io.atomic import write_text
+    from babelrs_core.pipeline import params_subset, stage
+
+    subset = params_subset(params, stage(name).params)
+    write_text(out / CONFIG_DUMP, yaml.safe_dump(subset, sort_keys=False, width=100))
+    log = out / "metrics.jsonl"
+    history = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+    plot = plot_training_curves(history, out / LOSS_CURVES, f"{name}: {out.name}", x_key)
+    return [out / CONFIG_DUMP, plot]
 
 
 def evaluate(

@@ -37,10 +37,12 @@ from babelrs_core.detector.hooks import (
     ValidationHook,
     read_metrics,
 )
-from babelrs_core.io.atomic import write_json
+from babelrs_core.io.atomic import write_json, write_text
 
 #: mAP per dataset vs iteration on the validation split (written during training)
 VALIDATION_CSV = "validation.csv"
+#: the mmengine config the run trains with, as Python text (``runner.cfg.pretty_text``)
+MMENGINE_CONFIG = "mmengine_config.py"
 
 
 def fingerprint(params: Params, manifest: Path, encoder_dir: Path | None) -> dict[str, Any]:
@@ -217,7 +219,8 @@ def _run(
     runner_cls.sync_bn = cfg.bn == "train"
     runner = runner_cls.from_cfg(fast_config(rcfg))
     metrics_path = out / "metrics.jsonl"
-    if main:
+    if main:  # the resolved mmengine config as text, for people and the MLflow run
+        write_text(out / MMENGINE_CONFIG, runner.cfg.pretty_text)
         runner.register_hook(
             MetricsJsonlHook(str(metrics_path), cfg.log_every, callbacks), priority="LOW"
         )
