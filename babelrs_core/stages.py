@@ -167,9 +167,18 @@ def validate(
     Expectations. Writes ``report.json`` / ``report.md`` / ``summary.json`` (and Data Docs) to
     ``out`` (default ``params.validation.out_dir``); raises
     :class:`~babelrs_core.data.validation.DataValidationError` when the data fails."""
-    from babelrs_core.data.validation import run_validation
+    from babelrs_core.data.validation import DataValidationError, run_validation
+    from babelrs_core.tracking import log_current_artifacts
 
-    report = run_validation(params, manifest, out, raw_roots=raw, progress=progress)
+    try:
+        report = run_validation(params, manifest, out, raw_roots=raw, progress=progress)
+    except DataValidationError as exc:
+        # the runner logs the spec's artifacts after a success only; on bad data the report and
+        # the Data Docs are what people open, so they go to the (failing) stage run from here
+        docs = [Path(exc.report.data_docs).parent] if exc.report.data_docs else []
+        report_md = Path(out or params.validation.out_dir) / "report.md"
+        log_current_artifacts([report_md, *docs], artifact_dir="validate")
+        raise
     return report.to_dict()
 
 
