@@ -15,7 +15,7 @@ export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DO_NOT_TRACK := 1
 
-.PHONY: champion-figure setup run test test-fast test-slow faults ablation lint format preview lock clean help serve-scheduler gpu-check
+.PHONY: champion-figure setup run ui test test-fast test-slow faults ablation lint format preview lock clean help serve-scheduler gpu-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,6 +27,9 @@ $(STAMP): requirements/lock.txt requirements/nodeps.txt infra/local/setup.sh pyp
 setup: $(STAMP)  ## create .venv from the lock file (+ once-per-machine mmcv build)
 
 run: $(STAMP)  ## main job: the whole pipeline on SOI-mini through the Prefect flow, then the preview
+	@api="$$(cat $(PREFECT_HOME)/api_url 2>/dev/null)"; \
+	if [ -n "$$api" ] && $(PY) -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1] + "/health", timeout=3)' "$$api" 2>/dev/null; then \
+		echo "make run: flow runs go to the Prefect server of make ui ($$api)"; export PREFECT_API_URL="$$api"; fi; \
 	$(BABELRS) pipeline run
 	$(BABELRS) data preview
 
@@ -72,6 +75,9 @@ champion-figure: $(STAMP)  ## after `make run`: the champion's detections on hel
 
 preview: $(STAMP)  ## regenerate the README's preview mosaic
 	$(BABELRS) data preview
+
+ui: $(STAMP)  ## MLflow UI on the local store + a persistent Prefect server, both on 127.0.0.1 (Ctrl-C stops)
+	bash infra/local/ui.sh
 
 serve-scheduler: $(STAMP)  ## local Prefect server + work pool + gpu limit + weekly deployment + worker (Ctrl-C stops)
 	bash infra/local/serve_scheduler.sh

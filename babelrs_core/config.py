@@ -302,6 +302,7 @@ class Pretrain(Strict):
     eval_splits: list[Split] = ["val"]  # further held-out images (never trained on)
     eval_max_per_task: PosInt = 80  # held-out prompts per modality and task
     checkpoint_every: PosInt = 100
+    log_every: PosInt = 10  # steps between MLflow step metrics (metrics.jsonl has every step)
     tasks: TaskWeights = TaskWeights()
     freeze: PretrainFreeze = PretrainFreeze()
     lvsa: Lvsa = Lvsa()

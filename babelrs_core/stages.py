@@ -69,9 +69,23 @@ def pretrain(
     ``encoder.json`` + ``metrics.json`` to ``out`` (default ``params.paths.pretrain_out``)."""
     from babelrs_core.data.integrity import check_training_data
     from babelrs_core.pretrain.train import run_pretraining
+    from babelrs_core.tracking import log_step
+
+    every, last = params.pretrain.log_every, params.pretrain.steps
+
+    def track(step: int, metrics: dict[str, float]) -> None:
+        """Losses, lr, alpha, grad norm... of every ``pretrain.log_every``-th step (and the last)
+        as step metrics of the tracked stage run; ``metrics.jsonl`` keeps every step."""
+        if step % every == 0 or step == last:
+            log_step(step, {k: float(v) for k, v in metrics.items() if math.isfinite(v)})
 
     check_training_data(params, manifest)
-    return run_pretraining(params, manifest, out, resume=resume, progress=progress)
+    out = Path(out or params.paths.pretrain_out)
+    result = run_pretraining(params, manifest, out, resume=resume, progress=progress,
+                             callbacks=[track])  # fmt: skip
+    if "rank" not in result:  # rank 0 (or a single process) writes the extras
+        write_training_extras("pretrain", params, out, "step")
+    return result
 
 
 def finetune(
@@ -99,9 +113,38 @@ def finetune(
         numbers.pop("iter", None)
         log_step(iteration, {k: v for k, v in numbers.items() if math.isfinite(v)})
 
-    return run_finetune(
+    out = Path(out or params.paths.finetune_out)
+    result = run_finetune(
         params, manifest, encoder, out, resume=resume, progress=progress, callbacks=[track]
     )
+    if "rank" not in result:  # rank 0 (or a single process) writes the extras
+        write_training_extras("finetune", params, out, "iter")
+    return result
+
+
+#: what a training stage writes beside its outputs for people and the MLflow run: the params it
+#: read (resolved) and its loss / learning-rate curves from ``metrics.jsonl``
+CONFIG_DUMP = "config.yaml"
+LOSS_CURVES = "loss_curves.png"
+
+
+def write_training_extras(name: str, params: Params, out: Path, x_key: str) -> list[Path]:
+    """``out/config.yaml`` (the stage's params subset, resolved) and ``out/loss_curves.png``
+    (from ``out/metrics.jsonl``), both written atomically; returns their paths."""
+    import json
+
+    import yaml
+
+    from babelrs_core.evaluation.plots import plot_training_curves
+    from babelrs_core.io.atomic import write_text
+    from babelrs_core.pipeline import params_subset, stage
+
+    subset = params_subset(params, stage(name).params)
+    write_text(out / CONFIG_DUMP, yaml.safe_dump(subset, sort_keys=False, width=100))
+    log = out / "metrics.jsonl"
+    history = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+    plot = plot_training_curves(history, out / LOSS_CURVES, f"{name}: {out.name}", x_key)
+    return [out / CONFIG_DUMP, plot]
 
 
 def evaluate(
@@ -145,9 +188,18 @@ def validate(
     Expectations. Writes ``report.json`` / ``report.md`` / ``summary.json`` (and Data Docs) to
     ``out`` (default ``params.validation.out_dir``); raises
     :class:`~babelrs_core.data.validation.DataValidationError` when the data fails."""
-    from babelrs_core.data.validation import run_validation
+    from babelrs_core.data.validation import DataValidationError, run_validation
+    from babelrs_core.tracking import log_current_artifacts
 
-    report = run_validation(params, manifest, out, raw_roots=raw, progress=progress)
+    try:
+        report = run_validation(params, manifest, out, raw_roots=raw, progress=progress)
+    except DataValidationError as exc:
+        # the runner logs the spec's artifacts after a success only; on bad data the report and
+        # the Data Docs are what people open, so they go to the (failing) stage run from here
+        docs = [Path(exc.report.data_docs).parent] if exc.report.data_docs else []
+        report_md = Path(out or params.validation.out_dir) / "report.md"
+        log_current_artifacts([report_md, *docs], artifact_dir="validate")
+        raise
     return report.to_dict()
 
 

@@ -145,6 +145,27 @@ def log_step(step: int, metrics: Mapping[str, float]) -> None:
         sink.log(step, metrics)
 
 
+def log_paths(client: Any, run_id: str, paths: list[Path], artifact_dir: str = "") -> None:
+    """Log files and folders that exist to ``run_id`` (a folder under ``artifact_dir/<its name>``,
+    a file under ``artifact_dir``); missing ones are skipped."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            client.log_artifacts(run_id, str(p), f"{artifact_dir}/{p.name}".strip("/"))
+        elif p.is_file():
+            client.log_artifact(run_id, str(p), artifact_dir or None)
+
+
+def log_current_artifacts(paths: list[Path], artifact_dir: str = "") -> bool:
+    """Log ``paths`` to the tracked stage run now, from inside the stage (e.g. the report of a
+    stage that is about to fail: the runner logs a spec's artifacts only after success). False
+    when untracked."""
+    sink = _SINK.get()
+    if sink is None or not is_rank_zero():
+        return False
+    log_paths(sink.client, sink.run_id, paths, artifact_dir)
+    return True
+
+
 def current_run_id() -> str | None:
     """The MLflow run of the tracked stage running now (None when untracked)."""
     sink = _SINK.get()
@@ -278,11 +299,7 @@ class Tracker:
 
     def log_artifacts(self, run_id: str, paths: list[Path], artifact_dir: str = "") -> None:
         """Files or folders that exist; missing ones are skipped."""
-        for p in paths:
-            if p.is_dir():
-                self.client.log_artifacts(run_id, str(p), f"{artifact_dir}/{p.name}".strip("/"))
-            elif p.is_file():
-                self.client.log_artifact(run_id, str(p), artifact_dir or None)
+        log_paths(self.client, run_id, paths, artifact_dir)
 
     def log_table_input(self, run_id: str, path: Path, context: str, digest: str) -> None:
         """Record a Parquet table (the manifest) as the run's MLflow dataset input: name, digest,

@@ -3,11 +3,12 @@
 What runs (rules in :mod:`babelrs_core.data.validation_rules`, plain words in docs/data.md):
 
 * **manifest suite** (GX 1.x, ephemeral context, pandas data source, whole-dataframe batch,
-  ``ExpectationSuite`` + ``ValidationDefinition``): unique ``image_id + object_index``, no nulls
-  where forbidden, known dataset / modality / split, class in the dataset's label space, label
-  consistent with the class, box inside the image with positive area, polygon with 4 points and
-  non-zero area, one image per ``image_id``, required splits non-empty (images and objects), every
-  class present in train;
+  ``ExpectationSuite`` + ``ValidationDefinition`` run by a ``Checkpoint`` whose
+  ``UpdateDataDocsAction`` renders the result into the local Data Docs site): unique
+  ``image_id + object_index``, no nulls where forbidden, known dataset / modality / split, class
+  in the dataset's label space, label consistent with the class, box inside the image with
+  positive area, polygon with 4 points and non-zero area, one image per ``image_id``, required
+  splits non-empty (images and objects), every class present in train;
 * **image suite** over one row of facts per image (:func:`image_facts`, decoded here with a small
   thread pool): file exists and decodes completely, decoded size equals the manifest, channels and
   dtype expected for the modality, not a constant image;
@@ -356,11 +357,20 @@ def run_gx(
 ) -> list[RuleOutcome]:
     """Run one GX suite per table (name -> (frame, rules)) and return what each rule found.
 
+    Each suite runs through a GX Checkpoint (``babelrs-<table>``: a pandas dataframe batch is a
+    run-time parameter of the checkpoint, so one checkpoint per table), all under one GX run id;
+    with ``data_docs_dir`` the checkpoints carry an ``UpdateDataDocsAction`` that renders each
+    validation result and the suite into the local Data Docs site there (``index.html``).
+
     Offending rows come back as positions in the frame (its index is a RangeIndex named
     ``_row``; ``exclude_unexpected_values`` keeps GX from building per-row dicts, which is
-    quadratic-looking slow when many rows fail). Data Docs are built into ``data_docs_dir``.
+    quadratic-looking slow when many rows fail).
     """
+    import datetime as dt
+
     import great_expectations as gx
+    from great_expectations.checkpoint.actions import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
 
     outcomes: list[RuleOutcome] = []
     with warnings.catch_warnings():
@@ -373,6 +383,8 @@ def run_gx(
             "partial_unexpected_count": max(1, limit),
             "exclude_unexpected_values": True,
         }
+        actions = [UpdateDataDocsAction(name="data_docs", site_names=[DATA_DOCS_SITE])]
+        run_id = RunIdentifier(run_name="babelrs-validate", run_time=dt.datetime.now(dt.UTC))
         for name, (frame, rules) in tables.items():
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
             # expectations go in before the suite is added: adding them one by one to a stored
@@ -382,15 +394,20 @@ def run_gx(
             definition = ctx.validation_definitions.add(
                 gx.ValidationDefinition(name=name, data=batch, suite=suite)
             )
-            frame = gx_frame(frame if frame.index.name == "_row" else _row_indexed(frame), rules)
-            result = definition.run(
-                batch_parameters={"dataframe": frame}, result_format=result_format
+            checkpoint = ctx.checkpoints.add(
+                gx.Checkpoint(
+                    name=f"babelrs-{name}",
+                    validation_definitions=[definition],
+                    actions=actions if data_docs_dir is not None else [],
+                    result_format=result_format,
+                )
             )
+            frame = gx_frame(frame if frame.index.name == "_row" else _row_indexed(frame), rules)
+            run = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
+            (result,) = run.run_results.values()
             by_id = {r.id: r for r in rules}
             for res in result.results:
                 outcomes.append(_outcome(by_id[res.expectation_config.meta["check"]], res, limit))
-        if data_docs_dir is not None:
-            ctx.build_data_docs(site_names=[DATA_DOCS_SITE])
     return outcomes
 
 

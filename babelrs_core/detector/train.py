@@ -38,11 +38,13 @@ from babelrs_core.detector.hooks import (
     ValidationHook,
     read_metrics,
 )
-from babelrs_core.io.atomic import sweep_temporaries, write_json
+from babelrs_core.io.atomic import sweep_temporaries, write_json, write_text
 from babelrs_core.io.hashing import file_sha256
 
 #: mAP per dataset vs iteration on the validation split (written during training)
 VALIDATION_CSV = "validation.csv"
+#: the mmengine config the run trains with, as Python text (``runner.cfg.pretty_text``)
+MMENGINE_CONFIG = "mmengine_config.py"
 
 
 def fingerprint(params: Params, manifest: Path, encoder_dir: Path | None) -> dict[str, Any]:
@@ -231,7 +233,8 @@ def _run(
         for handler in routed:
             runner.logger.addHandler(handler)
     metrics_path = out / "metrics.jsonl"
-    if main:
+    if main:  # the resolved mmengine config as text, for people and the MLflow run
+        write_text(out / MMENGINE_CONFIG, runner.cfg.pretty_text)
         runner.register_hook(
             MetricsJsonlHook(str(metrics_path), cfg.log_every, callbacks), priority="LOW"
         )

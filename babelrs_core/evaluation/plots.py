@@ -132,3 +132,39 @@ def save_png(image: Image.Image, target: str | os.PathLike[str]) -> Path:
     with atomic_path(target, suffix=".png") as tmp:
         image.save(tmp, format="PNG")
     return target
+
+
+def plot_training_curves(
+    history: Sequence[dict[str, Any]],
+    target: str | os.PathLike[str],
+    title: str,
+    x_key: str = "step",
+) -> Path:
+    """Loss curves (total thick, the parts thin) and the learning rate of a training log
+    (``metrics.jsonl`` lines) as one PNG: two panels sharing the x axis, non-finite points
+    left out."""
+    plt = pyplot()
+    xs = [float(r[x_key]) for r in history if isinstance(r.get(x_key), int | float)]
+    rows = [r for r in history if isinstance(r.get(x_key), int | float)]
+    keys = sorted({k for r in rows for k in r if "loss" in k and k != "loss" and "scale" not in k})
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        pts = [(float(r[x_key]), float(r[key])) for r in rows
+               if isinstance(r.get(key), int | float) and np.isfinite(float(r[key]))]  # fmt: skip
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True,
+                                         gridspec_kw={"height_ratios": [3, 1]})  # fmt: skip
+    for key in keys[:12]:
+        ax_loss.plot(*series(key), lw=1, alpha=0.75, label=key)
+    ax_loss.plot(*series("loss"), lw=2.2, color="black", label="loss")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title(f"{title} ({len(xs)} points)")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(fontsize=7, loc="upper right")
+    ax_lr.plot(*series("lr"), lw=1.5, color="tab:blue")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel(x_key)
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, target)

@@ -131,7 +131,7 @@ PIPELINE: list[StageSpec] = [
         deps=("{paths.manifest}", "{paths.captions}", "{paths.raw}"),
         outs=("{validation.out_dir}/report.json", "{validation.out_dir}/report.md"),
         metrics=("{validation.out_dir}/summary.json",),
-        # Data Docs are optional (validation.data_docs): an MLflow artifact, not a DVC output
+        # Data Docs (validation.data_docs, on by default): an MLflow artifact, not a DVC output
         extra={"artifacts": ("{validation.out_dir}/report.md", "{validation.data_docs_dir}")},
     ),
     StageSpec(
@@ -164,6 +164,14 @@ PIPELINE: list[StageSpec] = [
             "{validation.out_dir}/summary.json",
         ),
         outs=("{paths.pretrain_out}",),
+        extra={
+            "artifacts": (
+                "{paths.pretrain_out}/metrics.jsonl",
+                "{paths.pretrain_out}/metrics.json",
+                "{paths.pretrain_out}/config.yaml",
+                "{paths.pretrain_out}/loss_curves.png",
+            )
+        },
         gpu=True,
         distributed=True,
         retries=1,
@@ -198,6 +206,9 @@ PIPELINE: list[StageSpec] = [
                 "{paths.finetune_out}/validation.csv",
                 "{paths.finetune_out}/metrics.jsonl",
                 "{paths.finetune_out}/train.json",
+                "{paths.finetune_out}/config.yaml",
+                "{paths.finetune_out}/mmengine_config.py",
+                "{paths.finetune_out}/loss_curves.png",
             )
         },
         gpu=True,

@@ -42,7 +42,14 @@ MetricsHook = Callable[[int, dict[str, float]], None]
 
 MODALITIES = ("sar", "rgb", "ir")
 #: params that may change between a run and its resume
-_RESUME_FREE = {"checkpoint_every", "eval_max_per_task", "max_new_tokens", "threads", "device"}
+_RESUME_FREE = {
+    "checkpoint_every",
+    "log_every",
+    "eval_max_per_task",
+    "max_new_tokens",
+    "threads",
+    "device",
+}
 
 
 class _StepLoss(nn.Module):

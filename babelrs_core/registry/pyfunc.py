@@ -30,12 +30,13 @@ from babelrs_core.registry.payload import (
 )
 
 MODEL_NAME_IN_RUN = "detector"  # the logged model's name inside the run
-#: distributions the model needs at inference, pinned to the versions installed when logging
+#: distributions the model code imports at load / predict time (tests/registry/test_requirements.py
+#: measures them in a fresh interpreter), pinned to the versions installed when logging
 #: (onedl-mmcv has no binary wheel on PyPI: see README "The OpenMMLab stack")
 REQUIREMENTS = (
-    "mlflow", "torch", "onedl-mmcv", "onedl-mmengine", "onedl-mmdetection", "numpy", "pandas",
-    "pillow", "safetensors", "pydantic", "pyyaml", "opencv-python-headless", "pycocotools",
-    "scipy", "shapely",
+    "mlflow", "torch", "onedl-mmcv", "onedl-mmengine", "onedl-mmdetection", "onedl-mmrotate",
+    "numpy", "pandas", "pyarrow", "pillow", "safetensors", "pydantic", "pyyaml",
+    "opencv-python-headless", "pycocotools", "scipy", "shapely",
 )  # fmt: skip
 DETECTOR_FILES = ("detector.json", "detector.safetensors")
 
