@@ -24,6 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.servers import free_port
@@ -87,7 +88,11 @@ def make_clone(tiny_run: dict, folder: Path, floor: float) -> Path:
     shutil.copy(ROOT / "params.yaml", folder / "params.yaml")
     scene = re.search(r"^scene=(\S+)", consumer_blocks()["bash"], re.M)[1]
     (folder / scene).parent.mkdir(parents=True)
-    Image.fromarray(tiny_run["sar"]).save(folder / scene)
+    # as large as a real SOI-mini SAR image (noise does not compress): its base64 is longer than
+    # one command-line argument may be, as the README's request must cope with
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / scene)
+    assert (folder / scene).stat().st_size * 4 / 3 > 131072  # Linux MAX_ARG_STRLEN
     params = tiny_params(tiny_run["root"], **tiny_run["over"], **{
         "tracking.store": str(folder / "outputs" / "mlflow"), "registry.floor": floor,
         "registry.out_dir": str(folder / "outputs" / "registry")})  # fmt: skip
