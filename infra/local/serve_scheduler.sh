@@ -33,6 +33,9 @@ mkdir -p "$STATE"
 STATE="$(cd "$STATE" && pwd)"
 
 log() { printf '[serve-scheduler] %s\n' "$*"; }
+# alive, stop_group, port_busy
+# shellcheck source=infra/local/processes.sh
+source "$ROOT/infra/local/processes.sh"
 
 # Prefect settings for every process started here (no machine-wide profile is read or changed)
 export PREFECT_HOME="$STATE"
@@ -54,7 +57,7 @@ from babelrs_core.config import load_params
 print(load_params(sys.argv[1]).orchestration.gpu_concurrency)
 ' "$PARAMS")"
 
-if "$BIN/python" -c 'import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' "$PORT"; then
+if port_busy "$PORT"; then
   log "error: 127.0.0.1:$PORT is already in use (another Prefect server?); set BABELRS_PREFECT_PORT" >&2
   exit 1
 fi
@@ -62,25 +65,6 @@ fi
 SERVER_PID=""
 WORKER_PID=""
 
-alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
-
-# stop_group PID SECONDS SIGNAL...: send each signal to the process group (1 s apart) until
-# the leader exits; SIGKILL after SECONDS.
-stop_group() {
-  local pid="$1" grace="$2"
-  shift 2
-  alive "$pid" || return 0
-  for sig in "$@"; do
-    kill -s "$sig" -- "-$pid" 2>/dev/null || kill -s "$sig" "$pid" 2>/dev/null || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do alive "$pid" || break; sleep 0.1; done
-  done
-  local waited=0
-  while alive "$pid" && ((waited < grace * 10)); do sleep 0.1; waited=$((waited + 1)); done
-  if alive "$pid"; then
-    kill -s KILL -- "-$pid" 2>/dev/null || kill -s KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   trap - INT TERM EXIT

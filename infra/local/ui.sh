@@ -35,6 +35,9 @@ STATE="$(cd "$STATE" && pwd)"
 API_FILE="$STATE/api_url"
 
 log() { printf '[ui] %s\n' "$*"; }
+# alive, stop_group, port_busy
+# shellcheck source=infra/local/processes.sh
+source "$ROOT/infra/local/processes.sh"
 
 # Prefect settings for the server (no machine-wide profile is read or changed)
 export PREFECT_HOME="$STATE"
@@ -66,9 +69,6 @@ if [[ -z "${BACKEND:-}" ]]; then
   exit 1
 fi
 
-port_busy() {
-  "$BIN/python" -c 'import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' "$1"
-}
 healthy() {
   "$BIN/python" -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)' "$1" 2>/dev/null
 }
@@ -88,25 +88,6 @@ done
 MLFLOW_PID=""
 PREFECT_PID=""
 
-alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
-
-# stop_group PID SECONDS SIGNAL...: send each signal to the process group (1 s apart) until
-# the leader exits; SIGKILL after SECONDS.
-stop_group() {
-  local pid="$1" grace="$2"
-  shift 2
-  alive "$pid" || return 0
-  for sig in "$@"; do
-    kill -s "$sig" -- "-$pid" 2>/dev/null || kill -s "$sig" "$pid" 2>/dev/null || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do alive "$pid" || break; sleep 0.1; done
-  done
-  local waited=0
-  while alive "$pid" && ((waited < grace * 10)); do sleep 0.1; waited=$((waited + 1)); done
-  if alive "$pid"; then
-    kill -s KILL -- "-$pid" 2>/dev/null || kill -s KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   trap - INT TERM EXIT
