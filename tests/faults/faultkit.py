@@ -25,6 +25,28 @@ def tiny_finetune_setup(root: Path, **extra: object) -> Path:
     return path
 
 
+def registry_setup(root: Path, experiment: str, model_name: str) -> Path:
+    """A tiny fine-tuned and evaluated detector under ``root`` for a register stage; returns its
+    params file (gate floor 0, registration record under ``root/registry``)."""
+    import torch
+
+    from babelrs_core.detector.train import run_finetune
+    from babelrs_core.evaluation.report import run_evaluation
+
+    torch.set_num_threads(1)
+    over = {
+        "finetune.iters": 2,
+        "tracking.experiment": experiment,
+        "registry.model_name": model_name,
+    }
+    over |= {"registry.floor": 0.0, "registry.out_dir": str(root / "registry")}
+    params_file = tiny_finetune_setup(root, **over)
+    params = tiny_params(root, **over)
+    run_finetune(params)
+    run_evaluation(params)
+    return params_file
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment of a CLI subprocess: this checkout's code, offline, one thread."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.detector.det_fakes import tiny_params
-from tests.faults.faultkit import cli, mlflow_server, tiny_finetune_setup
+from tests.faults.faultkit import cli, mlflow_server, registry_setup
 from tests.orchestration.servers_prefect_mlflow import clean_env, make_bucket
 from tests.servers import ThrottledProxy, free_port, start_moto
 
@@ -33,19 +32,8 @@ def _running_register_run(client) -> bool:
 
 def test_mlflow_killed_mid_registration_then_rerun_registers(tmp_path: Path) -> None:
     import mlflow
-    import torch
 
-    from babelrs_core.detector.train import run_finetune
-    from babelrs_core.evaluation.report import run_evaluation
-
-    torch.set_num_threads(1)
-    over = {"finetune.iters": 2, "tracking.experiment": EXPERIMENT}
-    over |= {"registry.model_name": NAME, "registry.floor": 0.0}
-    over |= {"registry.out_dir": str(tmp_path / "registry")}
-    params_file = tiny_finetune_setup(tmp_path, **over)
-    params = tiny_params(tmp_path, **over)
-    run_finetune(params)
-    run_evaluation(params)
+    params_file = registry_setup(tmp_path, EXPERIMENT, NAME)
 
     s3 = start_moto(log=tmp_path / "moto.log")
     make_bucket(s3, "mlflow")

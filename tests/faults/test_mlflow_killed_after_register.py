@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from babelrs_core.registry.registry import STATUS_TAG, STOP_AFTER_REGISTER_ENV
-from tests.detector.det_fakes import tiny_params
-from tests.faults.faultkit import REPO, cli, mlflow_server, tiny_finetune_setup, wait_stopped
+from tests.faults.faultkit import REPO, cli, mlflow_server, registry_setup, wait_stopped
 from tests.orchestration.servers_prefect_mlflow import clean_env, make_bucket
 from tests.servers import free_port, start_moto
 
@@ -31,18 +30,8 @@ def test_mlflow_killed_after_register_model_then_rerun_finishes_that_version(
     tmp_path: Path,
 ) -> None:
     import mlflow
-    import torch
 
-    from babelrs_core.detector.train import run_finetune
-    from babelrs_core.evaluation.report import run_evaluation
-
-    torch.set_num_threads(1)
-    over = {"finetune.iters": 2, "tracking.experiment": EXPERIMENT, "registry.model_name": NAME}
-    over |= {"registry.floor": 0.0, "registry.out_dir": str(tmp_path / "registry")}
-    params_file = tiny_finetune_setup(tmp_path, **over)
-    params = tiny_params(tmp_path, **over)
-    run_finetune(params)
-    run_evaluation(params)
+    params_file = registry_setup(tmp_path, EXPERIMENT, NAME)
 
     s3 = start_moto(log=tmp_path / "moto.log")
     make_bucket(s3, "mlflow")
