@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from babelrs_core.concepts import DATASETS, MODALITIES, SOI_DET_CLASSES
+from babelrs_core.concepts import (
+    DATASET_MODALITIES,
+    DATASETS,
+    MODALITIES,
+    SOI_DET_CLASSES,
+    SPLITS,
+)
 
 #: Columns that no manifest row may leave empty.
 REQUIRED: tuple[str, ...] = (
@@ -52,13 +58,6 @@ REQUIRED: tuple[str, ...] = (
 )
 #: Columns that every object row (``object_index >= 0``) must fill (``poly`` via its length).
 OBJECT_REQUIRED: tuple[str, ...] = ("class_name", "label", "x1", "y1", "x2", "y2", "poly")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-#: Modalities each dataset may carry (DroneVehicle has an RGB half besides the IR one).
-DATASET_MODALITIES: dict[str, tuple[str, ...]] = {
-    "sardet": ("sar",),
-    "dota": ("rgb",),
-    "dronevehicle": ("ir", "rgb"),
-}
 #: Pixel dtypes an image may decode to (Pillow modes L/RGB/P -> uint8, I;16 -> uint16, ...).
 ANY_DTYPE: tuple[str, ...] = ("uint8", "uint16", "int32", "float32", "bool")
 #: Columns used to say where a row comes from (kept out of the GX frame unless a rule reads them).
@@ -406,8 +405,10 @@ def manifest_rules(
         _in_set(
             "dataset_known", "dataset", list(DATASETS), "dataset is one of " + ", ".join(DATASETS)
         ),
-        _in_set("modality_known", "modality", MODALITIES, "modality is one of sar, rgb, ir"),
-        _in_set("split_known", "split", SPLITS, "split is one of train, val, test"),
+        _in_set(
+            "modality_known", "modality", MODALITIES, "modality is one of " + ", ".join(MODALITIES)
+        ),
+        _in_set("split_known", "split", SPLITS, "split is one of " + ", ".join(SPLITS)),
         _in_set(
             "modality_for_dataset",
             "dataset_modality",

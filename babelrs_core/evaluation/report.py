@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from babelrs_core.concepts import DATASETS
+from babelrs_core.concepts import DATASETS, MODALITIES
 from babelrs_core.config import Params
 from babelrs_core.evaluation import plots
 from babelrs_core.evaluation.metrics import (
@@ -336,7 +336,6 @@ def _train_time(t: dict[str, Any]) -> str:
 
 def settings_table(rows: Sequence[dict[str, Any]]) -> str:
     """Run settings side by side (from ``train.json``, ``eval_info.json``, ``detector.json``)."""
-    mods = ("sar", "rgb", "ir")
     keys = [
         ("init", lambda t, i, d: t.get("init")),
         ("encoder (pretraining)", lambda t, i, d: f"{t.get('encoder')} ({_pretraining(t, i, d)})"),
@@ -344,7 +343,7 @@ def settings_table(rows: Sequence[dict[str, Any]]) -> str:
         ("batch (SAR:DOTA:DV)", lambda t, i, d: f"{t['settings']['batch_size']} (" + ":".join(
             str(v) for _, v in _ordered(t["settings"]["source_ratio"], list(DATASETS))) + ")"),
         ("image long side", lambda t, i, d: ", ".join(
-            f"{m} {v}" for m, v in _ordered(t["settings"]["image_sizes"], mods))),
+            f"{m} {v}" for m, v in _ordered(t["settings"]["image_sizes"], MODALITIES))),
         ("heads", lambda t, i, d: ", ".join(
             f"{k} {v}" for k, v in _ordered(t["settings"]["heads"], list(DATASETS)))),
         ("lr / precision", lambda t, i, d: f"{t['settings']['lr']:g} / "

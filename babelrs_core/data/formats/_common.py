@@ -18,9 +18,6 @@ from babelrs_core.data.formats.errors import (
 )
 from babelrs_core.data.manifest import ManifestRow, hbox_from_poly
 
-#: Split names that readers look for when no splits are given.
-KNOWN_SPLITS: tuple[str, ...] = ("train", "val", "test")
-
 #: Image file suffixes accepted when pairing images with label files (compared lower-case).
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 

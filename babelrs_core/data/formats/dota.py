@@ -52,10 +52,9 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from babelrs_core.concepts import UnknownClassError, normalize
+from babelrs_core.concepts import SPLITS, UnknownClassError, normalize
 from babelrs_core.config import Importers
 from babelrs_core.data.formats._common import (
-    KNOWN_SPLITS,
     Placed,
     finite,
     image_size,
@@ -93,7 +92,7 @@ def label_dir(split_dir: Path) -> Path | None:
 def discover_splits(root: Path, on_drop: DropSink = ignore_drop) -> list[str]:
     """Known splits with an ``images/`` and a label folder; unlabelled ones are reported."""
     found = []
-    for split in KNOWN_SPLITS:
+    for split in SPLITS:
         d = root / split
         if not (d / IMAGES).is_dir():
             continue

@@ -66,10 +66,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
 
-from babelrs_core.concepts import UnknownClassError, is_ignored, normalize
+from babelrs_core.concepts import SPLITS, UnknownClassError, is_ignored, normalize
 from babelrs_core.config import Importers
 from babelrs_core.data.formats._common import (
-    KNOWN_SPLITS,
     Placed,
     finite,
     image_size,
@@ -110,7 +109,7 @@ def discover_splits(
 ) -> list[tuple[str, str]]:
     """(split, modality) pairs present under ``root``; image folders without labels are reported."""
     found = []
-    for split in KNOWN_SPLITS:
+    for split in SPLITS:
         for modality in modalities:
             images, labels = folders(root, split, modality)
             if not images.is_dir():

@@ -52,9 +52,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from babelrs_core.concepts import UnknownClassError, normalize, soi_label
+from babelrs_core.concepts import SPLITS, UnknownClassError, normalize, soi_label
 from babelrs_core.config import Importers
-from babelrs_core.data.formats._common import KNOWN_SPLITS, Placed, check_size, finite, place, rel
+from babelrs_core.data.formats._common import Placed, check_size, finite, place, rel
 from babelrs_core.data.formats.errors import (
     ZERO_AREA,
     Dropped,
@@ -83,7 +83,7 @@ def annotation_file(root: Path, split: str) -> Path | None:
 
 def discover_splits(root: Path) -> list[str]:
     """Known splits (train, val, test) that have an annotation file under ``root``."""
-    return [s for s in KNOWN_SPLITS if annotation_file(root, s) is not None]
+    return [s for s in SPLITS if annotation_file(root, s) is not None]
 
 
 def read(
