@@ -30,9 +30,8 @@ sha256          of the image file's bytes when the manifest was written (null: n
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -40,8 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from babelrs_core.io.hashing import file_sha256
 from babelrs_core.io.atomic import atomic_path
+from babelrs_core.io.hashing import file_sha256
 
 SCHEMA = pa.schema(
     [
@@ -102,17 +101,6 @@ class ManifestRow:
 
 
 assert tuple(f.name for f in fields(ManifestRow)) == COLUMNS
-
-
-def hbox_from_poly(poly: Sequence[float]) -> tuple[float, float, float, float]:
-    """Axis-aligned box (x1, y1, x2, y2) enclosing an 8-value polygon."""
-    xs, ys = poly[0::2], poly[1::2]
-    return float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))
-
-
-def poly_from_hbox(x1: float, y1: float, x2: float, y2: float) -> list[float]:
-    """Clockwise (in image coordinates, y down) polygon from top-left for a horizontal box."""
-    return [x1, y1, x2, y1, x2, y2, x1, y2]
 
 
 def to_frame(rows: Iterable[ManifestRow]) -> pd.DataFrame:

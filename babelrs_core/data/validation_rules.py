@@ -41,6 +41,7 @@ from babelrs_core.concepts import (
     SOI_DET_CLASSES,
     SPLITS,
 )
+from babelrs_core.geometry import poly_areas
 
 #: Columns that no manifest row may leave empty.
 REQUIRED: tuple[str, ...] = (
@@ -310,9 +311,7 @@ def prepare_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     area = np.full(len(out), np.nan)
     eight = lengths == 8
     if eight.any():
-        pts = np.concatenate(list(poly[eight])).astype(np.float64).reshape(-1, 8)
-        xs, ys = pts[:, 0::2], pts[:, 1::2]
-        a = np.abs((xs * np.roll(ys, -1, axis=1) - np.roll(xs, -1, axis=1) * ys).sum(axis=1)) / 2
+        a = poly_areas(np.concatenate(list(poly[eight])).astype(np.float64).reshape(-1, 8))
         area[eight] = np.where(np.isfinite(a), a, 0.0)  # NaN / inf coordinates: no valid area
     out["poly_area"] = area
     soi = {c: i for i, c in enumerate(SOI_DET_CLASSES)}

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from babelrs_core.data.layout import scenes_file
-from babelrs_core.data.manifest import ManifestRow, poly_from_hbox, write_manifest
+from babelrs_core.data.manifest import ManifestRow, write_manifest
+from babelrs_core.geometry import poly_from_hbox
 
 FAKE_CLASSES = {
     "sardet": ("sar", ["ship", "car"]),

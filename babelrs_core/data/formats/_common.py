@@ -16,7 +16,8 @@ from babelrs_core.data.formats.errors import (
     ZERO_AREA,
     FormatError,
 )
-from babelrs_core.data.manifest import ManifestRow, hbox_from_poly
+from babelrs_core.data.manifest import ManifestRow
+from babelrs_core.geometry import hbox_from_poly, poly_area
 
 #: Image file suffixes accepted when pairing images with label files (compared lower-case).
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
@@ -100,14 +101,6 @@ def finite(token: object) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{token!r} is not a finite number")
     return value
-
-
-def poly_area(poly: Sequence[float]) -> float:
-    """Unsigned shoelace area of an 8-value polygon."""
-    xs, ys = poly[0::2], poly[1::2]
-    n = len(xs)
-    s = sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))
-    return abs(s) / 2.0
 
 
 @dataclass(frozen=True)

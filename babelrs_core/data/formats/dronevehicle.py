@@ -87,7 +87,8 @@ from babelrs_core.data.formats.errors import (
     FormatError,
     ignore_drop,
 )
-from babelrs_core.data.manifest import ManifestRow, poly_from_hbox
+from babelrs_core.data.manifest import ManifestRow
+from babelrs_core.geometry import hbox_from_poly, poly_from_hbox
 
 DATASET = "dronevehicle"
 LABEL_SUFFIX = ".xml"
@@ -309,5 +310,5 @@ def _difficult(xml: _Xml, path: Path, obj: ET.Element, what: str) -> bool:
 
 
 def _overlaps(poly: Sequence[float], width: int, height: int) -> bool:
-    xs, ys = poly[0::2], poly[1::2]
-    return max(xs) > 0 and max(ys) > 0 and min(xs) < width and min(ys) < height
+    x1, y1, x2, y2 = hbox_from_poly(poly)
+    return x2 > 0 and y2 > 0 and x1 < width and y1 < height

@@ -62,7 +62,8 @@ from babelrs_core.data.formats.errors import (
     FormatError,
     ignore_drop,
 )
-from babelrs_core.data.manifest import ManifestRow, poly_from_hbox
+from babelrs_core.data.manifest import ManifestRow
+from babelrs_core.geometry import poly_from_hbox
 
 DATASET = "sardet"
 MODALITY = "sar"
