@@ -70,6 +70,18 @@ SCHEMA = pa.schema(
 )
 
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+#: The columns that describe the image (the same on every row of one ``image_id``).
+IMAGE_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "dataset",
+    "modality",
+    "split",
+    "path",
+    "width",
+    "height",
+    "crop_x",
+    "crop_y",
+)
 
 
 @dataclass
@@ -168,19 +180,8 @@ def read_manifest(source: str | os.PathLike[str], absolute: bool = True) -> pd.D
 
 
 def images(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per image (the first row of each ``image_id``)."""
-    cols = [
-        "image_id",
-        "dataset",
-        "modality",
-        "split",
-        "path",
-        "width",
-        "height",
-        "crop_x",
-        "crop_y",
-    ]
-    return frame.drop_duplicates("image_id")[cols].reset_index(drop=True)
+    """One row per image (the first row of each ``image_id``), the :data:`IMAGE_COLUMNS`."""
+    return frame.drop_duplicates("image_id")[list(IMAGE_COLUMNS)].reset_index(drop=True)
 
 
 def objects(frame: pd.DataFrame) -> pd.DataFrame:

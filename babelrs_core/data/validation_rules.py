@@ -41,22 +41,11 @@ from babelrs_core.concepts import (
     SOI_DET_CLASSES,
     SPLITS,
 )
+from babelrs_core.data.manifest import IMAGE_COLUMNS
 from babelrs_core.geometry import poly_areas
 
 #: Columns that no manifest row may leave empty.
-REQUIRED: tuple[str, ...] = (
-    "image_id",
-    "dataset",
-    "modality",
-    "split",
-    "path",
-    "width",
-    "height",
-    "crop_x",
-    "crop_y",
-    "object_index",
-    "source_file",
-)
+REQUIRED: tuple[str, ...] = (*IMAGE_COLUMNS, "object_index", "source_file")
 #: Columns that every object row (``object_index >= 0``) must fill (``poly`` via its length).
 OBJECT_REQUIRED: tuple[str, ...] = ("class_name", "label", "x1", "y1", "x2", "y2", "poly")
 #: Pixel dtypes an image may decode to (Pillow modes L/RGB/P -> uint8, I;16 -> uint16, ...).
@@ -325,8 +314,7 @@ def prepare_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     out["object_split"] = out["dataset_split"].where(is_obj, None)
     out["train_class"] = out["dataset_class"].where(is_obj & (out["split"] == "train"), None)
     out["label_expected"] = out["dataset_class"].map(labels).astype("float64")
-    cols = ["image_id", "path", "width", "height", "crop_x", "crop_y", "dataset", "split"]
-    variants = out.drop_duplicates([*cols, "modality"]).groupby("image_id").size()
+    variants = out.drop_duplicates(list(IMAGE_COLUMNS)).groupby("image_id").size()
     out["image_variants"] = out["image_id"].map(variants).astype("float64")
     return out
 
