@@ -553,6 +553,29 @@ def image_location(row: pd.Series) -> str:
     return f"{row['path']} ({row['image_id']})"
 
 
+def _or(values: Sequence[Any]) -> str:
+    return " or ".join(map(str, values))
+
+
+def _per_modality(
+    rule_id: str,
+    column: str,
+    allowed: dict[str, list[Any]],
+    what: str,
+    detail: Callable[[pd.Series], str],
+) -> Rule:
+    """An image rule: the ``modality/value`` key of ``column`` is one of the ``allowed`` values of
+    its modality (listed in the description)."""
+    return _in_set(
+        rule_id,
+        column,
+        [f"{m}/{v}" for m in MODALITIES for v in allowed[m]],
+        f"{what} (" + "; ".join(f"{m}: {_or(allowed[m])}" for m in MODALITIES) + ")",
+        detail,
+        table="images",
+    )
+
+
 def image_rules(
     channels: dict[str, Sequence[int]], dtypes: dict[str, Sequence[str]], min_std: float
 ) -> list[Rule]:
@@ -610,32 +633,25 @@ def image_rules(
             size,
             table="images",
         ),
-        _in_set(
+        _per_modality(
             "image_channels",
             "modality_channels",
-            [f"{m}/{c}" for m in MODALITIES for c in allowed_c[m]],
-            "channels fit the modality ("
-            + "; ".join(f"{m}: {' or '.join(map(str, allowed_c[m]))}" for m in MODALITIES)
-            + ")",
+            allowed_c,
+            "channels fit the modality",
             lambda r: (
                 f"wrong channel count: {int(r['channels'])} (mode {r['mode']}), but "
-                f"{r['modality']} images must have "
-                + " or ".join(map(str, allowed_c.get(r["modality"], [])))
+                f"{r['modality']} images must have {_or(allowed_c.get(r['modality'], []))}"
             ),
-            table="images",
         ),
-        _in_set(
+        _per_modality(
             "image_dtype",
             "modality_dtype",
-            [f"{m}/{d}" for m in MODALITIES for d in allowed_d[m]],
-            "pixel dtype fits the modality ("
-            + "; ".join(f"{m}: {' or '.join(allowed_d[m])}" for m in MODALITIES)
-            + ")",
+            allowed_d,
+            "pixel dtype fits the modality",
             lambda r: (
                 f"wrong dtype: pixels are {r['dtype']}, but {r['modality']} images must be "
-                + " or ".join(allowed_d.get(r["modality"], []))
+                + _or(allowed_d.get(r["modality"], []))
             ),
-            table="images",
         ),
         _at_least(
             "image_not_constant",
