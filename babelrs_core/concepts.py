@@ -1,7 +1,10 @@
 """The SOI-Det label space and the shared concept vocabulary.
 
-One module owns three things:
+One module owns:
 
+* the dataset names, the sensor modalities and the split names (:data:`DATASET_NAMES`,
+  :data:`MODALITIES`, :data:`SPLITS`, their ``Literal`` types and the modalities each dataset may
+  carry, :data:`DATASET_MODALITIES`);
 * the per-dataset class lists (SARDet-100K: 6, DOTA v1.0: 15, DroneVehicle: 5), in the order the
   reference code (SM3Det ``configs/_base_/datasets/SOI_Det.py``) uses for its 26-class union, where
   classes stay distinct per dataset (DOTA's ``Ship`` is not SAR's ``ship``);
@@ -15,14 +18,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from babelrs_core.errors import BadInputError
 
 Modality = Literal["sar", "rgb", "ir"]
 DatasetName = Literal["sardet", "dota", "dronevehicle"]
+Split = Literal["train", "val", "test"]
 
-MODALITIES: tuple[str, ...] = ("sar", "rgb", "ir")
+#: The sensors, in the reference order (SAR, optical, infrared).
+MODALITIES: tuple[str, ...] = get_args(Modality)
+#: The datasets, in the reference order (the order of the 26-class union).
+DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+#: The split names, in canonical order (readers look for them, synthetic data seeds by them).
+SPLITS: tuple[str, ...] = get_args(Split)
+#: Modalities each dataset may carry (DroneVehicle has an RGB half besides the IR one).
+DATASET_MODALITIES: dict[str, tuple[str, ...]] = {
+    "sardet": ("sar",),
+    "dota": ("rgb",),
+    "dronevehicle": ("ir", "rgb"),
+}
 
 
 @dataclass(frozen=True)
@@ -102,10 +117,12 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     ),
 }
+assert tuple(DATASETS) == DATASET_NAMES == tuple(DATASET_MODALITIES)
+assert all(info.modality == DATASET_MODALITIES[ds][0] for ds, info in DATASETS.items())
 
 #: The 26-class union in the reference order: SAR 0-5, DOTA 6-20, DroneVehicle 21-25.
 SOI_DET_CLASSES: tuple[str, ...] = tuple(
-    c.soi_name for ds in ("sardet", "dota", "dronevehicle") for c in DATASETS[ds].classes
+    c.soi_name for ds in DATASET_NAMES for c in DATASETS[ds].classes
 )
 
 #: DOTA v1.0's own class order (devkit order), kept for writers that want it.

@@ -187,3 +187,25 @@ def read(name: str, default: str | None = None) -> str | None:
     if name not in ENV:
         raise KeyError(f"environment variable {name!r} is not declared in settings_env.ENV_VARS")
     return os.environ.get(name, default)
+
+
+#: What keeps a babelrs process offline: no model is ever fetched from a hub (the language pivot
+#: reads local folders only; ``huggingface_hub`` reads it at import). Set in-process by
+#: :func:`offline_by_default`; subprocesses of the tests and benchmarks get it whole. The Makefile
+#: exports the same.
+OFFLINE_ENV: dict[str, str] = {"HF_HUB_OFFLINE": "1"}
+
+#: No usage analytics or promotional content from a Prefect server, no tracking by the tools that
+#: honour ``DO_NOT_TRACK`` (the Makefile and ``infra/local/serve_scheduler.sh`` export the same).
+NO_TELEMETRY_ENV: dict[str, str] = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def offline_by_default() -> None:
+    """Set :data:`OFFLINE_ENV` in ``os.environ`` where it is not set already (a value the caller
+    set wins)."""
+    for name, value in OFFLINE_ENV.items():
+        os.environ.setdefault(name, value)

@@ -41,7 +41,13 @@ import torch  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from babelrs_core.concepts import DATASETS, SOI_DET_CLASSES, soi_label  # noqa: E402
+from babelrs_core.concepts import (  # noqa: E402
+    DATASET_NAMES,
+    DATASETS,
+    MODALITIES,
+    SOI_DET_CLASSES,
+    soi_label,
+)
 from babelrs_core.config import Params, load_params  # noqa: E402
 
 
@@ -68,16 +74,16 @@ class IterTimes(Hook):
 SAME_MODEL = {
     **{
         f"finetune.heads.{ds}.{key}": value
-        for ds in ("sardet", "dota", "dronevehicle")
+        for ds in DATASET_NAMES
         for key, value in (("type", "gfl"), ("box_type", "hbox"))
     },
-    **{f"finetune.modalities.{m}.crop": None for m in ("sar", "rgb", "ir")},
+    **{f"finetune.modalities.{m}.crop": None for m in MODALITIES},
 }
 
 #: the recipe's own throughput settings switched off: NCHW activations, no crops ("before")
 NO_SPEEDUPS = {
     "finetune.channels_last": False,
-    **{f"finetune.modalities.{m}.crop": None for m in ("sar", "rgb", "ir")},
+    **{f"finetune.modalities.{m}.crop": None for m in MODALITIES},
 }
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from babelrs_core.settings_env import offline_by_default  # noqa: E402
+
+offline_by_default()
 
 from babelrs_core import stages  # noqa: E402
 from babelrs_core.config import load_params  # noqa: E402

@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from babelrs_core.settings_env import NO_TELEMETRY_ENV, OFFLINE_ENV  # noqa: E402
+
 
 def _isolate(home: Path) -> None:
     """A fresh ephemeral Prefect (own PREFECT_HOME), local MLflow store; set before importing
@@ -50,13 +52,11 @@ def _isolate(home: Path) -> None:
             del os.environ[key]
     os.environ.update(
         PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
         PREFECT_LOGGING_LEVEL="WARNING",
-        DO_NOT_TRACK="1",
-        HF_HUB_OFFLINE="1",
         MPLBACKEND="Agg",
+        **NO_TELEMETRY_ENV,
+        **OFFLINE_ENV,
     )
 
 

@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from babelrs_core.settings_env import offline_by_default
 
-import torch
-import yaml
+offline_by_default()
 
-from babelrs_core.config import load_params
-from babelrs_core.pretrain.evaluate import EVAL_BATCH, predict
-from babelrs_core.pretrain.train import (
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from babelrs_core.config import load_params  # noqa: E402
+from babelrs_core.pretrain.evaluate import EVAL_BATCH, predict  # noqa: E402
+from babelrs_core.pretrain.train import (  # noqa: E402
     autocast_for,
     param_groups,
     prepare,

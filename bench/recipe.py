@@ -25,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from babelrs_core.concepts import DATASETS  # noqa: E402
+from babelrs_core.concepts import DATASETS, MODALITIES  # noqa: E402
 from babelrs_core.config import load_params  # noqa: E402
 
 #: variant -> (what it changes, overrides). ``base`` is params.yaml as it is.
@@ -35,7 +35,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "no flips / quarter turns",
         {
             f"finetune.modalities.{m}.{k}": 0.0
-            for m in ("sar", "rgb", "ir")
+            for m in MODALITIES
             for k in ("hflip", "vflip", "rot90")
         },
     ),

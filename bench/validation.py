@@ -29,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import pandas as pd
 
-from babelrs_core.concepts import DATASETS, SOI_DET_CLASSES
+from babelrs_core.concepts import DATASET_MODALITIES, DATASETS, SOI_DET_CLASSES, SPLITS
 from babelrs_core.data.validation_rules import (
-    DATASET_MODALITIES,
     manifest_rules,
     prepare_manifest,
     run_pandas,
@@ -45,7 +44,7 @@ def synthetic_manifest(rows: int, defects: float = 0.001, seed: int = 0) -> pd.D
     n_images = max(1, rows // per_image)
     names = list(DATASETS)
     ds = rng.choice(names, n_images)
-    split = rng.choice(["train", "val", "test"], n_images, p=[0.7, 0.15, 0.15])
+    split = rng.choice(list(SPLITS), n_images, p=[0.7, 0.15, 0.15])
     image_id = np.char.add(
         np.char.add(np.char.add(ds, "/"), np.char.add(split, "/")),
         (np.char.zfill(np.arange(n_images).astype(str), 7)),

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from babelrs_core.settings_env import OFFLINE_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -26,8 +28,7 @@ def cli(args: list[str], cwd: Path, timeout_s: float = 900) -> subprocess.Comple
         **os.environ,
         "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
+        **OFFLINE_ENV,
         "CUDA_VISIBLE_DEVICES": "",
     }
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -30,9 +30,8 @@ sha256          of the image file's bytes when the manifest was written (null: n
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -40,8 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from babelrs_core.io.hashing import file_sha256
 from babelrs_core.io.atomic import atomic_path
+from babelrs_core.io.hashing import file_sha256
 
 SCHEMA = pa.schema(
     [
@@ -71,6 +70,18 @@ SCHEMA = pa.schema(
 )
 
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+#: The columns that describe the image (the same on every row of one ``image_id``).
+IMAGE_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "dataset",
+    "modality",
+    "split",
+    "path",
+    "width",
+    "height",
+    "crop_x",
+    "crop_y",
+)
 
 
 @dataclass
@@ -102,17 +113,6 @@ class ManifestRow:
 
 
 assert tuple(f.name for f in fields(ManifestRow)) == COLUMNS
-
-
-def hbox_from_poly(poly: Sequence[float]) -> tuple[float, float, float, float]:
-    """Axis-aligned box (x1, y1, x2, y2) enclosing an 8-value polygon."""
-    xs, ys = poly[0::2], poly[1::2]
-    return float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))
-
-
-def poly_from_hbox(x1: float, y1: float, x2: float, y2: float) -> list[float]:
-    """Clockwise (in image coordinates, y down) polygon from top-left for a horizontal box."""
-    return [x1, y1, x2, y1, x2, y2, x1, y2]
 
 
 def to_frame(rows: Iterable[ManifestRow]) -> pd.DataFrame:
@@ -180,19 +180,8 @@ def read_manifest(source: str | os.PathLike[str], absolute: bool = True) -> pd.D
 
 
 def images(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per image (the first row of each ``image_id``)."""
-    cols = [
-        "image_id",
-        "dataset",
-        "modality",
-        "split",
-        "path",
-        "width",
-        "height",
-        "crop_x",
-        "crop_y",
-    ]
-    return frame.drop_duplicates("image_id")[cols].reset_index(drop=True)
+    """One row per image (the first row of each ``image_id``), the :data:`IMAGE_COLUMNS`."""
+    return frame.drop_duplicates("image_id")[list(IMAGE_COLUMNS)].reset_index(drop=True)
 
 
 def objects(frame: pd.DataFrame) -> pd.DataFrame:

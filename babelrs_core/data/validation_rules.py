@@ -34,31 +34,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from babelrs_core.concepts import DATASETS, MODALITIES, SOI_DET_CLASSES
+from babelrs_core.concepts import (
+    DATASET_MODALITIES,
+    DATASETS,
+    MODALITIES,
+    SOI_DET_CLASSES,
+    SPLITS,
+)
+from babelrs_core.data.manifest import IMAGE_COLUMNS
+from babelrs_core.geometry import poly_areas
 
 #: Columns that no manifest row may leave empty.
-REQUIRED: tuple[str, ...] = (
-    "image_id",
-    "dataset",
-    "modality",
-    "split",
-    "path",
-    "width",
-    "height",
-    "crop_x",
-    "crop_y",
-    "object_index",
-    "source_file",
-)
+REQUIRED: tuple[str, ...] = (*IMAGE_COLUMNS, "object_index", "source_file")
 #: Columns that every object row (``object_index >= 0``) must fill (``poly`` via its length).
 OBJECT_REQUIRED: tuple[str, ...] = ("class_name", "label", "x1", "y1", "x2", "y2", "poly")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-#: Modalities each dataset may carry (DroneVehicle has an RGB half besides the IR one).
-DATASET_MODALITIES: dict[str, tuple[str, ...]] = {
-    "sardet": ("sar",),
-    "dota": ("rgb",),
-    "dronevehicle": ("ir", "rgb"),
-}
 #: Pixel dtypes an image may decode to (Pillow modes L/RGB/P -> uint8, I;16 -> uint16, ...).
 ANY_DTYPE: tuple[str, ...] = ("uint8", "uint16", "int32", "float32", "bool")
 #: Columns used to say where a row comes from (kept out of the GX frame unless a rule reads them).
@@ -311,9 +300,7 @@ def prepare_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     area = np.full(len(out), np.nan)
     eight = lengths == 8
     if eight.any():
-        pts = np.concatenate(list(poly[eight])).astype(np.float64).reshape(-1, 8)
-        xs, ys = pts[:, 0::2], pts[:, 1::2]
-        a = np.abs((xs * np.roll(ys, -1, axis=1) - np.roll(xs, -1, axis=1) * ys).sum(axis=1)) / 2
+        a = poly_areas(np.concatenate(list(poly[eight])).astype(np.float64).reshape(-1, 8))
         area[eight] = np.where(np.isfinite(a), a, 0.0)  # NaN / inf coordinates: no valid area
     out["poly_area"] = area
     soi = {c: i for i, c in enumerate(SOI_DET_CLASSES)}
@@ -327,8 +314,7 @@ def prepare_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     out["object_split"] = out["dataset_split"].where(is_obj, None)
     out["train_class"] = out["dataset_class"].where(is_obj & (out["split"] == "train"), None)
     out["label_expected"] = out["dataset_class"].map(labels).astype("float64")
-    cols = ["image_id", "path", "width", "height", "crop_x", "crop_y", "dataset", "split"]
-    variants = out.drop_duplicates([*cols, "modality"]).groupby("image_id").size()
+    variants = out.drop_duplicates(list(IMAGE_COLUMNS)).groupby("image_id").size()
     out["image_variants"] = out["image_id"].map(variants).astype("float64")
     return out
 
@@ -406,8 +392,10 @@ def manifest_rules(
         _in_set(
             "dataset_known", "dataset", list(DATASETS), "dataset is one of " + ", ".join(DATASETS)
         ),
-        _in_set("modality_known", "modality", MODALITIES, "modality is one of sar, rgb, ir"),
-        _in_set("split_known", "split", SPLITS, "split is one of train, val, test"),
+        _in_set(
+            "modality_known", "modality", MODALITIES, "modality is one of " + ", ".join(MODALITIES)
+        ),
+        _in_set("split_known", "split", SPLITS, "split is one of " + ", ".join(SPLITS)),
         _in_set(
             "modality_for_dataset",
             "dataset_modality",
@@ -565,6 +553,29 @@ def image_location(row: pd.Series) -> str:
     return f"{row['path']} ({row['image_id']})"
 
 
+def _or(values: Sequence[Any]) -> str:
+    return " or ".join(map(str, values))
+
+
+def _per_modality(
+    rule_id: str,
+    column: str,
+    allowed: dict[str, list[Any]],
+    what: str,
+    detail: Callable[[pd.Series], str],
+) -> Rule:
+    """An image rule: the ``modality/value`` key of ``column`` is one of the ``allowed`` values of
+    its modality (listed in the description)."""
+    return _in_set(
+        rule_id,
+        column,
+        [f"{m}/{v}" for m in MODALITIES for v in allowed[m]],
+        f"{what} (" + "; ".join(f"{m}: {_or(allowed[m])}" for m in MODALITIES) + ")",
+        detail,
+        table="images",
+    )
+
+
 def image_rules(
     channels: dict[str, Sequence[int]], dtypes: dict[str, Sequence[str]], min_std: float
 ) -> list[Rule]:
@@ -622,32 +633,25 @@ def image_rules(
             size,
             table="images",
         ),
-        _in_set(
+        _per_modality(
             "image_channels",
             "modality_channels",
-            [f"{m}/{c}" for m in MODALITIES for c in allowed_c[m]],
-            "channels fit the modality ("
-            + "; ".join(f"{m}: {' or '.join(map(str, allowed_c[m]))}" for m in MODALITIES)
-            + ")",
+            allowed_c,
+            "channels fit the modality",
             lambda r: (
                 f"wrong channel count: {int(r['channels'])} (mode {r['mode']}), but "
-                f"{r['modality']} images must have "
-                + " or ".join(map(str, allowed_c.get(r["modality"], [])))
+                f"{r['modality']} images must have {_or(allowed_c.get(r['modality'], []))}"
             ),
-            table="images",
         ),
-        _in_set(
+        _per_modality(
             "image_dtype",
             "modality_dtype",
-            [f"{m}/{d}" for m in MODALITIES for d in allowed_d[m]],
-            "pixel dtype fits the modality ("
-            + "; ".join(f"{m}: {' or '.join(allowed_d[m])}" for m in MODALITIES)
-            + ")",
+            allowed_d,
+            "pixel dtype fits the modality",
             lambda r: (
                 f"wrong dtype: pixels are {r['dtype']}, but {r['modality']} images must be "
-                + " or ".join(allowed_d.get(r["modality"], []))
+                + _or(allowed_d.get(r["modality"], []))
             ),
-            table="images",
         ),
         _at_least(
             "image_not_constant",

@@ -24,12 +24,12 @@ from babelrs_core.concepts import DATASETS
 HeadCfg = dict[str, Any]
 
 
-def _test_cfg(spec: Any) -> HeadCfg:
+def _test_cfg(spec: Any, nms: str = "nms", nms_pre: int | None = None) -> HeadCfg:
     return {
-        "nms_pre": spec.nms_pre,
+        "nms_pre": nms_pre or spec.nms_pre,
         "min_bbox_size": 0,
         "score_thr": spec.score_thr,
-        "nms": {"type": "nms", "iou_threshold": spec.nms_iou},
+        "nms": {"type": nms, "iou_threshold": spec.nms_iou},
         "max_per_img": spec.max_per_img,
     }
 
@@ -62,8 +62,16 @@ FOCAL_LOSS: HeadCfg = {
 }
 
 
-def _retina_train_cfg(iou_calculator: HeadCfg | None = None) -> HeadCfg:
-    """RetinaNet's training assignment (max IoU 0.5 / 0.4, no sampling), any IoU calculator."""
+def _dense_train_cfg(assigner: HeadCfg, sampler: HeadCfg | None = None) -> HeadCfg:
+    """``train_cfg`` of a dense (one-stage) head: its assigner, a sampler if any, no border."""
+    cfg: HeadCfg = {"assigner": assigner}
+    if sampler is not None:
+        cfg["sampler"] = sampler
+    return {**cfg, "allowed_border": -1, "pos_weight": -1, "debug": False}
+
+
+def _max_iou_assigner(iou_calculator: HeadCfg | None = None) -> HeadCfg:
+    """RetinaNet's max-IoU assignment (positive from 0.5, negative below 0.4)."""
     assigner: HeadCfg = {
         "type": "MaxIoUAssigner",
         "pos_iou_thr": 0.5,
@@ -73,12 +81,31 @@ def _retina_train_cfg(iou_calculator: HeadCfg | None = None) -> HeadCfg:
     }
     if iou_calculator is not None:
         assigner["iou_calculator"] = iou_calculator
+    return assigner
+
+
+def _retina_train_cfg(iou_calculator: HeadCfg | None = None) -> HeadCfg:
+    """RetinaNet's training assignment (max IoU 0.5 / 0.4, no sampling), any IoU calculator."""
+    return _dense_train_cfg(_max_iou_assigner(iou_calculator), {"type": "PseudoSampler"})
+
+
+def _atss_train_cfg() -> HeadCfg:
+    """ATSS's adaptive training-sample selection (GFL and ATSS heads)."""
+    return _dense_train_cfg({"type": "ATSSAssigner", "topk": 9})
+
+
+#: centre-ness branch loss (FCOS, ATSS, rotated ATSS)
+CENTERNESS_LOSS: HeadCfg = {"type": "CrossEntropyLoss", "use_sigmoid": True, "loss_weight": 1.0}
+
+
+def _one_anchor(spec: Any, strides: Sequence[int]) -> HeadCfg:
+    """One square anchor per location and level (GFL, ATSS)."""
     return {
-        "assigner": assigner,
-        "sampler": {"type": "PseudoSampler"},
-        "allowed_border": -1,
-        "pos_weight": -1,
-        "debug": False,
+        "type": "AnchorGenerator",
+        "ratios": [1.0],
+        "octave_base_scale": spec.anchor_scale,
+        "scales_per_octave": 1,
+        "strides": list(strides),
     }
 
 
@@ -87,13 +114,7 @@ def gfl_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[in
     return {
         "type": "GFLHead",
         **_common(spec, num_classes, in_channels),
-        "anchor_generator": {
-            "type": "AnchorGenerator",
-            "ratios": [1.0],
-            "octave_base_scale": spec.anchor_scale,
-            "scales_per_octave": 1,
-            "strides": list(strides),
-        },
+        "anchor_generator": _one_anchor(spec, strides),
         "loss_cls": {
             "type": "QualityFocalLoss",
             "use_sigmoid": True,
@@ -103,12 +124,7 @@ def gfl_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[in
         "loss_dfl": {"type": "DistributionFocalLoss", "loss_weight": 0.25},
         "reg_max": 16,
         "loss_bbox": {"type": "GIoULoss", "loss_weight": 2.0},
-        "train_cfg": {
-            "assigner": {"type": "ATSSAssigner", "topk": 9},
-            "allowed_border": -1,
-            "pos_weight": -1,
-            "debug": False,
-        },
+        "train_cfg": _atss_train_cfg(),
         "test_cfg": _test_cfg(spec),
     }
 
@@ -148,23 +164,8 @@ def fcos_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[i
         "regress_ranges": [(bounds[i], bounds[i + 1]) for i in range(len(strides))],
         "loss_cls": dict(FOCAL_LOSS),
         "loss_bbox": {"type": "IoULoss", "loss_weight": 1.0},
-        "loss_centerness": {
-            "type": "CrossEntropyLoss",
-            "use_sigmoid": True,
-            "loss_weight": 1.0,
-        },
-        "train_cfg": {
-            "assigner": {
-                "type": "MaxIoUAssigner",
-                "pos_iou_thr": 0.5,
-                "neg_iou_thr": 0.4,
-                "min_pos_iou": 0,
-                "ignore_iof_thr": -1,
-            },
-            "allowed_border": -1,
-            "pos_weight": -1,
-            "debug": False,
-        },
+        "loss_centerness": dict(CENTERNESS_LOSS),
+        "train_cfg": _dense_train_cfg(_max_iou_assigner()),
         "test_cfg": _test_cfg(spec),
     }
 
@@ -174,13 +175,7 @@ def atss_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[i
     return {
         "type": "ATSSHead",
         **_common(spec, num_classes, in_channels),
-        "anchor_generator": {
-            "type": "AnchorGenerator",
-            "ratios": [1.0],
-            "octave_base_scale": spec.anchor_scale,
-            "scales_per_octave": 1,
-            "strides": list(strides),
-        },
+        "anchor_generator": _one_anchor(spec, strides),
         "bbox_coder": {
             "type": "DeltaXYWHBBoxCoder",
             "target_means": [0.0, 0.0, 0.0, 0.0],
@@ -188,17 +183,8 @@ def atss_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[i
         },
         "loss_cls": dict(FOCAL_LOSS),
         "loss_bbox": {"type": "GIoULoss", "loss_weight": 2.0},
-        "loss_centerness": {
-            "type": "CrossEntropyLoss",
-            "use_sigmoid": True,
-            "loss_weight": 1.0,
-        },
-        "train_cfg": {
-            "assigner": {"type": "ATSSAssigner", "topk": 9},
-            "allowed_border": -1,
-            "pos_weight": -1,
-            "debug": False,
-        },
+        "loss_centerness": dict(CENTERNESS_LOSS),
+        "train_cfg": _atss_train_cfg(),
         "test_cfg": _test_cfg(spec),
     }
 
@@ -207,13 +193,7 @@ ANGLE_VERSION = "le90"  # mmrotate angle convention of every oriented head (the 
 
 
 def _rotated_test_cfg(spec: Any, nms_pre: int | None = None) -> HeadCfg:
-    return {
-        "nms_pre": nms_pre or spec.nms_pre,
-        "min_bbox_size": 0,
-        "score_thr": spec.score_thr,
-        "nms": {"type": "nms_rotated", "iou_threshold": spec.nms_iou},
-        "max_per_img": spec.max_per_img,
-    }
+    return _test_cfg(spec, "nms_rotated", nms_pre)
 
 
 def _rbox_coder(stds: Sequence[float]) -> HeadCfg:
@@ -292,17 +272,14 @@ def rotated_atss_head(
         # the reference's rotated-IoU loss needs diff_iou_rotated, which has no CPU kernel), in
         # float32 (bf16 / fp16 have no CPU kernels for its 2x2 inverses)
         "loss_bbox": {"type": "Float32Loss", "loss": GAUSSIAN_BOX_LOSSES[spec.box_loss]},
-        "loss_centerness": {"type": "CrossEntropyLoss", "use_sigmoid": True, "loss_weight": 1.0},
-        "train_cfg": {
-            "assigner": {
+        "loss_centerness": dict(CENTERNESS_LOSS),
+        "train_cfg": _dense_train_cfg(
+            {
                 "type": "mmrotate.RotatedATSSAssigner",
                 "topk": 9,
                 "iou_calculator": {"type": "SparseRBboxOverlaps2D"},
-            },
-            "allowed_border": -1,
-            "pos_weight": -1,
-            "debug": False,
-        },
+            }
+        ),
         "test_cfg": _rotated_test_cfg(spec),
     }
 

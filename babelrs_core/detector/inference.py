@@ -165,7 +165,8 @@ class Detector:
     def _records(
         self, pred: Any, dataset: str, shape: tuple[int, int], score_thr: float | None
     ) -> list[dict[str, Any]]:
-        from babelrs_core.detector.rbox import poly_to_hbox, rbox_to_poly, regularize
+        from babelrs_core.detector.rbox import rbox_to_poly, regularize
+        from babelrs_core.geometry import poly_to_hbox
 
         d = self.datasets[dataset]
         boxes = pred.bboxes

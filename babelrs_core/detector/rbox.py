@@ -9,7 +9,8 @@
 :func:`poly_to_rbox` is what the data pipeline uses for oriented ground truth (minimum-area
 rectangle of the quadrilateral, as mmrotate's ``qbox2rbox``, then regularised to ``le90``);
 :func:`rbox_to_poly` gives predicted polygons in the manifest's order: clockwise on screen,
-starting at the box's ``(-w/2, -h/2)`` corner (the top-left one for θ = 0).
+starting at the box's ``(-w/2, -h/2)`` corner (the top-left one for θ = 0). Polygon areas and
+enclosing horizontal boxes are in :mod:`babelrs_core.geometry`.
 """
 
 from __future__ import annotations
@@ -50,17 +51,3 @@ def rbox_to_poly(rboxes: np.ndarray | torch.Tensor) -> np.ndarray:
         px, py = dx * w, dy * h
         out += [cx + px * c - py * s, cy + px * s + py * c]
     return np.stack(out, -1).astype(np.float32) if len(r) else np.zeros((0, 8), np.float32)
-
-
-def poly_to_hbox(polys: np.ndarray | list) -> np.ndarray:
-    """``(N, 8)`` polygons -> ``(N, 4)`` enclosing horizontal boxes ``x1 y1 x2 y2``."""
-    p = np.asarray(polys, dtype=np.float32).reshape(-1, 8)
-    xs, ys = p[:, 0::2], p[:, 1::2]
-    return np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], -1)
-
-
-def signed_area(poly: np.ndarray | list) -> float:
-    """Shoelace area of one polygon in image coordinates: > 0 when clockwise on screen."""
-    p = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
-    x, y = p[:, 0], p[:, 1]
-    return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))

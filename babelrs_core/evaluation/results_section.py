@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from babelrs_core.concepts import DATASETS
+from babelrs_core.concepts import DATASETS, MODALITIES
 
 SECTION = "## Detector fine-tuning"
 PAPER_ROW: dict[str, Any] = {
@@ -87,7 +87,6 @@ def _train_time(t: dict[str, Any]) -> str:
 
 def settings_table(rows: Sequence[dict[str, Any]]) -> str:
     """Run settings side by side (from ``train.json``, ``eval_info.json``, ``detector.json``)."""
-    mods = ("sar", "rgb", "ir")
     keys = [
         ("init", lambda t, i, d: t.get("init")),
         ("encoder (pretraining)", lambda t, i, d: f"{t.get('encoder')} ({_pretraining(t, i, d)})"),
@@ -95,7 +94,7 @@ def settings_table(rows: Sequence[dict[str, Any]]) -> str:
         ("batch (SAR:DOTA:DV)", lambda t, i, d: f"{t['settings']['batch_size']} (" + ":".join(
             str(v) for _, v in _ordered(t["settings"]["source_ratio"], list(DATASETS))) + ")"),
         ("image long side", lambda t, i, d: ", ".join(
-            f"{m} {v}" for m, v in _ordered(t["settings"]["image_sizes"], mods))),
+            f"{m} {v}" for m, v in _ordered(t["settings"]["image_sizes"], MODALITIES))),
         ("heads", lambda t, i, d: ", ".join(
             f"{k} {v}" for k, v in _ordered(t["settings"]["heads"], list(DATASETS)))),
         ("lr / precision", lambda t, i, d: f"{t['settings']['lr']:g} / "

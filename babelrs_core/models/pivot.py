@@ -13,7 +13,6 @@ and ``[SEP]`` as sep and eos, other models their bos (if any), a newline and the
 from __future__ import annotations
 
 import inspect
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from babelrs_core.settings_env import offline_by_default
+
+offline_by_default()
 
 
 def minilm_path() -> Path:

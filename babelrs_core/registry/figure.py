@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-MODALITIES = ("sar", "rgb", "ir")
+from babelrs_core.concepts import MODALITIES
 
 
 def write_samples(params_path: str | Path, out_dir: str | Path) -> dict[str, Path]:

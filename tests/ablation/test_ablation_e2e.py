@@ -5,18 +5,18 @@ that reuses every finished run."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from babelrs_core.ablation.run import PARENT_NAME, run_ablation
 from babelrs_core.config import load_params
+from babelrs_core.settings_env import offline_by_default
 from tests.detector.det_fakes import TINY
 from tests.images import assert_png
 from tests.pretrain.fakes import make_fake_dataset
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+offline_by_default()
 ROOT = Path(__file__).resolve().parents[2]
 
 PRETRAIN = {

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from babelrs_core.data.manifest import ManifestRow, poly_from_hbox, write_manifest
+from babelrs_core.data.manifest import ManifestRow, write_manifest
+from babelrs_core.geometry import poly_from_hbox
 
 FAKE = {
     "sardet": ("sar", ["ship", "car"], {"train": 6, "test": 3}),

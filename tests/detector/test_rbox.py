@@ -7,14 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from babelrs_core.data.manifest import poly_from_hbox
-from babelrs_core.detector.rbox import (
-    poly_to_hbox,
-    poly_to_rbox,
-    rbox_to_poly,
-    regularize,
-    signed_area,
-)
+from babelrs_core.detector.rbox import poly_to_rbox, rbox_to_poly, regularize
+from babelrs_core.geometry import poly_from_hbox, poly_to_hbox, signed_area
 
 # a 40 x 20 box centred at (50, 50), turned 30° clockwise on screen, listed as DOTA does:
 # clockwise on screen from the head corner (hand-computed: cos 30° = 0.866025, sin 30° = 0.5)

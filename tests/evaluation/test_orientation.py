@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from babelrs_core.detector.rbox import poly_to_hbox, rbox_to_poly
+from babelrs_core.detector.rbox import rbox_to_poly
 from babelrs_core.evaluation.orientation import (
     aspect,
     axis_error_deg,
@@ -18,6 +18,7 @@ from babelrs_core.evaluation.orientation import (
     plot_orientation,
     summarize_orientation,
 )
+from babelrs_core.geometry import poly_to_hbox
 from tests.images import assert_png
 
 

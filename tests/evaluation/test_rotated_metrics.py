@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from babelrs_core.data.manifest import poly_from_hbox
 from babelrs_core.detector.rbox import rbox_to_poly
 from babelrs_core.evaluation.metrics import (
     ClassScore,
@@ -21,6 +20,7 @@ from babelrs_core.evaluation.metrics import (
     rotated_inputs,
     summarize,
 )
+from babelrs_core.geometry import poly_from_hbox
 
 
 def _poly(cx: float, cy: float, w: float, h: float, deg: float) -> list[float]:

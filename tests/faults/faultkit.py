@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from babelrs_core.settings_env import OFFLINE_ENV
 from tests.detector.det_fakes import make_fake_encoder, make_fake_manifest, tiny_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,9 +51,7 @@ def registry_setup(root: Path, experiment: str, model_name: str) -> Path:
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment of a CLI subprocess: this checkout's code, offline, one thread."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}
-    env.update(
-        PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg", **extra
-    )
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MPLBACKEND="Agg", **OFFLINE_ENV, **extra)
     return env
 
 

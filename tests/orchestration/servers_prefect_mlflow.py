@@ -20,6 +20,7 @@ from pathlib import Path
 
 import boto3
 
+from babelrs_core.settings_env import NO_TELEMETRY_ENV, OFFLINE_ENV
 from tests.servers import MotoServer, aws_env, free_port
 
 BIN = Path(sys.executable).parent
@@ -33,12 +34,10 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEAN_PREFIXES)}
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
-        DO_NOT_TRACK="1",
         PYTHONUNBUFFERED="1",
         MPLBACKEND="Agg",
-        HF_HUB_OFFLINE="1",
+        **NO_TELEMETRY_ENV,
+        **OFFLINE_ENV,
     )
     env.update(extra)
     return env

@@ -16,6 +16,7 @@ from babelrs_core.config import ConfigError, load_params
 from babelrs_core.pipeline import stage
 from babelrs_core.pipeline.runner import execute_stage
 from babelrs_core.pipeline.runners import get_runner, run_local, runner_names
+from babelrs_core.settings_env import OFFLINE_ENV
 from tests.pipeline.lineage import ROOT, assert_stage_lineage
 
 TINY = {f"soi_mini.{d}.splits": {"train": 1} for d in ("sardet", "dota", "dronevehicle")}
@@ -38,7 +39,7 @@ def _env() -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BABELRS_"))}
-    return env | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return env | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **OFFLINE_ENV}
 
 
 def _runs(store: Path, stage_name: str) -> list:

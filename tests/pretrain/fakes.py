@@ -16,7 +16,8 @@ from PIL import Image
 from babelrs_core.config import captions_beside
 from babelrs_core.data.captions import collect_captions, write_captions
 from babelrs_core.data.layout import scenes_file
-from babelrs_core.data.manifest import ManifestRow, poly_from_hbox, read_manifest, write_manifest
+from babelrs_core.data.manifest import ManifestRow, read_manifest, write_manifest
+from babelrs_core.geometry import poly_from_hbox
 
 FAKE_CLASSES = {
     "sardet": ("sar", ["ship", "car"]),

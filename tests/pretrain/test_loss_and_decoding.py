@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,8 +11,9 @@ from babelrs_core.models.pivot import TinyBertSpec, load_pivot
 from babelrs_core.pretrain.dataset import IGNORE, Encoded
 from babelrs_core.pretrain.instructions import Instruction
 from babelrs_core.pretrain.train import build_model
+from babelrs_core.settings_env import offline_by_default
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+offline_by_default()
 torch.set_num_threads(1)
 
 

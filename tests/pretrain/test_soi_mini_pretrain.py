@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,9 @@ from babelrs_core.data.layout import dataset_roots
 from babelrs_core.data.synth.generate import generate_soi_mini
 from babelrs_core.models import load_pretrained_encoder
 from babelrs_core.pretrain.train import run_pretraining
+from babelrs_core.settings_env import offline_by_default
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+offline_by_default()
 torch.set_num_threads(1)
 
 SPLITS = {"train": 4, "val": 2}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,10 @@ from babelrs_core.models import load_pretrained_encoder
 from babelrs_core.pretrain import checkpoint as ckpt
 from babelrs_core.pretrain.evaluate import SECTION, update_results_doc
 from babelrs_core.pretrain.train import run_pretraining
+from babelrs_core.settings_env import offline_by_default
 from tests.pretrain.fakes import make_fake_dataset
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+offline_by_default()
 torch.set_num_threads(1)
 
 

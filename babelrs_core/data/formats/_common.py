@@ -1,11 +1,13 @@
-"""Helpers shared by the format readers: image headers, split folders, box clean-up."""
+"""Helpers shared by the format readers: the dataset folder, image headers, split folders, box
+clean-up, the rows of one image."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
@@ -16,13 +18,23 @@ from babelrs_core.data.formats.errors import (
     ZERO_AREA,
     FormatError,
 )
-from babelrs_core.data.manifest import ManifestRow, hbox_from_poly
-
-#: Split names that readers look for when no splits are given.
-KNOWN_SPLITS: tuple[str, ...] = ("train", "val", "test")
+from babelrs_core.data.manifest import ManifestRow
+from babelrs_core.geometry import hbox_from_poly, poly_area
 
 #: Image file suffixes accepted when pairing images with label files (compared lower-case).
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+
+
+def dataset_root(root: Path, name: str, inside: str | None = None) -> Path:
+    """``root`` resolved, the opening of every reader's ``read``: a :class:`FormatError` when it
+    is not a folder (``name`` says which dataset), or with ``inside`` when it lacks that folder."""
+    root = Path(root).resolve()
+    if inside is None:
+        if not root.is_dir():
+            raise FormatError(root, None, f"{name} folder not found")
+    elif not (root / inside).is_dir():
+        raise FormatError(root, None, f"not a {name} folder: no {inside}/ inside")
+    return root
 
 
 def image_size(image: Path, annotation: Path | None = None) -> tuple[int, int]:
@@ -105,14 +117,6 @@ def finite(token: object) -> float:
     return value
 
 
-def poly_area(poly: Sequence[float]) -> float:
-    """Unsigned shoelace area of an 8-value polygon."""
-    xs, ys = poly[0::2], poly[1::2]
-    n = len(xs)
-    s = sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))
-    return abs(s) / 2.0
-
-
 @dataclass(frozen=True)
 class Placed:
     """An object that survived :func:`place`: polygon and horizontal box in image pixels."""
@@ -163,23 +167,56 @@ def place(
     return Placed(poly, (x1, y1, x2, y2))
 
 
-def object_row(
-    base: dict, index: int, dataset: str, name: str, raw: str, placed: Placed, difficult: bool,
-    line: int,
-) -> ManifestRow:  # fmt: skip
-    """The manifest row of one placed object of an image described by ``base``."""
-    x1, y1, x2, y2 = placed.box
-    return ManifestRow(
-        **base,
-        object_index=index,
-        class_name=name,
-        raw_class=raw,
-        label=soi_label(dataset, name),
-        x1=x1,
-        y1=y1,
-        x2=x2,
-        y2=y2,
-        poly=placed.poly,
-        difficult=difficult,
-        source_line=line,
+def image_fields(
+    dataset: str, modality: str, split: str, name: str, image: Path, width: int, height: int,
+    source: str, crop: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """The columns every row of one image shares (``image_id = dataset/split/name``; ``crop``:
+    the border cut off on every side, so ``width`` x ``height`` is what is left)."""
+    return dict(
+        image_id=f"{dataset}/{split}/{name}",
+        dataset=dataset,
+        modality=modality,
+        split=split,
+        path=str(image),
+        width=width,
+        height=height,
+        crop_x=crop,
+        crop_y=crop,
+        source_file=source,
     )
+
+
+class Kept(NamedTuple):
+    """An object a reader keeps: canonical and raw class, where it is, its flag and line."""
+
+    name: str
+    raw: str
+    placed: Placed
+    difficult: bool
+    line: int
+
+
+def image_rows(image: dict[str, Any], kept: Iterable[Kept]) -> Iterator[ManifestRow]:
+    """The manifest rows of one image (``image``: its :func:`image_fields`): one per kept object,
+    numbered from 0 in order, or one row without an object when none is kept."""
+    index = 0
+    for obj in kept:
+        x1, y1, x2, y2 = obj.placed.box
+        yield ManifestRow(
+            **image,
+            object_index=index,
+            class_name=obj.name,
+            raw_class=obj.raw,
+            label=soi_label(image["dataset"], obj.name),
+            x1=x1,
+            y1=y1,
+            x2=x2,
+            y2=y2,
+            poly=obj.placed.poly,
+            difficult=obj.difficult,
+            source_line=obj.line,
+        )
+        index += 1
+    if index == 0:
+        yield ManifestRow(**image)

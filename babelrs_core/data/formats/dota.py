@@ -52,14 +52,16 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from babelrs_core.concepts import UnknownClassError, normalize
+from babelrs_core.concepts import SPLITS, UnknownClassError, normalize
 from babelrs_core.config import Importers
 from babelrs_core.data.formats._common import (
-    KNOWN_SPLITS,
+    Kept,
     Placed,
+    dataset_root,
     finite,
+    image_fields,
+    image_rows,
     image_size,
-    object_row,
     pair_by_stem,
     place,
     rel,
@@ -93,7 +95,7 @@ def label_dir(split_dir: Path) -> Path | None:
 def discover_splits(root: Path, on_drop: DropSink = ignore_drop) -> list[str]:
     """Known splits with an ``images/`` and a label folder; unlabelled ones are reported."""
     found = []
-    for split in KNOWN_SPLITS:
+    for split in SPLITS:
         d = root / split
         if not (d / IMAGES).is_dir():
             continue
@@ -111,9 +113,7 @@ def read(
     on_drop: DropSink = ignore_drop,
 ) -> Iterator[ManifestRow]:
     """Rows of a DOTA (or SOI-Det ``DOTA_800pix``) folder, one per object."""
-    root = Path(root).resolve()
-    if not root.is_dir():
-        raise FormatError(root, None, "DOTA folder not found")
+    root = dataset_root(root, "DOTA")
     chosen = list(splits) if splits is not None else discover_splits(root, on_drop)
     if not chosen:
         raise FormatError(root, None, "no {train,val,test}/images/ with labelTxt/ (or annfiles/)")
@@ -198,25 +198,18 @@ def read_file(
     _, objects = parse_label_file(label)
     width, height = image_size(image, label)
     source = rel(label, root)
-    base = dict(
-        image_id=f"{DATASET}/{split}/{stem}",
-        dataset=DATASET,
-        modality=MODALITY,
-        split=split,
-        path=str(image),
-        width=width,
-        height=height,
-        source_file=source,
-    )
-    k = 0
-    for lineno, poly, raw, name, difficult in objects:
-        placed = place(poly, width, height, params.min_box_size_px, clip_poly=False)
-        if not isinstance(placed, Placed):
-            on_drop(
-                Dropped(DATASET, MODALITY, split, source, lineno, placed.reason, raw, placed.detail)
-            )
-            continue
-        yield object_row(base, k, DATASET, name, raw, placed, difficult, lineno)
-        k += 1
-    if k == 0:
-        yield ManifestRow(**base)
+
+    def kept() -> Iterator[Kept]:
+        for lineno, poly, raw, name, difficult in objects:
+            placed = place(poly, width, height, params.min_box_size_px, clip_poly=False)
+            if not isinstance(placed, Placed):
+                on_drop(
+                    Dropped(
+                        DATASET, MODALITY, split, source, lineno, placed.reason, raw, placed.detail
+                    )
+                )
+                continue
+            yield Kept(name, raw, placed, difficult, lineno)
+
+    fields = image_fields(DATASET, MODALITY, split, stem, image, width, height, source)
+    yield from image_rows(fields, kept())

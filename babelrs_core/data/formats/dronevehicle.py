@@ -66,14 +66,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
 
-from babelrs_core.concepts import UnknownClassError, is_ignored, normalize
+from babelrs_core.concepts import SPLITS, UnknownClassError, is_ignored, normalize
 from babelrs_core.config import Importers
 from babelrs_core.data.formats._common import (
-    KNOWN_SPLITS,
+    Kept,
     Placed,
+    dataset_root,
     finite,
+    image_fields,
+    image_rows,
     image_size,
-    object_row,
     pair_by_stem,
     place,
     rel,
@@ -88,7 +90,8 @@ from babelrs_core.data.formats.errors import (
     FormatError,
     ignore_drop,
 )
-from babelrs_core.data.manifest import ManifestRow, poly_from_hbox
+from babelrs_core.data.manifest import ManifestRow
+from babelrs_core.geometry import hbox_from_poly, poly_from_hbox
 
 DATASET = "dronevehicle"
 LABEL_SUFFIX = ".xml"
@@ -110,7 +113,7 @@ def discover_splits(
 ) -> list[tuple[str, str]]:
     """(split, modality) pairs present under ``root``; image folders without labels are reported."""
     found = []
-    for split in KNOWN_SPLITS:
+    for split in SPLITS:
         for modality in modalities:
             images, labels = folders(root, split, modality)
             if not images.is_dir():
@@ -131,9 +134,7 @@ def read(
     on_drop: DropSink = ignore_drop,
 ) -> Iterator[ManifestRow]:
     """Rows of a DroneVehicle folder, one per object, for the configured modalities."""
-    root = Path(root).resolve()
-    if not root.is_dir():
-        raise FormatError(root, None, "DroneVehicle folder not found")
+    root = dataset_root(root, "DroneVehicle")
     modalities = list(dict.fromkeys(params.dronevehicle_modalities))
     if splits is None:
         pairs = discover_splits(root, modalities, on_drop)
@@ -237,51 +238,41 @@ def read_file(
             image, None, f"{file_w}x{file_h} image is too small for a {border}-px border"
         )
     source = rel(label, root)
-    base = dict(
-        image_id=f"{DATASET}/{split}/{stem}{ID_SUFFIX[modality]}",
-        dataset=DATASET,
-        modality=modality,
-        split=split,
-        path=str(image),
-        width=width,
-        height=height,
-        crop_x=border,
-        crop_y=border,
-        source_file=source,
-    )
-    k = 0
-    for n, obj in enumerate(xml.root.findall("object"), start=1):
-        line = xml.line(obj)
-        what = f"object #{n}"
-        name_el = obj.find("name")
-        if name_el is None or name_el.text is None or not name_el.text.strip():
-            raise FormatError(label, line, f"{what} has no <name>")
-        raw = name_el.text.strip()
 
-        def drop(reason: str, detail: str = "", raw: str = raw, line: int | None = line) -> None:
-            on_drop(Dropped(DATASET, modality, split, source, line, reason, raw, detail))
+    def kept() -> Iterator[Kept]:
+        for n, obj in enumerate(xml.root.findall("object"), start=1):
+            line = xml.line(obj)
+            what = f"object #{n}"
+            name_el = obj.find("name")
+            if name_el is None or name_el.text is None or not name_el.text.strip():
+                raise FormatError(label, line, f"{what} has no <name>")
+            raw = name_el.text.strip()
 
-        if is_ignored(DATASET, raw):
-            drop(IGNORED_CLASS, f"{what}")
-            continue
-        try:
-            name = normalize(DATASET, raw)
-        except UnknownClassError as exc:
-            raise FormatError(label, xml.line(name_el), f"{what}: {exc}") from None
-        poly = _polygon(xml, label, obj, what)
-        difficult = _difficult(xml, label, obj, what)
-        shifted = [v - border for v in poly]
-        placed = place(shifted, width, height, params.min_box_size_px, clip_poly=True)
-        if not isinstance(placed, Placed):
-            reason = placed.reason
-            if reason == OUTSIDE_IMAGE and border > 0 and _overlaps(poly, file_w, file_h):
-                reason = IN_BORDER
-            drop(reason, f"{what}: {placed.detail}")
-            continue
-        yield object_row(base, k, DATASET, name, raw, placed, difficult, n)
-        k += 1
-    if k == 0:
-        yield ManifestRow(**base)
+            def drop(reason: str, detail: str, raw: str = raw, line: int | None = line) -> None:
+                on_drop(Dropped(DATASET, modality, split, source, line, reason, raw, detail))
+
+            if is_ignored(DATASET, raw):
+                drop(IGNORED_CLASS, f"{what}")
+                continue
+            try:
+                name = normalize(DATASET, raw)
+            except UnknownClassError as exc:
+                raise FormatError(label, xml.line(name_el), f"{what}: {exc}") from None
+            poly = _polygon(xml, label, obj, what)
+            difficult = _difficult(xml, label, obj, what)
+            shifted = [v - border for v in poly]
+            placed = place(shifted, width, height, params.min_box_size_px, clip_poly=True)
+            if not isinstance(placed, Placed):
+                reason = placed.reason
+                if reason == OUTSIDE_IMAGE and border > 0 and _overlaps(poly, file_w, file_h):
+                    reason = IN_BORDER
+                drop(reason, f"{what}: {placed.detail}")
+                continue
+            yield Kept(name, raw, placed, difficult, n)
+
+    name = f"{stem}{ID_SUFFIX[modality]}"
+    fields = image_fields(DATASET, modality, split, name, image, width, height, source, border)
+    yield from image_rows(fields, kept())
 
 
 def _polygon(xml: _Xml, path: Path, obj: ET.Element, what: str) -> list[float]:
@@ -310,5 +301,5 @@ def _difficult(xml: _Xml, path: Path, obj: ET.Element, what: str) -> bool:
 
 
 def _overlaps(poly: Sequence[float], width: int, height: int) -> bool:
-    xs, ys = poly[0::2], poly[1::2]
-    return max(xs) > 0 and max(ys) > 0 and min(xs) < width and min(ys) < height
+    x1, y1, x2, y2 = hbox_from_poly(poly)
+    return x2 > 0 and y2 > 0 and x1 < width and y1 < height

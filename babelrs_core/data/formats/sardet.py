@@ -52,9 +52,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from babelrs_core.concepts import UnknownClassError, normalize, soi_label
+from babelrs_core.concepts import SPLITS, UnknownClassError, normalize
 from babelrs_core.config import Importers
-from babelrs_core.data.formats._common import KNOWN_SPLITS, Placed, check_size, finite, place, rel
+from babelrs_core.data.formats._common import (
+    Kept,
+    Placed,
+    check_size,
+    dataset_root,
+    finite,
+    image_fields,
+    image_rows,
+    place,
+    rel,
+)
 from babelrs_core.data.formats.errors import (
     ZERO_AREA,
     Dropped,
@@ -62,7 +72,8 @@ from babelrs_core.data.formats.errors import (
     FormatError,
     ignore_drop,
 )
-from babelrs_core.data.manifest import ManifestRow, poly_from_hbox
+from babelrs_core.data.manifest import ManifestRow
+from babelrs_core.geometry import poly_from_hbox
 
 DATASET = "sardet"
 MODALITY = "sar"
@@ -83,7 +94,7 @@ def annotation_file(root: Path, split: str) -> Path | None:
 
 def discover_splits(root: Path) -> list[str]:
     """Known splits (train, val, test) that have an annotation file under ``root``."""
-    return [s for s in KNOWN_SPLITS if annotation_file(root, s) is not None]
+    return [s for s in SPLITS if annotation_file(root, s) is not None]
 
 
 def read(
@@ -93,9 +104,7 @@ def read(
     on_drop: DropSink = ignore_drop,
 ) -> Iterator[ManifestRow]:
     """Rows of a SARDet-100K (or SOI-Det ``SARDet_50K``) folder, one per object."""
-    root = Path(root).resolve()
-    if not (root / ANNOTATIONS).is_dir():
-        raise FormatError(root, None, f"not a SARDet-100K folder: no {ANNOTATIONS}/ inside")
+    root = dataset_root(root, "SARDet-100K", inside=ANNOTATIONS)
     chosen = list(splits) if splits is not None else discover_splits(root)
     if not chosen:
         raise FormatError(
@@ -222,27 +231,15 @@ def read_split(
                 path, i, f"images[{i}]: image {name!r} not found (looked for {looked})"
             )
         check_size(image, path, i, width, height, what=f"images[{i}]")
-        base = ManifestRow(
-            image_id=f"{DATASET}/{split}/{Path(name).stem}",
-            dataset=DATASET,
-            modality=MODALITY,
-            split=split,
-            path=str(image),
-            width=width,
-            height=height,
-            source_file=source,
+        fields = image_fields(
+            DATASET, MODALITY, split, Path(name).stem, image, width, height, source
         )
-        k = 0
-        for j in per_image[iid]:
-            row = _object(
-                path, source, split, j, data["annotations"][j], cats, base, min_size, on_drop
-            )
-            if row is not None:
-                row.object_index = k
-                k += 1
-                yield row
-        if k == 0:
-            yield base
+        anns = data["annotations"]
+        objects = (
+            _object(path, source, split, j, anns[j], cats, (width, height), min_size, on_drop)
+            for j in per_image[iid]
+        )
+        yield from image_rows(fields, (o for o in objects if o is not None))
 
 
 def _object(
@@ -252,10 +249,10 @@ def _object(
     j: int,
     ann: dict[str, Any],
     cats: dict[int, tuple[str, str]],
-    base: ManifestRow,
+    size: tuple[int, int],
     min_size: float,
     on_drop: DropSink,
-) -> ManifestRow | None:
+) -> Kept | None:
     bbox = _field(path, "annotations", j, ann, "bbox")
     if not isinstance(bbox, list) or len(bbox) != 4:
         raise FormatError(path, j, f"annotations[{j}].bbox must be [x, y, w, h], got {bbox!r}")
@@ -276,28 +273,11 @@ def _object(
     if area <= 0:
         drop(ZERO_AREA, f"area {area:g}")
         return None
-    placed = place(poly_from_hbox(x, y, x + w, y + h), base.width, base.height, min_size, True)
+    placed = place(poly_from_hbox(x, y, x + w, y + h), *size, min_size, True)
     if not isinstance(placed, Placed):
         drop(placed.reason, placed.detail)
         return None
-    x1, y1, x2, y2 = placed.box
-    return ManifestRow(
-        image_id=base.image_id,
-        dataset=DATASET,
-        modality=MODALITY,
-        split=split,
-        path=base.path,
-        width=base.width,
-        height=base.height,
-        class_name=name,
-        raw_class=raw,
-        label=soi_label(DATASET, name),
-        x1=x1,
-        y1=y1,
-        x2=x2,
-        y2=y2,
-        poly=poly_from_hbox(x1, y1, x2, y2),
-        difficult=bool(ann.get("iscrowd", 0)) or bool(ann.get("ignore", 0)),
-        source_file=source,
-        source_line=j,
-    )
+    # the polygon of the clipped box, clockwise from its top-left corner
+    placed = Placed(poly_from_hbox(*placed.box), placed.box)
+    difficult = bool(ann.get("iscrowd", 0)) or bool(ann.get("ignore", 0))
+    return Kept(name, raw, placed, difficult, j)

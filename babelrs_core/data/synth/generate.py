@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from babelrs_core.concepts import DATASET_NAMES, DATASETS, SPLITS
 from babelrs_core.config import DatasetSpec, Params
 from babelrs_core.data.layout import DATASET_DIRS, scenes_file
 from babelrs_core.data.synth import writers
@@ -31,23 +32,18 @@ from babelrs_core.data.synth.sar import draw_sar_settings, render_sar
 from babelrs_core.data.synth.scene import Render, Scene, caption, sample_scene
 from babelrs_core.io.atomic import atomic_dir
 
-DATASET_ORDER = ("sardet", "dota", "dronevehicle")
-SPLIT_ORDER = ("train", "val", "test")
-MODALITY = {"sardet": "sar", "dota": "rgb", "dronevehicle": "ir"}
 #: DroneVehicle's raw typos (DATA.md §5.3) written for a fraction of objects.
 TYPOS = {"freight car": ("feright car", "feright_car"), "truck": ("truvk",)}
 
 
 def image_rng(seed: int, dataset: str, split: str, index: int) -> np.random.Generator:
     """The random generator of one image (independent of every other image)."""
-    return np.random.default_rng(
-        [seed, DATASET_ORDER.index(dataset), SPLIT_ORDER.index(split), index]
-    )
+    return np.random.default_rng([seed, DATASET_NAMES.index(dataset), SPLITS.index(split), index])
 
 
 def splits_of(spec: DatasetSpec) -> list[str]:
     """The splits of a dataset in canonical order."""
-    return [s for s in SPLIT_ORDER if s in spec.splits]
+    return [s for s in SPLITS if s in spec.splits]
 
 
 def naming(params: Params, dataset: str, split: str, index: int) -> tuple[str, str]:
@@ -98,7 +94,7 @@ def render_image(params: Params, dataset: str, split: str, index: int) -> tuple[
         ys, xs = np.nonzero(render.layers == o.index)
         o.attrs["hbox"] = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
                            int(ys.max() - ys.min() + 1)]  # fmt: skip
-    scene.sensor = {"modality": MODALITY[dataset], "gsd_m": gsd, **render.sensor}
+    scene.sensor = {"modality": DATASETS[dataset].modality, "gsd_m": gsd, **render.sensor}
     if dataset == "dronevehicle":
         _label_quirks(rng, scene, params)
     scene.caption = caption(scene)
@@ -157,7 +153,7 @@ def _write_labels(tmp: Path, scene: Scene, params: Params) -> None:
 
 
 def _jobs(params: Params) -> Iterator[tuple[str, str, int]]:
-    for dataset in DATASET_ORDER:
+    for dataset in DATASET_NAMES:
         spec: DatasetSpec = getattr(params.soi_mini, dataset)
         for split in splits_of(spec):
             yield dataset, split, spec.splits[split]

@@ -20,6 +20,7 @@ from babelrs_core.concepts import class_info
 from babelrs_core.config import DatasetSpec, SceneLayout
 from babelrs_core.data.synth import shapes
 from babelrs_core.data.synth.textures import fbm
+from babelrs_core.english import number_word, with_article
 
 # Land-cover codes of :attr:`Scene.cover`.
 FIELD, SOIL, URBAN, ASPHALT, WATER = range(5)
@@ -603,8 +604,8 @@ def sample_scene(
 # ----------------------------------------------------------------------------------------------
 # Captions
 
-_NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-            "eleven", "twelve")  # fmt: skip
+#: Captions count in words up to twelve, in digits above ("13 vans").
+CAPTION_WORDS_UP_TO = 12
 
 _WHERE = {
     "road": "on a road", "lot": "in a parking lot", "water": "in the water",
@@ -626,14 +627,6 @@ def _where(o: SceneObject) -> str:
     return _WHERE.get(o.placement, _ON_COVER[o.on])
 
 
-def number_word(n: int) -> str:
-    return _NUMBERS[n] if n < len(_NUMBERS) else str(n)
-
-
-def _article(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
-
-
 def count_phrase(dataset: str, counts: dict[str, int], articles: bool = True) -> str:
     """``{"car": 3, "truck": 1}`` -> "three cars and a truck" (concept words of the classes);
     without ``articles`` a single object is counted ("one truck")."""
@@ -641,9 +634,9 @@ def count_phrase(dataset: str, counts: dict[str, int], articles: bool = True) ->
     for cls, n in counts.items():
         info = class_info(dataset, cls)
         if n == 1:
-            items.append(_article(info.concept) if articles else "one " + info.concept)
+            items.append(with_article(info.concept) if articles else "one " + info.concept)
         else:
-            items.append(f"{number_word(n)} {info.plural}")
+            items.append(f"{number_word(n, CAPTION_WORDS_UP_TO)} {info.plural}")
     if len(items) == 1:
         return items[0]
     return ", ".join(items[:-1]) + " and " + items[-1]

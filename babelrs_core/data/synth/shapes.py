@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from babelrs_core.geometry import signed_area
+
 Parts = dict[str, np.ndarray]
 
 #: Vehicle kinds (top view: rounded rectangle with glass bands).
@@ -61,12 +63,6 @@ def obb_polygon(cx: float, cy: float, length: float, width: float, angle_deg: fl
     return np.stack(
         [c + hl * u - hw * v, c + hl * u + hw * v, c - hl * u + hw * v, c - hl * u - hw * v]
     )
-
-
-def signed_area(poly: np.ndarray) -> float:
-    """Shoelace area of a polygon (N, 2); positive for clockwise-on-screen (y down) order."""
-    x, y = poly[:, 0], poly[:, 1]
-    return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
 
 
 def make_window(

@@ -15,7 +15,7 @@ from babelrs_core.concepts import DATASETS, normalize
 from babelrs_core.config import Params
 from babelrs_core.data import formats
 from babelrs_core.data.layout import dataset_roots, scenes_file
-from babelrs_core.data.synth.shapes import signed_area
+from babelrs_core.geometry import signed_area
 
 
 def _scenes(raw: Path, dataset: str, split: str) -> list[dict]:

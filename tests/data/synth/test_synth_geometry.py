@@ -13,6 +13,7 @@ from babelrs_core.config import Params
 from babelrs_core.data.synth import shapes
 from babelrs_core.data.synth.generate import render_image
 from babelrs_core.data.synth.scene import SceneObject
+from babelrs_core.geometry import signed_area
 
 
 def _oriented_iou(obj: SceneObject, fp: np.ndarray) -> float:
@@ -34,7 +35,7 @@ def _check_scene(scene, render) -> int:
     polys = [shapes.convex_polygon_mask(o.polygon().ravel(), scene.shape) for o in scene.objects]
     for i, o in enumerate(scene.objects):
         poly = o.polygon()
-        assert shapes.signed_area(poly) > 0
+        assert signed_area(poly) > 0
         assert (poly >= 0).all() and (poly[:, 0] <= w).all() and (poly[:, 1] <= h).all()
         fp = render.layers == o.index
         assert fp.any(), (scene.stem, o.kind)
@@ -110,4 +111,4 @@ def test_head_vertex_is_front_left() -> None:
     # heading up (-90°): front-left is the top-left corner
     poly = shapes.obb_polygon(50, 50, 20, 10, -90.0)
     assert np.allclose(poly[0], [45, 40])
-    assert shapes.signed_area(poly) > 0
+    assert signed_area(poly) > 0
