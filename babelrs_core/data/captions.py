@@ -95,7 +95,7 @@ def captions_failure(path: str | os.PathLike[str], frame: pd.DataFrame, limit: i
         return None
     try:
         table = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the finding
+    except Exception as exc:
         problems = [f"{path}: unreadable Parquet ({type(exc).__name__}: {exc})"]
     else:
         problems = caption_problems(table, frame, str(path), limit)

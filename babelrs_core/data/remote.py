@@ -25,14 +25,13 @@ the bucket.
 
 from __future__ import annotations
 
-from babelrs_core.errors import BabelrsError
-
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from babelrs_core.errors import BabelrsError
 from babelrs_core.settings_env import read
 
 DEFAULT_S3_REMOTE = "s3"
@@ -111,12 +110,7 @@ def resolve_s3(
         or conf.get("endpointurl")
         or next((read(e) for e in ENDPOINT_ENVS if read(e)), None)
     )
-    region = (
-        conf.get("region")
-        or read("AWS_REGION")
-        or read("AWS_DEFAULT_REGION")
-        or "us-east-1"
-    )
+    region = conf.get("region") or read("AWS_REGION") or read("AWS_DEFAULT_REGION") or "us-east-1"
     profile = conf.get("profile") or None
     new_url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     return S3Target(remote, new_url, bucket, prefix, endpoint, region, profile)

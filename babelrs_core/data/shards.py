@@ -60,8 +60,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
-from babelrs_core.errors import BadInputError
 from babelrs_core.data.manifest import images, read_manifest
+from babelrs_core.errors import BadInputError
 from babelrs_core.io.atomic import DISK_FULL_ERRNOS, DiskFullError, atomic_path
 
 INDEX_SCHEMA = pa.schema(

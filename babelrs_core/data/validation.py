@@ -40,7 +40,6 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from babelrs_core.errors import BadInputError
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Importers, Params, Validation
 from babelrs_core.data.formats import FormatError, get_reader
@@ -50,7 +49,6 @@ from babelrs_core.data.manifest import (
     read_manifest,
     to_frame,
 )
-from babelrs_core.io.hashing import file_sha256
 from babelrs_core.data.validation_rules import (
     Rule,
     RuleOutcome,
@@ -63,7 +61,9 @@ from babelrs_core.data.validation_rules import (
     prepare_manifest,
     run_pandas,
 )
+from babelrs_core.errors import BadInputError
 from babelrs_core.io.atomic import atomic_dir, write_json, write_text
+from babelrs_core.io.hashing import file_sha256
 
 #: The pseudo check under which malformed annotation files are reported.
 FORMAT_CHECK = "annotation_format"
