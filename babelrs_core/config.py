@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from babelrs_core.concepts import DATASETS
+from babelrs_core.concepts import DATASET_NAMES, DATASETS, DatasetName, Modality, Split
 from babelrs_core.errors import BadInputError
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -37,9 +37,6 @@ NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 NonNegFloat = Annotated[float, Field(ge=0)]
-Split = Literal["train", "val", "test"]
-Modality = Literal["sar", "rgb", "ir"]
-DatasetName = Literal["sardet", "dota", "dronevehicle"]
 EncoderName = Literal["efficientnet_lite0", "vit_tiny", "vit_small", "vit_base", "vit_large"]
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -193,7 +190,7 @@ class SoiMini(Strict):
 
     @model_validator(mode="after")
     def _known_classes(self) -> SoiMini:
-        for name in ("sardet", "dota", "dronevehicle"):
+        for name in DATASET_NAMES:
             spec: DatasetSpec = getattr(self, name)
             allowed = DATASETS[name].class_names
             bad = [c for c in spec.classes if c not in allowed]

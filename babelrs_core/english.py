@@ -1,8 +1,7 @@
 """English wording for generated text: number words and indefinite articles.
 
-Shared by the synthetic captions (:mod:`babelrs_core.data.synth.scene`); the pretraining
-instructions (:mod:`babelrs_core.pretrain.instructions`) still keep their own copy of these
-helpers and can import them from here as they are (same words, same defaults).
+Shared by the synthetic captions (:mod:`babelrs_core.data.synth.scene`) and the pretraining
+instructions (:mod:`babelrs_core.pretrain.instructions`).
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ PIPELINE: list[StageSpec] = [
             Curve(
                 "validation mAP vs iteration",
                 "iter",
-                ("sardet", "dota", "dronevehicle", "hmap"),
+                (*DATASETS, "hmap"),
                 ("{paths.finetune_out}/validation.csv",),
             ),
         ),

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from babelrs_core.concepts import MODALITIES
 from babelrs_core.config import Params
 from babelrs_core.io.atomic import atomic_path, write_json, write_text
 from babelrs_core.io.hashing import file_sha256
@@ -278,7 +279,7 @@ def results_markdown(
         "| modality | accuracy | chance | x chance | majority class | prompts |",
         "|---|---|---|---|---|---|",
     ]
-    for mod in ("sar", "rgb", "ir"):
+    for mod in MODALITIES:
         r = held.get(mod, {}).get("region")
         if r:
             lines.append(
@@ -294,7 +295,7 @@ def results_markdown(
         "| modality | " + " | ".join(tasks) + " |",
         "|---" * (len(tasks) + 1) + "|",
     ]
-    for mod in ("sar", "rgb", "ir"):
+    for mod in MODALITIES:
         if mod not in held:
             continue
         cells = []

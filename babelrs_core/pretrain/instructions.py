@@ -16,32 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from babelrs_core.concepts import class_info, dataset
+from babelrs_core.english import number_word, with_article
 
 TASKS: tuple[str, ...] = ("region", "count", "presence", "listing", "caption")
-
-_NUMBERS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-]
 
 
 @dataclass(frozen=True)
@@ -79,18 +56,6 @@ class Instruction:
     question: str
     answer: str
     box: tuple[float, float, float, float] | None = None  # region task: x1 y1 x2 y2 in 0..1
-
-
-def number_word(n: int) -> str:
-    return _NUMBERS[n] if 0 <= n < len(_NUMBERS) else str(n)
-
-
-def article(noun: str) -> str:
-    return "an" if noun[:1].lower() in "aeiou" else "a"
-
-
-def with_article(noun: str) -> str:
-    return f"{article(noun)} {noun}"
 
 
 def sentence(text: str) -> str:

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from babelrs_core import distributed as dist_util
-from babelrs_core.config import Params, captions_for
+from babelrs_core.concepts import MODALITIES
+from babelrs_core.config import Params, captions_for, flatten_dict
 from babelrs_core.io.atomic import sweep_temporaries, write_text
 from babelrs_core.models.encoders import VisionEncoder, build_encoder
 from babelrs_core.models.lvsa import TapFusion, alpha
@@ -40,7 +41,6 @@ from babelrs_core.pretrain.model import AlignModel
 #: :class:`babelrs_core.tracking.MetricBuffer`, which sends them to MLflow in batches).
 MetricsHook = Callable[[int, dict[str, float]], None]
 
-MODALITIES = ("sar", "rgb", "ir")
 #: params that may change between a run and its resume
 _RESUME_FREE = {
     "checkpoint_every",
@@ -102,19 +102,9 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
 def fingerprint(params: Params) -> dict[str, Any]:
     """The params a checkpoint must agree with to be resumed (dotted keys)."""
     cfg = params.pretrain.model_dump(mode="json")
+    kept = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
     flat: dict[str, Any] = {"seed": params.seed, "model.encoder": params.model.encoder}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}", v)
-        else:
-            flat[prefix] = node
-
-    for k, v in cfg.items():
-        if k not in _RESUME_FREE:
-            walk(f"pretrain.{k}", v)
-    return flat
+    return flat | flatten_dict(kept, "pretrain")
 
 
 def seed_everything(seed: int) -> None:
