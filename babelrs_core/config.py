@@ -100,7 +100,7 @@ def captions_for(params: Params, manifest: str | os.PathLike[str]) -> Path:
 
 
 class SarSensor(Strict):
-    """SAR sensor model (DATA.md §6.1)."""
+    """SAR sensor model (docs/soi_mini.md §6.1)."""
 
     looks: list[PosInt] = [1, 2, 3, 4, 5]
     incidence_deg: Range = Range(lo=20, hi=45)
@@ -114,7 +114,7 @@ class SarSensor(Strict):
 
 
 class IrSensor(Strict):
-    """Thermal (LWIR) sensor model (DATA.md §6.2)."""
+    """Thermal (LWIR) sensor model (docs/soi_mini.md §6.2)."""
 
     night_fraction: Fraction = 0.4
     running_fraction: Fraction = 0.5
@@ -132,7 +132,7 @@ class IrSensor(Strict):
 
 
 class RgbSensor(Strict):
-    """Optical aerial sensor model (DATA.md §6.3)."""
+    """Optical aerial sensor model (docs/soi_mini.md §6.3)."""
 
     gsd_m: PosFloat = 0.3
     sun_elevation_deg: Range = Range(lo=20, hi=70)
@@ -144,7 +144,7 @@ class RgbSensor(Strict):
 
 
 class SceneLayout(Strict):
-    """How SOI-mini composes a scene: land cover and object placement (DATA.md §6)."""
+    """How SOI-mini composes a scene: land cover and object placement (docs/soi_mini.md §6)."""
 
     same_class_fraction: Fraction = 0.6  # chance an object repeats the image's first class
     water_fraction: Fraction = 0.3  # chance of water in a scene whose classes do not need it
@@ -224,7 +224,7 @@ class Model(Strict):
 
 
 class Lvsa(Strict):
-    """Layerwise Visual-Semantic Annealing (BABELRS.md §2); see docs/pretraining.md."""
+    """Layerwise Visual-Semantic Annealing (docs/method.md §2, docs/pretraining.md)."""
 
     mode: Literal["last", "lvsa", "concat", "sum"] = "lvsa"
     # Hidden-state indices: 0 = stem / patch embedding, k = output of block k (1-based), negative
@@ -265,7 +265,7 @@ class TinyLm(Strict):
 
 
 class Pretrain(Strict):
-    """CSIA + LVSA pretraining of the shared vision encoder (issue #4, docs/pretraining.md)."""
+    """CSIA + LVSA pretraining of the shared vision encoder (docs/pretraining.md)."""
 
     language_model: str = "minilm"  # minilm | tiny | a local Hugging Face causal-LM directory
     encoder_weights: Path | None = None  # local safetensors for vit_*; null: lite0's ImageNet
@@ -306,7 +306,7 @@ class Pretrain(Strict):
     tiny_lm: TinyLm = TinyLm()
 
 
-# -- detector fine-tuning and evaluation (issue #5, docs/detector.md) ------------------------------
+# -- detector fine-tuning and evaluation (docs/detector.md) ----------------------------------------
 
 HeadType = Literal["gfl", "retinanet", "fcos", "atss", "oriented_rcnn"]
 #: head types per box type (docs/detector.md; builders in babelrs_core/detector/heads.py)
@@ -317,7 +317,7 @@ HEAD_TYPES_BY_BOX = {
 
 
 class DetHead(Strict):
-    """One dataset's detection head (BABELRS.md §3.3); heads are keyed by dataset name."""
+    """One dataset's detection head (docs/method.md §3.3); heads are keyed by dataset name."""
 
     type: HeadType = "gfl"  # see HEAD_TYPES_BY_BOX: which types each box_type offers
     box_type: Literal["hbox", "obox"] = "hbox"  # obox: mmrotate RotatedBoxes (le90), rotated AP
@@ -451,7 +451,7 @@ class Finetune(Strict):
         return self
 
 
-# -- the ablation (issue #10, docs/ablation.md) ---------------------------------------------------
+# -- the ablation (docs/ablation.md) ---------------------------------------------------------------
 
 ABLATION_FIXED = ("init", "precision", "iters", "threads", "device", "log_every",
                   "grad_cosine_every")  # fmt: skip
@@ -535,7 +535,7 @@ class Ablation(Strict):
 
 
 class Evaluation(Strict):
-    """SOI-Det evaluation of the fine-tuned detector (BABELRS.md §4.2)."""
+    """SOI-Det evaluation of the fine-tuned detector (docs/method.md §4.2)."""
 
     splits: dict[DatasetName, Split] = {"sardet": "test", "dota": "val", "dronevehicle": "test"}
     ignore_difficult: bool = True  # DOTA difficult objects neither count nor penalise
@@ -546,7 +546,7 @@ class Evaluation(Strict):
 
 
 class Validation(Strict):
-    """The data validation stage (issue #3, docs/data.md): GX suites over the manifest and checks
+    """The data validation stage (docs/data.md): GX suites over the manifest and checks
     of every image file, run before anything trains on the data."""
 
     out_dir: Path = Path("outputs/validation")  # report.json, report.md, summary.json (metrics)

@@ -17,7 +17,8 @@ from babelrs_core.concepts import (
     soi_label,
 )
 
-#: The joint class tuple of SM3Det ``configs/_base_/datasets/SOI_Det.py`` (DATA.md §5.4), verbatim.
+#: The joint class tuple of SM3Det ``configs/_base_/datasets/SOI_Det.py``, verbatim
+#: (docs/soi_mini.md §5.4).
 SM3DET_CLASSES = (
     "ship", "aircraft", "car", "tank", "bridge", "harbor",
     "small-vehicle", "large-vehicle", "plane", "Ship", "Harbor", "tennis-court",

@@ -1,5 +1,6 @@
-"""Numbers live in params.yaml, once (issue #16): every default in babelrs_core/config.py equals the
-shipped params.yaml, so a params file or test that leaves a key out gets the shipped recipe."""
+"""Numbers live in params.yaml, once (docs/testing.md): every default in babelrs_core/config.py
+equals the shipped params.yaml, so a params file or test that leaves a key out gets the shipped
+recipe."""
 
 from __future__ import annotations
 

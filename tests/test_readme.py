@@ -1,4 +1,4 @@
-"""README.md's consumer section is a script that works (issue #17): its fenced blocks between
+"""README.md's consumer section is a script that works: its fenced blocks between
 ``<!-- readme-test:consumer -->`` and ``<!-- /readme-test -->`` are read from README.md at test
 time and run as written, in a throw-away folder laid out as a clone after ``make run``.
 

@@ -4,13 +4,14 @@
 shared backbone and FPN (once per group of images of the same padded size, so that square SAR / RGB
 images do not pay for IR's wider padding); the features are then split by each image's
 ``dataset`` (a data-sample metainfo key) and every head sees only its own dataset's images. Head
-losses are scaled by the per-head weight and summed (BABELRS.md §3: Loss_total = Σ_n w_n Loss_n),
-and are logged as ``{dataset}.{loss name}`` plus ``{dataset}.loss`` per head.
+losses are scaled by the per-head weight and summed (docs/method.md §3.4:
+Loss_total = Σ_n w_n Loss_n), and are logged as ``{dataset}.{loss name}`` plus ``{dataset}.loss``
+per head.
 
 When :attr:`MultiHeadDetector.measure_grad_cosine` is set (by
 :class:`~babelrs_core.detector.hooks.GradCosineHook` every K iterations), ``train_step`` also takes
 the gradient of each head's loss with respect to the shared encoder (and FPN) parameters and logs
-the pairwise cosines: the paper's gradient-conflict argument (BABELRS.md §5.2), measured.
+the pairwise cosines: the paper's gradient-conflict argument (docs/method.md §5.2), measured.
 
 :class:`ModalityDataPreprocessor` normalises each image with its own modality's mean / std before
 padding, so per-sensor statistics live in the model config (and in every exported checkpoint).

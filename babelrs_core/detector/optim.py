@@ -1,7 +1,7 @@
 """Optimisation pieces registered in mmengine: a guarded optimizer wrapper, param groups.
 
 :class:`GuardedOptimWrapper` is mmengine's ``OptimWrapper`` plus three things the paper's stability
-argument needs measured (BABELRS.md §5.1):
+argument needs measured (docs/method.md §5.1):
 
 * precision by config: ``fp32``; ``bf16`` autocast; ``fp16`` autocast with dynamic loss scaling
   (``torch.amp.GradScaler``; works on CPU and GPU, unlike mmengine's GPU-only ``AmpOptimWrapper``);

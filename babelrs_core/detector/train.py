@@ -1,9 +1,9 @@
 """The fine-tuning stage: build the mmengine config from params, train on mmengine's ``Runner``
 (iteration-based, checkpoints, resume), export the inference checkpoint.
 
-``finetune.init`` is the late-alignment switch of BABELRS.md §10: ``csia`` starts the encoder from
-the pretraining stage's output, ``imagenet`` from the encoder's ImageNet weights, ``scratch`` from
-nothing; everything else (detector, data, schedule) is identical.
+``finetune.init`` is the late-alignment switch of docs/method.md §7: ``csia`` starts the encoder
+from the pretraining stage's output, ``imagenet`` from the encoder's ImageNet weights, ``scratch``
+from nothing; everything else (detector, data, schedule) is identical.
 """
 
 from __future__ import annotations

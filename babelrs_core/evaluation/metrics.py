@@ -1,5 +1,5 @@
-"""SOI-Det metrics (BABELRS.md §4.2): per-dataset AP@50 and mAP(.5:.95), the overall score as the
-mean over the union of classes, and H-mAP.
+"""SOI-Det metrics (docs/method.md §4.2): per-dataset AP@50 and mAP(.5:.95), the overall score as
+the mean over the union of classes, and H-mAP.
 
 * Horizontal-box datasets (SAR): COCO AP through pycocotools (:func:`evaluate_coco`).
 * Oriented-box datasets (DOTA, DroneVehicle, ``box_type: obox``): mmrotate's DOTA metric

@@ -1,4 +1,4 @@
-"""LVSA: Layerwise Visual-Semantic Annealing of tap features (BABELRS.md §2).
+"""LVSA: Layerwise Visual-Semantic Annealing of tap features (docs/method.md §2).
 
 ``F = (1 - alpha(t)) * F_last + alpha(t) * mean(F_taps)`` with ``alpha(t) = min(t / tau, 1)`` in
 optimizer steps. Modes ``last`` / ``concat`` / ``sum`` keep the paper's merge ablation runnable.

@@ -1,4 +1,4 @@
-"""One Kubernetes GPU recipe (issue #17): the pool's base job template
+"""One Kubernetes GPU recipe: the pool's base job template
 (``infra/k8s/gpu-job-template.json``), the worker's Helm values
 (``infra/k8s/prefect-worker-values.yaml``), the ConfigMap / Secret (``infra/k8s/babelrs-env.yaml``),
 the commented ``weekly-retrain-gpu`` deployment of ``prefect.yaml`` and the docs agree on the pool,

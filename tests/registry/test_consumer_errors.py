@@ -1,4 +1,4 @@
-"""Model URIs that do not resolve: one message naming what exists, never a traceback (issue #17).
+"""Model URIs that do not resolve: one message naming what exists, never a traceback.
 
 A real MLflow store (SQLite under tmp_path) holds a registered model whose only version the gate
 rejected, as after a default run that missed the floor; the unreachable server is a loopback port

@@ -1,4 +1,4 @@
-"""DroneVehicle reader: every quirk of DATA.md §5.3 (border, bndbox, typos, ``*``, stems)."""
+"""DroneVehicle reader: every quirk of docs/soi_mini.md §5.3 (border, bndbox, typos, ``*``, stems)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def test_border_crop_size(root: Path) -> None:
 
 def test_border_crop_coordinates(root: Path) -> None:
     car = _image(_read(root), "dronevehicle/train/00001")[0]
-    # DATA.md's example polygon 574 395 604 393 606 469 578 466, minus the 100-px border
+    # the real example polygon of docs/soi_mini.md §5.3 (574 395 604 393 606 469 578 466) minus
+    # the 100-px border
     assert car.poly == [474.0, 295.0, 504.0, 293.0, 506.0, 369.0, 478.0, 366.0]
     assert (car.x1, car.y1, car.x2, car.y2) == (474.0, 293.0, 506.0, 369.0)
 

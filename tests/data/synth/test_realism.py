@@ -1,4 +1,4 @@
-"""SOI-mini must not become easier than the real data (issue #15): the default params.yaml,
+"""SOI-mini must not become easier than the real data (docs/data.md): the default params.yaml,
 generated small and imported like real data, stays within the real figures of
 ``babelrs_core.data.synth.realism``; settings that make it easier are reported."""
 
