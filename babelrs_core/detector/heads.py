@@ -110,7 +110,7 @@ def _one_anchor(spec: Any, strides: Sequence[int]) -> HeadCfg:
 
 
 def gfl_head(spec: Any, num_classes: int, in_channels: int, strides: Sequence[int]) -> HeadCfg:
-    """GFL (the paper's SAR head, BABELRS.md §3.3): QFL + DFL + GIoU, ATSS assignment."""
+    """GFL (the paper's SAR head, docs/method.md §3.3): QFL + DFL + GIoU, ATSS assignment."""
     return {
         "type": "GFLHead",
         **_common(spec, num_classes, in_channels),

@@ -32,7 +32,7 @@ from babelrs_core.data.synth.sar import draw_sar_settings, render_sar
 from babelrs_core.data.synth.scene import Render, Scene, caption, sample_scene
 from babelrs_core.io.atomic import atomic_dir
 
-#: DroneVehicle's raw typos (DATA.md §5.3) written for a fraction of objects.
+#: DroneVehicle's raw typos (docs/soi_mini.md §5.3) written for a fraction of objects.
 TYPOS = {"freight car": ("feright car", "feright_car"), "truck": ("truvk",)}
 
 

@@ -1,4 +1,4 @@
-"""Thermal (LWIR 8-14 um, white-hot) sensor model (DATA.md §6.2).
+"""Thermal (LWIR 8-14 um, white-hot) sensor model (docs/soi_mini.md §6.2).
 
 Temperature map per land cover (day / night tables) with weak fBm, vehicles parked (ambient
 +-3 K) or running (engine +10-30 K), day-time shadows; apparent radiance
@@ -42,7 +42,7 @@ from babelrs_core.data.synth.textures import fbm
 AIR_K = {"day": (290.0, 305.0), "night": (275.0, 290.0)}
 #: Day: absolute ground temperature, K. Night: offset from the air temperature, K. Sun-heated
 #: asphalt 305-330 K, concrete 300-320 K, vegetation 293-303 K, water ~ air; at night asphalt and
-#: concrete stay 2-6 K above air (thermal inertia), grass drops 2-5 K below (DATA.md §6.2).
+#: concrete stay 2-6 K above air (thermal inertia), grass drops 2-5 K below (docs/soi_mini.md §6.2).
 GROUND_DAY_K: dict[int, tuple[float, float]] = {
     ASPHALT: (305.0, 330.0), URBAN: (300.0, 320.0), FIELD: (293.0, 303.0), SOIL: (298.0, 315.0),
 }  # fmt: skip
@@ -50,7 +50,7 @@ GROUND_NIGHT_DK: dict[int, tuple[float, float]] = {
     ASPHALT: (2.0, 6.0), URBAN: (2.0, 6.0), FIELD: (-5.0, -2.0), SOIL: (-1.0, 2.0),
     WATER: (0.0, 3.0),
 }  # fmt: skip
-#: Emissivity 8-14 um (camera-manual tables, DATA.md §6.2).
+#: Emissivity 8-14 um (camera-manual tables, docs/soi_mini.md §6.2).
 COVER_EPS: dict[int, float] = {ASPHALT: 0.93, URBAN: 0.94, FIELD: 0.975, SOIL: 0.94, WATER: 0.96}
 MATERIAL_EPS: dict[str, float] = {
     "painted metal": 0.92, "painted steel": 0.92, "painted aluminium": 0.9, "glass": 0.92,

@@ -1,4 +1,4 @@
-"""SOI-mini must not become easier than the real data (issue #15): the real figures and the check.
+"""SOI-mini must not become easier than the real data: the real figures and the check.
 
 One place for the published figures of the three real datasets that SOI-mini imitates
 (SARDet-100K, DOTA v1.0, DroneVehicle infrared) — class count, objects per image, object size in
@@ -82,10 +82,11 @@ _DV_GSD_SRC = (
     "derived: length / GSD, GSD 0.105-0.157 m = 17 um pitch x 80-120 m altitude (Sun et al., "
     "TCSVT 2022) / 13 mm lens (camera assumed, params.yaml ir.gsd_m)"
 )
-_VEHICLE_SRC = "vehicle lengths from DATA.md 6.3 (approximate)"
+_VEHICLE_SRC = "vehicle lengths from docs/soi_mini.md §6.3 (approximate)"
 _SAR_1M = (
     "at 1 m GSD: SAR-AIRcraft (GF-3, 1 m) and SSDD's finest; sources at >= 1 m hold >= 57 % of "
-    "the instances (SAR-AIRcraft, OGSOD, ShipDataset, SSDD: 140,536 of 245,653, DATA.md 5.1); "
+    "the instances (SAR-AIRcraft, OGSOD, ShipDataset, SSDD: 140,536 of 245,653, "
+    "docs/soi_mini.md §5.1); "
     "MSAR's sub-metre HISEA-1 images (65,202 instances) can show them larger"
 )
 
@@ -94,7 +95,7 @@ REAL: dict[str, RealDataset] = {
         name="sardet",
         frame_px=Figure(
             (512, 512),
-            "SARDet-100K README (DATA.md 5.1): mostly 512x512 patches (cropped sources); "
+            "SARDet-100K README (docs/soi_mini.md §5.1): mostly 512x512 patches (cropped sources); "
             "others vary",
         ),
         classes=Figure(6, "SARDet-100K README: ship, aircraft, car, tank, bridge, harbor"),
@@ -110,7 +111,7 @@ REAL: dict[str, RealDataset] = {
             "ship": Figure(
                 _length_range((12.0, 150.0), (1.0, 25.0)),
                 "derived: ships 12-150 m (public specs) at 1-25 m GSD (SSDD 1-15 m, "
-                "ShipDataset 3-25 m, DATA.md 5.1); upper end " + _SAR_1M,
+                "ShipDataset 3-25 m, docs/soi_mini.md §5.1); upper end " + _SAR_1M,
             ),
             "tank": Figure(
                 _length_range((10.0, 60.0), (1.0, 3.0)),
@@ -119,7 +120,7 @@ REAL: dict[str, RealDataset] = {
             ),
             "car": Figure(
                 _length_range((4.2, 4.9), (0.1, 0.3)),
-                "derived: cars come from SIVED, airborne 0.1-0.3 m GSD (DATA.md 5.1); "
+                "derived: cars come from SIVED, airborne 0.1-0.3 m GSD (docs/soi_mini.md §5.1); "
                 + _VEHICLE_SRC,
             ),
         },
@@ -128,7 +129,8 @@ REAL: dict[str, RealDataset] = {
         name="dota",
         frame_px=Figure(
             (800, 800),
-            "SOI-Det uses DOTA in 800-px patches (DOTA_800pix, DATA.md 5.2/5.4); DOTA v1.0 "
+            "SOI-Det uses DOTA in 800-px patches (DOTA_800pix, docs/soi_mini.md §5.2/5.4); "
+            "DOTA v1.0 "
             "images are 800-4000 px (Xia et al., CVPR 2018)",
         ),
         classes=Figure(15, "Xia et al., CVPR 2018: DOTA v1.0 has 15 categories"),

@@ -1,4 +1,5 @@
-"""Optical aerial sensor model (DATA.md §6.3): textured ground, objects, sun shadows, optics.
+"""Optical aerial sensor model (docs/soi_mini.md §6.3): textured ground, objects, sun shadows,
+optics.
 
 Ground colour per land cover with multi-octave fBm (crop rows on fields, roof blocks in built-up
 areas, calm water), road and parking-lot markings; objects painted part by part (vehicles with
@@ -53,7 +54,7 @@ MARK_RGB: RGB = (0.85, 0.85, 0.82)  # road paint
 MARK_WIDTH_M = 0.15
 DASH_M = (3.0, 9.0)  # dash length, dash period
 STALL_M = 2.5  # parking stall width
-#: Vehicle colours: a rough global fleet prior (DATA.md §6.3), ~20 % saturated.
+#: Vehicle colours: a rough global fleet prior (docs/soi_mini.md §6.3), ~20 % saturated.
 FLEET: tuple[tuple[RGB | None, float], ...] = (
     ((0.90, 0.90, 0.90), 0.30), ((0.08, 0.08, 0.09), 0.20), ((0.45, 0.45, 0.46), 0.15),
     ((0.70, 0.71, 0.72), 0.15), ((0.65, 0.10, 0.10), 0.07), ((0.12, 0.20, 0.55), 0.07),
@@ -87,7 +88,7 @@ PALETTE: dict[str, dict[str, tuple[RGB, ...]]] = {
 MOVING_SHIP = 0.6  # share of ships under way (with a wake)
 KELVIN_HALF_ANGLE_DEG = 19.47  # half-angle of a ship's Kelvin wake
 WAKE_LENGTHS = 2.0  # wake drawn out to this many ship lengths behind the stern
-SHADOW_FACTOR = (0.4, 0.6)  # shadows darken by this factor (DATA.md §6.3) ...
+SHADOW_FACTOR = (0.4, 0.6)  # shadows darken by this factor (docs/soi_mini.md §6.3) ...
 SHADOW_BLUE = 0.05  # ... and keep a little more blue (sky light)
 TANK_RECESS = 0.3  # a floating roof sits this share of the tank height below the rim
 GAIN_JITTER = 0.08  # per-channel colour gain 1 +- this

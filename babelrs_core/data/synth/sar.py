@@ -1,4 +1,4 @@
-"""SAR sensor model (DATA.md §6.1): reflectivity, targets, shadow, PSF, speckle, noise, dB.
+"""SAR sensor model (docs/soi_mini.md §6.1): reflectivity, targets, shadow, PSF, speckle, noise, dB.
 
 The sensor looks from the left: image x is ground range, near range at ``x = 0``, so shadows
 fall toward ``+x`` with ground length ``h * tan(incidence)``. Order of operations::
@@ -35,8 +35,8 @@ from babelrs_core.data.synth.scene import (
 )
 from babelrs_core.data.synth.textures import fbm, gamma_texture
 
-#: Backscatter sigma0 per land cover, dB (approximate literature values, DATA.md §6.1): calm to
-#: choppy water, grass/fields, bare soil, tarmac (specular, dark), urban.
+#: Backscatter sigma0 per land cover, dB (approximate literature values, docs/soi_mini.md §6.1):
+#: calm to choppy water, grass/fields, bare soil, tarmac (specular, dark), urban.
 SIGMA0_DB: dict[int, tuple[float, float]] = {
     WATER: (-25.0, -12.0),
     FIELD: (-15.0, -8.0),

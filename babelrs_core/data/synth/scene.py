@@ -54,9 +54,10 @@ class Size:
     height_ratio: bool = False
 
 
-#: Approximate real sizes seen from above (DATA.md §6.3 for vehicles; public specs otherwise:
-#: airliner span ~ length, ship L/W 5-8, doubles tennis court with run-off 36.6 x 18.3 m, FIFA
-#: pitch 100-110 x 64-75 m, 400-m track ~176 x 92 m, baseball fence at 90-125 m).
+#: Approximate real sizes seen from above (docs/soi_mini.md §6.3 for vehicles; public specs
+#: otherwise: airliner span ~ length, ship L/W 5-8, doubles tennis court with run-off
+#: 36.6 x 18.3 m, FIFA pitch 100-110 x 64-75 m, 400-m track ~176 x 92 m, baseball fence at
+#: 90-125 m).
 SIZES: dict[str, Size] = {
     "car": Size((4.2, 4.9), (1.7, 1.9), (1.4, 1.6)),
     "van": Size((5.0, 5.5), (1.95, 2.05), (1.9, 2.5)),
@@ -124,7 +125,7 @@ _SEA_SHORE_MIXED = (0.0, 0.3)  # ... when objects also need dry land (at most ha
 _RIVER_WIDTH = (0.25, 0.5)  # river width
 _SHORE_WOBBLE = 0.04  # amplitude of the shoreline's meander
 _ROAD_OFFSET = 0.3  # road centre line at most this far from the image centre
-_ROAD_WIDTH_M = (6.0, 15.0)  # DATA.md §6.3
+_ROAD_WIDTH_M = (6.0, 15.0)  # docs/soi_mini.md §6.3
 _LOT_SIZE = (0.3, 0.6)  # parking lot / apron sides
 _SOIL_SHARE = (0.0, 0.4)  # share of dry land that is bare soil
 _URBAN_SHARE = (0.0, 0.3)  # share of dry land that is built up

@@ -120,7 +120,8 @@ def _rounded_rect(s: np.ndarray, t: np.ndarray, ln: float, wd: float, r: float) 
 
 
 def _car(s: np.ndarray, t: np.ndarray, ln: float, wd: float) -> Parts:
-    # Car / van: windshield and rear glass are dark bands 25-35 % from each end (DATA.md §6.3).
+    # Car / van: windshield and rear glass are dark bands 25-35 % from each end
+    # (docs/soi_mini.md §6.3).
     body = _rounded_rect(s, t, ln, wd, 0.25 * wd)
     a = s / (ln / 2.0)
     glass_t = np.abs(t) <= 0.42 * wd

@@ -66,7 +66,7 @@ def gamma_texture(
 
     A smooth Gaussian field (correlation length about ``corr_px``) is mapped to uniform through
     the normal CDF and then to the gamma distribution through its inverse CDF, so the marginal is
-    exactly gamma. Multiplied with speckle this gives K-distributed clutter (DATA.md §6.1).
+    exactly gamma. Multiplied with speckle this gives K-distributed clutter (docs/soi_mini.md §6.1).
     """
     g = fbm(rng, shape, beta=2.0, min_wavelength_px=corr_px)
     # The map g -> gamma quantile is smooth and monotone: tabulate it finely and interpolate

@@ -1,4 +1,4 @@
-"""Writers of the three real on-disk formats (DATA.md §5) and of the scene-graph JSONL.
+"""Writers of the three real on-disk formats (docs/soi_mini.md §5) and of the scene-graph JSONL.
 
 * SARDet-100K: COCO instances JSON (``images``, ``annotations`` with ``bbox=[x, y, w, h]``,
   ``categories`` by name, 1-based ids), 8-bit SAR saved as 3-channel PNG (or JPEG);

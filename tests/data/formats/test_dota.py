@@ -1,4 +1,5 @@
-"""DOTA v1.0 reader: every quirk of docs/soi_mini.md §5.2 (headers, gsd null, floats, SOI-Det spellings)."""
+"""DOTA v1.0 reader: every quirk of docs/soi_mini.md §5.2 (headers, gsd null, floats, SOI-Det
+spellings)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DroneVehicle reader: every quirk of docs/soi_mini.md §5.3 (border, bndbox, typos, ``*``, stems)."""
+"""DroneVehicle reader: every quirk of docs/soi_mini.md §5.3 (border, bndbox, typos, ``*``,
+stems)."""
 
 from __future__ import annotations
 

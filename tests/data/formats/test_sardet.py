@@ -1,4 +1,5 @@
-"""SARDet-100K reader: every quirk of docs/soi_mini.md §5.1 (COCO JSON, category ids, file_name styles)."""
+"""SARDet-100K reader: every quirk of docs/soi_mini.md §5.1 (COCO JSON, category ids, file_name
+styles)."""
 
 from __future__ import annotations
 
