@@ -15,13 +15,22 @@ def get_logger(name: str) -> logging.Logger:
 
 
 def configure_cli(debug: bool = False) -> None:
-    """Show ``babelrs_core`` records (INFO, or DEBUG with ``--debug``) on stderr, once."""
-    from rich.console import Console
-    from rich.logging import RichHandler
+    """Show ``babelrs_core`` records (INFO, or DEBUG with ``--debug``) on stderr, once: through
+    rich on a terminal, as plain unwrapped lines otherwise (logs, CI, pipes)."""
+    import sys
 
     root = logging.getLogger(ROOT_LOGGER)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    if not any(getattr(h, "_babelrs_cli", False) for h in root.handlers):
+    if any(getattr(h, "_babelrs_cli", False) for h in root.handlers):
+        return
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
         handler = RichHandler(console=Console(stderr=True), show_path=debug, markup=False)
-        handler._babelrs_cli = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    setattr(handler, "_babelrs_cli", True)  # noqa: B010 - a marker attribute of our handler
+    root.addHandler(handler)

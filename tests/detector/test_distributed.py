@@ -68,7 +68,7 @@ def test_two_process_finetuning_matches_one_process(tmp_path: Path) -> None:
 
     two = _params(tmp_path, ddp, 2)
     proc, tracker, parent = run_under_parent("finetune", two, tmp_path)
-    assert "--nproc-per-node=2" in proc.stdout
+    assert "--nproc-per-node=2" in proc.stderr  # the launch line, logged
 
     runs = child_runs(tracker, parent)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"

@@ -50,7 +50,7 @@ def test_two_process_pretraining_matches_one_process(tmp_path: Path) -> None:
 
     two = _params(tmp_path, ddp, 2)
     proc, tracker, parent = run_under_parent("pretrain", two, tmp_path)
-    assert "torch.distributed.run" in proc.stdout and "--nproc-per-node=2" in proc.stdout
+    assert "torch.distributed.run" in proc.stderr and "--nproc-per-node=2" in proc.stderr
 
     # rank 0 alone: one child run, one checkpoint, one metrics line per step
     runs = child_runs(tracker, parent)
