@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from babelrs_core import stages
 from babelrs_core.config import parse_params
-from babelrs_core.data.importing import import_datasets
-from babelrs_core.data.layout import dataset_roots
 from babelrs_core.data.synth.generate import generate_soi_mini
 from babelrs_core.models import load_pretrained_encoder
 from babelrs_core.pretrain.train import run_pretraining
@@ -58,13 +57,13 @@ def test_tiny_pretraining_on_soi_mini(tmp_path: Path) -> None:
         "test",
     )
     generate_soi_mini(params, params.paths.raw, progress=False)
-    import_datasets(dataset_roots(params.paths.raw), params.paths.manifest, params, progress=False)
+    stages.import_data(params, progress=False)  # the manifest and its captions table
     out = tmp_path / "pretrain"
     metrics = run_pretraining(params, out=out)
     log = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum(log[-5:]) / 5 < 0.6 * sum(log[:5]) / 5
     assert set(metrics["heldout"]) == {"sar", "rgb", "ir"}
-    assert "caption" in metrics["heldout"]["ir"]  # scene-graph captions were found
+    assert "caption" in metrics["heldout"]["ir"]  # the captions table was read
     encoder, info = load_pretrained_encoder(out)
     assert info["normalization"].keys() == {"sar", "rgb", "ir"}
     assert encoder.forward_taps(torch.zeros(1, 3, 64, 64), [5, 11, 16])[-1].shape == (1, 320, 2, 2)
