@@ -82,40 +82,14 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap cleanup EXIT
 
-# start_bg LOG CMD...: start CMD in the background in its own process group (job control on
-# while forking: the child neither shares the terminal's Ctrl-C nor ignores SIGINT, as background
-# commands of a script otherwise do), so Ctrl-C reaches only this script, which stops the
-# children in order. Sets BG_PID.
-start_bg() {
-  local out="$1"
-  shift
-  set -m
-  "$@" >>"$out" 2>&1 &
-  BG_PID=$!
-  set +m
-}
 
 log "starting the Prefect server on http://127.0.0.1:$PORT (state in $STATE)"
 start_bg "$STATE/server.log" "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" \
   --analytics-off
 SERVER_PID=$BG_PID
 
-waited=0
-until "$BIN/python" -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)' \
-  "$API/health" 2>/dev/null; do
-  if ! alive "$SERVER_PID"; then
-    log "error: the server exited; last lines of $STATE/server.log:" >&2
-    tail -n 30 "$STATE/server.log" >&2
-    exit 1
-  fi
-  if ((waited >= TIMEOUT)); then
-    log "error: no healthy server after ${TIMEOUT} s (see $STATE/server.log)" >&2
-    exit 1
-  fi
-  sleep 1
-  waited=$((waited + 1))
-done
-log "server healthy after ~${waited} s (pid $SERVER_PID, UI http://127.0.0.1:$PORT)"
+wait_healthy "Prefect server" "$SERVER_PID" "$API/health" "$STATE/server.log"
+log "UI http://127.0.0.1:$PORT"
 
 export PREFECT_API_URL="$API"
 if "$BIN/prefect" work-pool inspect "$POOL" >/dev/null 2>&1; then

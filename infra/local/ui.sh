@@ -69,9 +69,6 @@ if [[ -z "${BACKEND:-}" ]]; then
   exit 1
 fi
 
-healthy() {
-  "$BIN/python" -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)' "$1" 2>/dev/null
-}
 
 START_MLFLOW=1
 if [[ "$BACKEND" == http://* || "$BACKEND" == https://* ]]; then
@@ -106,35 +103,6 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap cleanup EXIT
 
-# start_bg LOG CMD...: CMD in the background in its own process group (so Ctrl-C reaches only
-# this script, which stops the servers in order). Sets BG_PID.
-start_bg() {
-  local out="$1"
-  shift
-  set -m
-  "$@" >>"$out" 2>&1 &
-  BG_PID=$!
-  set +m
-}
-
-# wait_healthy NAME PID URL LOG
-wait_healthy() {
-  local name="$1" pid="$2" url="$3" out="$4" waited=0
-  until healthy "$url"; do
-    if ! alive "$pid"; then
-      log "error: the $name exited; last lines of $out:" >&2
-      tail -n 30 "$out" >&2
-      exit 1
-    fi
-    if ((waited >= TIMEOUT)); then
-      log "error: the $name is not healthy after ${TIMEOUT} s (see $out)" >&2
-      exit 1
-    fi
-    sleep 1
-    waited=$((waited + 1))
-  done
-  log "$name healthy after ~${waited} s (pid $pid)"
-}
 
 start_bg "$STATE/server.log" "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT" \
   --analytics-off
