@@ -42,10 +42,11 @@ def _name(path: Path, f: Path) -> str:
     return str(f.relative_to(path) if path.is_dir() else f.name)
 
 
-def stat_signature(path: Path) -> int:
-    """Hash of the names, sizes and mtimes of the files under ``path`` (no content read)."""
+def stat_signature(path: Path, files: list[Path] | None = None) -> int:
+    """Hash of the names, sizes and mtimes of the files under ``path`` (no content read);
+    ``files``: the list of :func:`_files`, when the caller has it already."""
     sig = []
-    for f in _files(path):
+    for f in _files(path) if files is None else files:
         st = f.stat()
         sig.append((_name(path, f), st.st_size, st.st_mtime_ns, st.st_ino))
     return hash(tuple(sig))
@@ -55,12 +56,13 @@ def path_hash(path: str | os.PathLike[str]) -> str:
     """Content hash of a file or folder (sorted relative names + bytes), 16 hex digits;
     remembered for as long as the files' stat signature stays the same."""
     path = Path(path)
-    key = (str(path.resolve()), stat_signature(path))
+    files = _files(path)  # one walk of the folder for the signature and the hash
+    key = (str(path.resolve()), stat_signature(path, files))
     with _MEMO_LOCK:
         if key in _MEMO:
             return _MEMO[key]
     h = hashlib.sha256()
-    for f in _files(path):
+    for f in files:
         h.update(_name(path, f).encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(_CHUNK), b""):
