@@ -105,6 +105,13 @@ class ValidationReport:
     data_docs: str | None = None
     max_examples: int = 20
 
+    def add_check(self, failure: Failure | None) -> None:
+        """Count one more check run outside the GX suites; ``failure`` when it failed."""
+        self.checks += 1
+        if failure is not None:
+            self.failures.append(failure)
+            self.passed = False
+
     def summary(self) -> dict[str, Any]:
         """Small, deterministic dict (DVC metrics): no timings, no paths."""
         return {
@@ -610,20 +617,12 @@ def run_validation(
         from babelrs_core.data.captions import captions_failure
 
         captions = captions_for(params, manifest or params.paths.manifest)
-        caption_check = captions_failure(captions, frame, cfg.max_examples)
-        report.checks += 1
-        if caption_check is not None:
-            report.failures.append(caption_check)
-            report.passed = False
+        report.add_check(captions_failure(captions, frame, cfg.max_examples))
     shard_index = Path(params.shards.index)
     if not raw_roots and shard_index.is_file():  # the shards made from this data, if any
         from babelrs_core.data.integrity import shard_failure
 
-        failure = shard_failure(shard_index, cfg.max_examples)
-        report.checks += 1
-        if failure is not None:
-            report.failures.append(failure)
-            report.passed = False
+        report.add_check(shard_failure(shard_index, cfg.max_examples))
     write_report(report, out_dir)
     if not report.passed:
         raise DataValidationError(report)
