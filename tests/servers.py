@@ -28,6 +28,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 MOTO = Path(sys.executable).with_name("moto_server")
 
@@ -132,6 +133,19 @@ class MotoServer:
 def start_moto(port: int | None = None, log: Path | None = None) -> MotoServer:
     """Start ``moto_server -H 127.0.0.1 -p PORT`` (a free port by default) and wait for it."""
     return MotoServer(port, log).start()
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client of the local S3 server at ``endpoint`` (moto accepts any key)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
 
 
 def aws_env(endpoint: str, base: dict[str, str] | None = None) -> dict[str, str]:

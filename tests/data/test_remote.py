@@ -8,7 +8,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 from typer.testing import CliRunner
 
@@ -20,7 +19,7 @@ from babelrs_core.data.remote import (
     dvc_remote_config,
     resolve_s3,
 )
-from tests.servers import aws_env, free_port, start_moto
+from tests.servers import aws_env, free_port, s3_client, start_moto
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "do-not-print-this-secret-0123456789"
@@ -54,16 +53,6 @@ def env(monkeypatch: pytest.MonkeyPatch, s3) -> dict[str, str]:
     return {**values, "AWS_SECRET_ACCESS_KEY": SECRET, "BABELRS_S3_BUCKET": bucket}
 
 
-def _client(s3):
-    return boto3.client(
-        "s3",
-        endpoint_url=s3.url,
-        aws_access_key_id="t",
-        aws_secret_access_key="t",
-        region_name="us-east-1",
-    )
-
-
 def test_committed_config_has_a_local_default_and_no_secrets() -> None:
     from configobj import ConfigObj  # what DVC parses its config with
 
@@ -86,7 +75,7 @@ def test_bootstrap_creates_the_bucket_then_is_idempotent(repo: Path, env, s3) ->
     assert first.endpoint == s3.url and first.credentials == "env"
     assert first.url == f"s3://{env['BABELRS_S3_BUCKET']}/dvc"
     assert not bootstrap(repo).created_bucket
-    listing = _client(s3).list_objects_v2(Bucket=first.bucket)
+    listing = s3_client(s3.url).list_objects_v2(Bucket=first.bucket)
     assert listing.get("KeyCount", 0) == 0  # the access probe cleaned up after itself
     assert PROBE_KEY.startswith(".")
 

@@ -23,7 +23,6 @@ import time
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 
@@ -33,7 +32,7 @@ from babelrs_core.data.shards import ShardReader, verify_shards, write_shards
 from babelrs_core.pipeline import PIPELINE
 from babelrs_core.pipeline.dvc import dvc_stage
 from tests.data import fake_data
-from tests.servers import MotoServer, ThrottledProxy, aws_env, start_moto
+from tests.servers import MotoServer, ThrottledProxy, aws_env, s3_client, start_moto
 
 pytestmark = pytest.mark.slow
 
@@ -92,13 +91,7 @@ class Repo:
         return self.run(str(BIN / "babelrs"), *args)
 
     def remote_keys(self, s3_url: str) -> set[str]:
-        client = boto3.client(
-            "s3",
-            endpoint_url=s3_url,
-            aws_access_key_id="t",
-            aws_secret_access_key="t",
-            region_name="us-east-1",
-        )
+        client = s3_client(s3_url)
         keys: set[str] = set()
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
             keys |= {o["Key"] for o in page.get("Contents", [])}
@@ -218,13 +211,7 @@ def test_changing_one_image_repushes_exactly_one_shard(s3: MotoServer, tmp_path:
 
 def _objects(s3_url: str, bucket: str) -> dict[str, tuple[str, object]]:
     """key -> (ETag, LastModified) of every object in ``bucket``."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id="t",
-        aws_secret_access_key="t",
-        region_name="us-east-1",
-    )
+    client = s3_client(s3_url)
     out = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         out |= {o["Key"]: (o["ETag"], o["LastModified"]) for o in page.get("Contents", [])}

@@ -18,10 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
-
 from babelrs_core.settings_env import NO_TELEMETRY_ENV, OFFLINE_ENV
-from tests.servers import MotoServer, aws_env, free_port
+from tests.servers import MotoServer, aws_env, free_port, s3_client
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,24 +138,12 @@ def start_prefect_server(state_dir: Path, wait: bool = True) -> Server:
 
 
 def make_bucket(s3: MotoServer, bucket: str) -> None:
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = s3_client(s3.url)
     client.create_bucket(Bucket=bucket)
 
 
 def bucket_keys(s3: MotoServer, bucket: str) -> set[str]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = s3_client(s3.url)
     keys: set[str] = set()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         keys |= {o["Key"] for o in page.get("Contents", [])}
