@@ -232,3 +232,26 @@ def run_flows(
 def run_flow(kwargs: dict, env: dict[str, str], timeout: float = 600) -> dict:
     """Run ``babelrs_retrain(**kwargs)`` in a fresh subprocess."""
     return run_flows([kwargs], env, timeout)[0]
+
+
+def start_until_ready(script: Path, cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """Start ``bash script`` (a `make ui` / `make serve-scheduler` script) in its own session, as
+    a terminal would (SIGINT reaches the script only), and read its output until it says how to
+    stop it ("Ctrl-C stops") or fails ("error:"); returns the process and that output."""
+    proc = subprocess.Popen(
+        ["bash", str(script)],
+        cwd=cwd,  # the script moves to the repository root itself
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ctrl-C stops" in line or "error:" in line:
+            break
+    return proc, "".join(lines)

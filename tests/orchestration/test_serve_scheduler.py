@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from babelrs_core.config import ConfigError, load_params
-from tests.orchestration.servers_prefect_mlflow import ROOT, clean_env
+from tests.orchestration.servers_prefect_mlflow import ROOT, clean_env, start_until_ready
 from tests.servers import free_port
 
 SCRIPT = ROOT / "infra/local/serve_scheduler.sh"
@@ -45,24 +45,8 @@ def test_serve_scheduler_sets_up_everything_and_stops_on_ctrl_c(tmp_path: Path) 
         BABELRS_PARAMS=str(tmp_path / "params.yaml"),
         BABELRS_PREFECT_TIMEOUT="240",
     )
-    proc = subprocess.Popen(
-        ["bash", str(SCRIPT)],
-        cwd=tmp_path,  # the script moves to the repository root itself
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # SIGINT below reaches the script only, as Ctrl-C would
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    lines: list[str] = []
+    proc, out = start_until_ready(SCRIPT, tmp_path, env)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops" in line or "error:" in line:
-                break
-        out = "".join(lines)
         assert "Ctrl-C stops" in out, out + (state / "server.log").read_text()[-3000:]
         pids = [int(p) for p in re.findall(r"\(pid (\d+)", out)]
         assert len(pids) == 2  # server, worker

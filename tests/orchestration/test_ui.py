@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.orchestration.servers_prefect_mlflow import ROOT, clean_env
+from tests.orchestration.servers_prefect_mlflow import ROOT, clean_env, start_until_ready
 from tests.servers import free_port
 
 SCRIPT = ROOT / "infra/local/ui.sh"
@@ -49,24 +49,8 @@ def test_ui_starts_mlflow_and_prefect_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         BABELRS_PARAMS=str(tmp_path / "params.yaml"),
         BABELRS_UI_TIMEOUT="240",
     )
-    proc = subprocess.Popen(
-        ["bash", str(SCRIPT)],
-        cwd=tmp_path,  # the script moves to the repository root itself
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # SIGINT below reaches the script only, as Ctrl-C would
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    lines: list[str] = []
+    proc, out = start_until_ready(SCRIPT, tmp_path, env)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops" in line or "error:" in line:
-                break
-        out = "".join(lines)
         assert "Ctrl-C stops both" in out, out
         pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out)]
         assert len(pids) == 2  # MLflow, Prefect
