@@ -421,7 +421,6 @@ class Finetune(Strict):
     threads: NonNegInt = 0  # torch CPU threads; 0: torch's default
     normalization: Literal["auto", "encoder", "data", "imagenet"] = "auto"
     modalities: dict[Modality, DetModality] = Field(default_factory=_default_modalities)
-    cache_images: bool = True  # keep decoded training images in memory
     log_every: PosInt = 10  # iterations between metrics.jsonl lines
     grad_cosine_every: NonNegInt = 100  # iterations between per-modality gradient cosines; 0 off
     val_every: NonNegInt = 225  # iterations between validation scores (validation.csv); 0 off
@@ -651,6 +650,14 @@ class Distributed(Strict):
         return self
 
 
+class Images(Strict):
+    """How every stage reads pixels (docs/data.md, "Image source")."""
+
+    source: Literal["files", "shards"] = "files"  # loose files (manifest paths) | shards.index
+    cache_mb: NonNegFloat = 2048.0  # decoded-image LRU cache in all, MB; 0 = off
+    loader_workers: NonNegInt = 0  # fine-tuning DataLoader processes; 0 = the training process
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -660,6 +667,7 @@ class Params(Strict):
     importers: Importers = Importers()
     validation: Validation = Validation()
     shards: Shards = Shards()
+    images: Images = Images()
     preview: Preview = Preview()
     model: Model = Model()
     pretrain: Pretrain = Pretrain()

@@ -33,15 +33,15 @@ SECTION = "## Serving (pyfunc vs raw forward)"
 def eval_images(params, manifest: Path, per_modality: int) -> dict[str, list[np.ndarray]]:
     """Up to ``per_modality`` images of each dataset's evaluation split, keyed by modality."""
     from babelrs_core.concepts import DATASETS
+    from babelrs_core.data.image_source import ImageRef, open_source
     from babelrs_core.data.manifest import read_manifest
-    from babelrs_core.detector.data import image_items, read_image
+    from babelrs_core.detector.data import image_items
 
     frame = read_manifest(manifest)
     out: dict[str, list[np.ndarray]] = {}
     for ds, split in params.evaluation.splits.items():
         items = image_items(frame, ds, split)[:per_modality]
-        arrays = [read_image(it["img_path"], it["crop_x"], it["crop_y"], it["width"],
-                             it["height"]) for it in items]  # fmt: skip
+        arrays = [open_source(params).load(ImageRef.of_item(it)) for it in items]
         if arrays:
             out[DATASETS[ds].modality] = arrays
     return out

@@ -60,19 +60,52 @@ def shard_failure(index: str | os.PathLike[str], limit: int = 20) -> Any:
     )
 
 
+def shard_index_problems(frame: Any, index: str | os.PathLike[str]) -> list[str]:
+    """What the shards lack against the manifest: images missing from the shard index, or whose
+    packed bytes are not the ones the manifest recorded (sha256 of the index vs the manifest),
+    and truncated shards -- the check when the stages read pixels from the shards."""
+    from babelrs_core.data.shards import read_index, verify_shards
+
+    index = Path(index)
+    packed = read_index(index).set_index("image_id")["sha256"]
+    table = images(frame)
+    wanted = (
+        frame.drop_duplicates("image_id")["sha256"].to_numpy()
+        if "sha256" in frame
+        else [None] * len(table)
+    )
+    problems = []
+    for image_id, want in zip(table["image_id"], wanted, strict=True):
+        if image_id not in packed.index:
+            problems.append(f"{index} ({image_id}): image not in the shard index")
+        elif isinstance(want, str) and want and packed[image_id] != want:
+            problems.append(
+                f"{index} ({image_id}): shards hold sha256 {packed[image_id][:16]}... but the "
+                f"manifest records {want[:16]}... (run `babelrs stage shard`)"
+            )
+    truncated = verify_shards(index.parent, index, sizes_only=True)
+    return problems + [p for p in truncated if "truncated" in p]
+
+
 def check_training_data(params: Any, manifest: str | os.PathLike[str] | None = None) -> None:
-    """Before training: every image of the manifest has the bytes it had at import (sha256),
-    and no shard of ``shards.index`` (when there is one) is truncated. Raises
-    :class:`DataIntegrityError` naming each file and its problem."""
+    """Before training: the pixels the stages will read are the bytes the manifest recorded at
+    import -- the loose files (sha256) and no truncated shard of ``shards.index`` when there is
+    one (``images.source: files``), or the shard index against the manifest and the shards'
+    sizes (``images.source: shards``). Raises :class:`DataIntegrityError` naming each file and
+    its problem."""
     from babelrs_core.data.shards import verify_shards
 
     manifest = Path(manifest or params.paths.manifest)
-    problems = image_hash_problems(read_manifest(manifest))
+    frame = read_manifest(manifest)
     index = Path(params.shards.index)
-    if index.is_file():
-        problems += [
-            p for p in verify_shards(index.parent, index, sizes_only=True) if "truncated" in p
-        ]
+    if params.images.source == "shards":
+        problems = shard_index_problems(frame, index)
+    else:
+        problems = image_hash_problems(frame)
+        if index.is_file():
+            problems += [
+                p for p in verify_shards(index.parent, index, sizes_only=True) if "truncated" in p
+            ]
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""

@@ -63,6 +63,7 @@ from tqdm import tqdm
 from babelrs_core.data.manifest import images, read_manifest
 from babelrs_core.errors import BadInputError
 from babelrs_core.io.atomic import DISK_FULL_ERRNOS, DiskFullError, atomic_path
+from babelrs_core.io.images import crop_window, decode_image
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -417,6 +418,11 @@ class ShardReader:
         im.load()
         return im
 
+    def name(self, image_id: str) -> str:
+        """``<shard path>[<image_id>]``: how errors name an image inside its shard."""
+        shard = self._by_id[image_id][0] if image_id in self._by_id else "?"
+        return f"{self.shard_dir / shard}[{image_id}]"
+
     def load(
         self,
         image_id: str,
@@ -426,10 +432,13 @@ class ShardReader:
         height: int | None = None,
     ) -> np.ndarray:
         """``(H, W, 3)`` uint8 cropped to the manifest's window, as ``io.images.load_image``."""
-        arr = np.asarray(self.open(image_id).convert("RGB"))
-        h = arr.shape[0] - crop_y if height is None else height
-        w = arr.shape[1] - crop_x if width is None else width
-        return np.ascontiguousarray(arr[crop_y : crop_y + h, crop_x : crop_x + w])
+        name = self.name(image_id)
+        arr = decode_image(self.read(image_id), name)
+        return crop_window(arr, name, crop_x, crop_y, width, height)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. into DataLoader workers) without the open file descriptors."""
+        return {**self.__dict__, "_fds": OrderedDict()}
 
     def stream(self, shards: Iterable[str] | None = None) -> Iterator[tuple[str, bytes]]:
         """``(image_id, bytes)`` shard after shard, read sequentially (tar stream mode)."""

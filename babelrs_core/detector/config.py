@@ -16,6 +16,7 @@ import torch
 
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params
+from babelrs_core.data.image_source import source_spec
 from babelrs_core.detector.checkpoint import ATOMIC_BACKEND
 from babelrs_core.detector.data import IMAGENET_MEAN, IMAGENET_STD, train_pipeline
 from babelrs_core.detector.heads import head_config
@@ -213,7 +214,7 @@ def source_datasets(
                     m.hflip,
                     m.vflip,
                     m.rot90,
-                    cfg.cache_images,
+                    source_spec(params),
                     m.rotate,
                     m.rotate_range,
                     ds,
@@ -316,8 +317,8 @@ def runner_config(
         "work_dir": str(work_dir),
         "train_dataloader": {
             "batch_size": local_batch,
-            "num_workers": 0,
-            "persistent_workers": False,
+            "num_workers": params.images.loader_workers,
+            "persistent_workers": params.images.loader_workers > 0,
             "sampler": {
                 "type": "MultiSourceRatioSampler",
                 "batch_size": local_batch,

@@ -3,8 +3,9 @@
 * :class:`ManifestDetDataset` reads one dataset's split from the manifest (never mmdet's file-based
   datasets): one data item per image with its instances (horizontal box, oriented polygon, local
   label, ignore flag for DOTA ``difficult`` objects).
-* :class:`LoadManifestSample` decodes the image (cropped to the manifest window, three channels,
-  optionally cached in memory) and builds the ground truth as mmdet box structures (``hbox`` ->
+* :class:`LoadManifestSample` reads the image through the params' image source (loose files or
+  shards, bounded LRU cache; :mod:`babelrs_core.data.image_source`), cropped to the manifest
+  window, three channels, and builds the ground truth as mmdet box structures (``hbox`` ->
   ``HorizontalBoxes``; ``obox`` -> mmrotate ``RotatedBoxes`` from the polygons).
 * :class:`RandomRot90` rotates image and boxes by a multiple of 90 degrees (aerial views; not SAR,
   whose look direction fixes the image geometry). Oriented-box sources can also get mmrotate's
@@ -38,39 +39,12 @@ from mmengine.dist import get_dist_info, sync_random_seed
 from torch.utils.data import Sampler
 
 from babelrs_core.concepts import DATASETS as DATASET_INFO
+from babelrs_core.data.image_source import FileSource, ImageRef, ImageSource, source_from_spec
 from babelrs_core.data.manifest import images as manifest_images
 from babelrs_core.data.manifest import read_manifest
-from babelrs_core.io.images import load_image
 
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
 IMAGENET_STD = [58.395, 57.12, 57.375]
-
-_CACHE: dict[tuple[str, int, int, int, int], np.ndarray] = {}
-_CACHE_LIMIT_BYTES = 2 << 30
-_cache_bytes = 0
-
-
-def clear_image_cache() -> None:
-    """Forget cached decoded images."""
-    global _cache_bytes
-    _CACHE.clear()
-    _cache_bytes = 0
-
-
-def read_image(
-    path: str, crop_x: int, crop_y: int, width: int, height: int, cache: bool = False
-) -> np.ndarray:
-    """Decoded (H, W, 3) uint8 image of a manifest window; cached up to 2 GiB when asked."""
-    global _cache_bytes
-    key = (path, crop_x, crop_y, width, height)
-    if cache and key in _CACHE:
-        return _CACHE[key]
-    img = load_image(path, crop_x, crop_y, width, height)
-    if cache and _cache_bytes + img.nbytes <= _CACHE_LIMIT_BYTES:
-        img.setflags(write=False)
-        _CACHE[key] = img
-        _cache_bytes += img.nbytes
-    return img
 
 
 def image_items(
@@ -155,23 +129,21 @@ class ManifestDetDataset(BaseDataset):
 
 @TRANSFORMS.register_module()
 class LoadManifestSample(BaseTransform):
-    """Image (cropped, 3 channels, uint8) and ground truth as mmdet box structures."""
+    """Image (cropped, 3 channels, uint8) and ground truth as mmdet box structures.
 
-    def __init__(self, box_type: str = "hbox", with_ann: bool = True, cache: bool = False) -> None:
+    ``source`` is the params' image source (:func:`~babelrs_core.data.image_source.source_spec`;
+    None: the loose files, no cache)."""
+
+    def __init__(
+        self, box_type: str = "hbox", with_ann: bool = True, source: dict | None = None
+    ) -> None:
         self.box_type = box_type
         self.with_ann = with_ann
-        self.cache = cache
+        self.source = source
 
     def transform(self, results: dict) -> dict:
-        img = read_image(
-            results["img_path"],
-            results["crop_x"],
-            results["crop_y"],
-            results["width"],
-            results["height"],
-            self.cache,
-        )
-        results["img"] = img.copy() if self.cache else img
+        img = source_from_spec(self.source).load(ImageRef.of_item(results))
+        results["img"] = img if img.flags.writeable else img.copy()
         results["img_shape"] = img.shape[:2]
         results["ori_shape"] = img.shape[:2]
         if self.with_ann:
@@ -257,7 +229,7 @@ def train_pipeline(
     hflip: float,
     vflip: float,
     rot90: float,
-    cache: bool,
+    source: dict[str, Any] | None,
     rotate: float = 0.0,
     rotate_range: float = 180.0,
     dataset: str | None = None,
@@ -270,7 +242,7 @@ def train_pipeline(
     fewer pixels per step), keeping the objects whose centre (obox) or clipped box (hbox) is inside
     it; a window without any object is drawn again on another image (mmengine's refetch)."""
     pipe: list[dict[str, Any]] = [
-        {"type": "LoadManifestSample", "box_type": box_type, "cache": cache},
+        {"type": "LoadManifestSample", "box_type": box_type, "source": source},
         {"type": "Resize", "scale": (image_size, image_size), "keep_ratio": True},
     ]
     if crop is not None and crop < image_size:
@@ -403,6 +375,7 @@ def modality_statistics(
     split: str = "train",
     max_images: int = 200,
     seed: int = 0,
+    source: ImageSource | None = None,
 ) -> dict[str, dict[str, list[float]]]:
     """Per-modality, per-channel mean and std (0..255) of up to ``max_images`` training images."""
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
@@ -419,7 +392,7 @@ def modality_statistics(
         s2 = np.zeros(3)
         n = 0
         for r in sel.itertuples():
-            x = load_image(r.path, r.crop_x, r.crop_y, r.width, r.height).reshape(-1, 3)
+            x = (source or FileSource()).load(ImageRef.of_row(r)).reshape(-1, 3)
             x = x.astype(np.float64)
             s += x.sum(0)
             s2 += (x**2).sum(0)

@@ -54,8 +54,10 @@ class MetricsJsonlHook(Hook):
         path: str,
         interval: int = 10,
         callbacks: Iterable[MetricsCallback] = (),
+        source: Any = None,
     ) -> None:
         self.path = Path(path)
+        self.source = source  # ImageSource of the run (None: the loose files)
         self.interval = int(interval)
         self.callbacks = list(callbacks)
         self._window: dict[str, list[float]] = {}
@@ -201,7 +203,7 @@ class ValidationHook(Hook):
         out = {}
         with torch.no_grad():
             for ds, items in self.items.items():
-                gt, preds = predict_split(detector, items, ds, self.batch_size)
+                gt, preds = predict_split(detector, items, ds, self.batch_size, source=self.source)
                 oriented = detector.box_types[ds] == "obox"
                 s = score_split(ds, gt, preds, oriented, self.ignore_difficult, self.max_dets)
                 out[ds] = (round(s.ap50, 3), round(s.map, 3))

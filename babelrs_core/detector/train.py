@@ -110,12 +110,15 @@ def prepare_normalization(
     params: Params, manifest: Path, pretrain_info: dict[str, Any] | None
 ) -> tuple[dict, dict]:
     """Per-modality statistics for the run (computing data statistics only when needed)."""
+    from babelrs_core.data.image_source import open_source
     from babelrs_core.detector.data import modality_statistics
 
     try:
         return resolve_normalization(params, pretrain_info)
     except ValueError:
-        stats = modality_statistics(manifest, modalities_of(params), seed=params.seed)
+        stats = modality_statistics(
+            manifest, modalities_of(params), seed=params.seed, source=open_source(params)
+        )
         return resolve_normalization(params, pretrain_info, stats)
 
 
@@ -282,6 +285,7 @@ def validation_hook(
 ) -> ValidationHook:
     """The hook that scores the model on ``finetune.val_split`` every ``finetune.val_every``
     iterations into ``<out>/validation.csv``."""
+    from babelrs_core.data.image_source import open_source
     from babelrs_core.data.manifest import read_manifest
     from babelrs_core.detector.data import image_items
 
@@ -305,6 +309,7 @@ def validation_hook(
         ignore_difficult=ev.ignore_difficult,
         max_dets=ev.max_dets,
         callbacks=callbacks,
+        source=open_source(params),
     )
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params
+from babelrs_core.data.image_source import FileSource, ImageRef, ImageSource, open_source
 from babelrs_core.evaluation import plots
 from babelrs_core.evaluation.metrics import (
     DatasetScore,
@@ -102,7 +103,9 @@ def run_evaluation(
                     (item["img_id"], arr, objs, dets)
                 )
 
-        gt_images, preds = predict_split(detector, items, ds, cfg.batch_size, visit)
+        gt_images, preds = predict_split(
+            detector, items, ds, cfg.batch_size, visit, source=open_source(params)
+        )
         score = score_split(ds, gt_images, preds, oriented, cfg.ignore_difficult, cfg.max_dets)
         if oriented:
             objects = match_objects(
@@ -156,19 +159,20 @@ def predict_split(
     dataset: str,
     batch_size: int,
     visit: Callable[[int, dict, np.ndarray, list, list], None] | None = None,
+    source: ImageSource | None = None,
 ) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
     """Run ``detector`` over the evaluation ``items`` of one dataset in batches: the ground-truth
     image records and ``{image id: detections}`` that the metrics read. ``visit(index, item,
-    image, objects, detections)`` sees every image (hashing, drawn samples)."""
-    from babelrs_core.detector.data import read_image
+    image, objects, detections)`` sees every image (hashing, drawn samples). Pixels come from
+    ``source`` (default: the loose files)."""
+    source = source or FileSource()
 
     oriented = detector.box_types[dataset] == "obox"
     gt_images: list[dict[str, Any]] = []
     preds: dict[int, list[dict[str, Any]]] = {}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        arrays = [read_image(it["img_path"], it["crop_x"], it["crop_y"], it["width"],
-                             it["height"]) for it in chunk]  # fmt: skip
+        arrays = [source.load(ImageRef.of_item(it)) for it in chunk]
         dets = detector.predict_batch(arrays, dataset)
         for k, (it, arr, d) in enumerate(zip(chunk, arrays, dets, strict=True)):
             image_id = start + k + 1

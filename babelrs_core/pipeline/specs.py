@@ -69,7 +69,16 @@ class StageSpec:
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_.]*)\}")
 
 
+#: placeholders derived from several params keys
+DERIVED: dict[str, Callable[[Params], Any]] = {
+    # what the training and evaluation stages read pixels from (images.source)
+    "images.pixels": lambda p: p.paths.raw if p.images.source == "files" else p.shards.dir,
+}
+
+
 def _lookup(params: Params, key: str) -> Any:
+    if key in DERIVED:
+        return str(DERIVED[key](params))
     node: Any = params.model_dump(mode="json")
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -152,6 +161,7 @@ PIPELINE: list[StageSpec] = [
             "paths.manifest",
             "paths.captions",
             "paths.pretrain_out",
+            "images.source",
             "model",
             "pretrain",
             "distributed",
@@ -160,7 +170,7 @@ PIPELINE: list[StageSpec] = [
         deps=(
             "{paths.manifest}",
             "{paths.captions}",
-            "{paths.raw}",
+            "{images.pixels}",
             "{validation.out_dir}/summary.json",
         ),
         outs=("{paths.pretrain_out}",),
@@ -185,13 +195,15 @@ PIPELINE: list[StageSpec] = [
             "paths.manifest",
             "paths.pretrain_out",
             "paths.finetune_out",
+            "images.source",
+            "images.loader_workers",
             "model",
             "finetune",
             "evaluation.ignore_difficult",
             "distributed",
         ),
         code=("babelrs_core/detector", "babelrs_core/models", "babelrs_core/data/integrity.py"),
-        deps=("{paths.manifest}", "{paths.raw}", "{paths.pretrain_out}"),
+        deps=("{paths.manifest}", "{images.pixels}", "{paths.pretrain_out}"),
         outs=("{paths.finetune_out}",),
         curves=(
             Curve(
@@ -219,9 +231,15 @@ PIPELINE: list[StageSpec] = [
         name="evaluate",
         func=stages.evaluate,
         help="SOI-Det metrics: per-dataset AP@50 / mAP, overall class mean, H-mAP, PR curves.",
-        params=("paths.manifest", "paths.finetune_out", "paths.eval_out", "evaluation"),
+        params=(
+            "paths.manifest",
+            "paths.finetune_out",
+            "paths.eval_out",
+            "images.source",
+            "evaluation",
+        ),
         code=("babelrs_core/evaluation", "babelrs_core/detector"),
-        deps=("{paths.manifest}", "{paths.raw}", "{paths.finetune_out}"),
+        deps=("{paths.manifest}", "{images.pixels}", "{paths.finetune_out}"),
         outs=(
             "{paths.eval_out}/plots",
             "{paths.eval_out}/predictions",

@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from babelrs_core.data.captions import read_captions
+from babelrs_core.data.image_source import FileSource, ImageRef, ImageSource
 from babelrs_core.data.manifest import images as manifest_images
 from babelrs_core.data.manifest import objects as manifest_objects
 from babelrs_core.data.manifest import read_manifest
-from babelrs_core.io.images import load_image
 from babelrs_core.pretrain.instructions import (
     TASKS,
     Box,
@@ -266,6 +266,7 @@ def build_data(
     vflip: float = 0.0,
     region_prefix_dropout: float = 0.0,
     region_roi_dropout: float = 0.0,
+    source: ImageSource | None = None,
 ) -> PretrainData:
     """Read the manifest, hold out images, build and tokenise instructions, cache pixels.
 
@@ -273,6 +274,7 @@ def build_data(
     (chosen by a hash of seed and image id); held-out prompts come from those images plus the
     ``eval_splits``. The detector's evaluation images are never trained on.
     """
+    source = source or FileSource()
     frame = read_manifest(manifest)
     frame = frame[frame["split"].isin(["train", *eval_splits])]
     if frame.empty:
@@ -294,7 +296,10 @@ def build_data(
         if not classes.get(img.dataset):
             continue
         row = paths.loc[img.image_id]
-        arr = load_image(row["path"], int(row["crop_x"]), int(row["crop_y"]), img.width, img.height)
+        ref = ImageRef(
+            img.image_id, row["path"], int(row["crop_x"]), int(row["crop_y"]), img.width, img.height
+        )
+        arr = source.load(ref)
         pixels.append(torch.from_numpy(_resize(arr, image_size).copy()).permute(2, 0, 1))
         r = len(ids)
         ids.append(img.image_id)

@@ -25,8 +25,9 @@ def write_samples(params_path: str | Path, out_dir: str | Path) -> dict[str, Pat
 
     from babelrs_core.concepts import DATASETS
     from babelrs_core.config import load_params
+    from babelrs_core.data.image_source import ImageRef, open_source
     from babelrs_core.data.manifest import read_manifest
-    from babelrs_core.detector.data import image_items, read_image
+    from babelrs_core.detector.data import image_items
     from babelrs_core.io.atomic import atomic_path
 
     params = load_params(params_path)
@@ -37,7 +38,7 @@ def write_samples(params_path: str | Path, out_dir: str | Path) -> dict[str, Pat
         if not items:
             raise ValueError(f"{params.paths.manifest}: no {ds} images in split {split!r}")
         it = items[0]
-        arr = read_image(it["img_path"], it["crop_x"], it["crop_y"], it["width"], it["height"])
+        arr = open_source(params).load(ImageRef.of_item(it))
         modality = DATASETS[ds].modality
         target = Path(out_dir) / f"{modality}.png"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -99,10 +99,13 @@ def fake_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_manifest_dataset_items_and_pipeline(fake_manifest: Path) -> None:
+    cached = {"source": "files", "cache_mb": 8}
     ds = ManifestDetDataset(
-        str(fake_manifest), "dota", "train",
-        pipeline=train_pipeline("hbox", 96, 0.5, 0.5, 0.5, cache=True),
-    )  # fmt: skip
+        str(fake_manifest),
+        "dota",
+        "train",
+        pipeline=train_pipeline("hbox", 96, 0.5, 0.5, 0.5, cached),
+    )
     assert len(ds) == 6 and ds.metainfo["classes"][0] == "small-vehicle"
     info = ds.get_data_info(0)
     assert info["modality"] == "rgb" and info["dataset"] == "dota"
@@ -113,8 +116,12 @@ def test_manifest_dataset_items_and_pipeline(fake_manifest: Path) -> None:
     assert out["inputs"].dtype == torch.uint8 and max(out["inputs"].shape[1:]) == 96
     assert sample.metainfo["modality"] == "rgb" and sample.metainfo["dataset"] == "dota"
     assert len(sample.ignored_instances) == 1 and len(sample.gt_instances) == 1
-    ir = ManifestDetDataset(str(fake_manifest), "dronevehicle", "train",
-                            pipeline=train_pipeline("hbox", 64, 0, 0, 0, cache=False))  # fmt: skip
+    ir = ManifestDetDataset(
+        str(fake_manifest),
+        "dronevehicle",
+        "train",
+        pipeline=train_pipeline("hbox", 64, 0, 0, 0, None),
+    )
     x = ir[0]["inputs"]
     assert tuple(x.shape) == (3, 64, 64) and int(x.max()) < 255  # the white border is cropped
     with pytest.raises(ValueError, match="no sardet images"):

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -210,3 +211,49 @@ def test_csia_without_pretraining_output_says_what_to_do(tmp_path: Path) -> None
         run_finetune(params)
     with pytest.raises(FileNotFoundError, match="manifest not found"):
         run_finetune(params, manifest=tmp_path / "nope.parquet")
+
+
+def test_training_from_shards_alone_through_a_cache_smaller_than_the_data(root: Path) -> None:
+    """The loose files gone, fine-tuning reads the shards through a cache a quarter of the
+    decoded training images: same losses as from the files, the cache never above its bound,
+    and the same with two DataLoader worker processes decoding."""
+    from babelrs_core.data.image_source import FileSource, ImageRef, clear_caches, open_source
+    from babelrs_core.data.integrity import DataIntegrityError, check_training_data
+    from babelrs_core.data.manifest import images, read_manifest
+    from babelrs_core.data.shards import INDEX_NAME, write_shards
+
+    short = {"finetune.iters": 4, "finetune.checkpoint_every": 4}
+    files = run_finetune(tiny_params(root, **short, **{"images.cache_mb": 0}), resume=False)
+    train_rows = images(read_manifest(root / "manifest.parquet")).query("split == 'train'")
+    decoded = sum(FileSource().load(ImageRef.of_row(r)).nbytes for r in train_rows.itertuples())
+
+    write_shards(root / "manifest.parquet", root / "shards", 0.02)
+    (root / "raw").rename(root / "raw_elsewhere")  # a training machine with manifest + shards
+    shards = {
+        "images.source": "shards",
+        "shards.dir": str(root / "shards"),
+        "shards.index": str(root / "shards" / INDEX_NAME),
+        "images.cache_mb": decoded / 4 / 2**20,
+        "paths.finetune_out": str(root / "ft_shards"),
+    }
+    clear_caches()
+    params = tiny_params(root, **short, **shards)
+    check_training_data(params)  # the shards cover the manifest: no loose file needed
+    summary = run_finetune(params, resume=False)
+    assert summary["final_loss"] == pytest.approx(files["final_loss"], rel=1e-5)
+    stats = open_source(params).stats()  # type: ignore[attr-defined]
+    assert stats["misses"] > 0 and stats["evictions"] > 0
+    assert 0 < stats["peak_bytes"] <= decoded / 4
+
+    workers = tiny_params(root, **short, **shards, **{"images.loader_workers": 2})
+    two = run_finetune(workers, resume=False)
+    assert np.isfinite(two["final_loss"]) and two["iters_this_run"] == 4
+    clear_caches()
+
+    # shards older than the manifest: the missing image is named before any training
+    index = root / "shards" / INDEX_NAME
+    table = pq.read_table(index)
+    pq.write_table(table.slice(1), index)
+    gone = table.column("image_id")[0].as_py()
+    with pytest.raises(DataIntegrityError, match=f"{gone}.: image not in the shard index"):
+        check_training_data(params)
