@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from babelrs_core.data.captions import read_captions
-from babelrs_core.data.image_source import FileSource, ImageRef, ImageSource
+from babelrs_core.data.image_source import CachedSource, FileSource, ImageRef, ImageSource
 from babelrs_core.data.manifest import images as manifest_images
 from babelrs_core.data.manifest import objects as manifest_objects
 from babelrs_core.data.manifest import read_manifest
@@ -110,7 +110,7 @@ class PretrainData:
     image_size: int
     image_ids: list[str]
     image_modality: list[str]
-    pixels: torch.Tensor  # (N, 3, S, S) uint8
+    pixels: PixelStore  # rows -> (n, 3, S, S) uint8
     train: list[Encoded]
     heldout: list[Encoded]
     classes: dict[str, list[str]]  # dataset -> class list offered in region prompts
@@ -228,19 +228,79 @@ def _resize(arr: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR))
 
 
-def modality_stats(pixels: torch.Tensor, modality: Sequence[str], rows: Sequence[int]) -> dict:
-    """Per-modality, per-channel mean and std (0..255) over cache ``rows`` (training images).
+class _Resized:
+    """An image source whose images are resized to ``size`` x ``size``."""
+
+    def __init__(self, inner: ImageSource, size: int) -> None:
+        self.inner, self.size = inner, size
+
+    def load(self, ref: ImageRef) -> np.ndarray:
+        return _resize(self.inner.load(ref), self.size)
+
+
+class PixelStore:
+    """The pretraining images by row, resized to ``size``: ``store[rows]`` is an
+    ``(n, 3, S, S)`` uint8 tensor.
+
+    When all of them fit ``max_bytes`` they are decoded once and held (SOI-mini: ~10 MB);
+    otherwise they are decoded on demand through a bounded LRU cache of resized images, so memory
+    is set by ``max_bytes``, not by the number of images. Both give the same pixels.
+    """
+
+    def __init__(
+        self, refs: Sequence[ImageRef], size: int, source: ImageSource, max_bytes: int
+    ) -> None:
+        self.refs, self.size = list(refs), size
+        resized = _Resized(source, size)
+        self.preloaded = len(self.refs) * 3 * size * size <= max_bytes
+        if self.preloaded:
+            rows = [self._tensor(resized.load(r)) for r in self.refs]
+            self._all = torch.stack(rows) if rows else torch.zeros((0, 3, size, size), torch.uint8)
+        else:
+            self._lru = CachedSource(resized, max_bytes)
+
+    @staticmethod
+    def _tensor(arr: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, rows: Sequence[int]) -> torch.Tensor:
+        if self.preloaded:
+            return self._all[list(rows)]
+        if not rows:
+            return torch.zeros((0, 3, self.size, self.size), dtype=torch.uint8)
+        return torch.stack([self._tensor(self._lru.load(self.refs[r])) for r in rows])
+
+
+def modality_stats(
+    pixels: PixelStore | torch.Tensor,
+    modality: Sequence[str],
+    rows: Sequence[int],
+    chunk: int = 256,
+) -> dict:
+    """Per-modality, per-channel mean and std (0..255) over ``rows`` (training images), streamed
+    ``chunk`` images at a time (exact integer sums, so the chunking does not change them).
 
     One-channel sensors (grey files replicated to three channels) get identical channel values.
     """
     out: dict[str, dict[str, list[float]]] = {}
     for mod in sorted({modality[r] for r in rows}):
         sel = [r for r in rows if modality[r] == mod]
-        x = pixels[sel].double().permute(1, 0, 2, 3).reshape(3, -1)
-        std = x.std(1).clamp(min=1.0)
+        s, s2, n = [0, 0, 0], [0, 0, 0], 0
+        for at in range(0, len(sel), chunk):
+            x = pixels[sel[at : at + chunk]].long().permute(1, 0, 2, 3).reshape(3, -1)
+            s = [a + int(b) for a, b in zip(s, x.sum(1).tolist(), strict=True)]
+            s2 = [a + int(b) for a, b in zip(s2, (x * x).sum(1).tolist(), strict=True)]
+            n += x.shape[1]
+        mean = [a / n for a in s]
+        var = [
+            (n * b - a * a) / (n * (n - 1)) if n > 1 else 0.0 for a, b in zip(s, s2, strict=True)
+        ]
         out[mod] = {
-            "mean": [round(v, 4) for v in x.mean(1).tolist()],
-            "std": [round(v, 4) for v in std.tolist()],
+            "mean": [round(v, 4) for v in mean],
+            "std": [round(max(v**0.5, 1.0), 4) for v in var],
         }
     return out
 
@@ -267,6 +327,7 @@ def build_data(
     region_prefix_dropout: float = 0.0,
     region_roi_dropout: float = 0.0,
     source: ImageSource | None = None,
+    max_pixel_bytes: int = 2 << 30,
 ) -> PretrainData:
     """Read the manifest, hold out images, build and tokenise instructions, cache pixels.
 
@@ -288,7 +349,9 @@ def build_data(
     paths = manifest_images(frame).set_index("image_id")
     weights = {t: 1.0 for t in TASKS} | (task_weights or {})
 
-    pixels, ids, mods = [], [], []
+    refs: list[ImageRef] = []
+    ids: list[str] = []
+    mods: list[str] = []
     train: list[Encoded] = []
     heldout: list[Encoded] = []
     train_rows: list[int] = []
@@ -296,11 +359,16 @@ def build_data(
         if not classes.get(img.dataset):
             continue
         row = paths.loc[img.image_id]
-        ref = ImageRef(
-            img.image_id, row["path"], int(row["crop_x"]), int(row["crop_y"]), img.width, img.height
+        refs.append(
+            ImageRef(
+                img.image_id,
+                row["path"],
+                int(row["crop_x"]),
+                int(row["crop_y"]),
+                img.width,
+                img.height,
+            )
         )
-        arr = source.load(ref)
-        pixels.append(torch.from_numpy(_resize(arr, image_size).copy()).permute(2, 0, 1))
         r = len(ids)
         ids.append(img.image_id)
         mods.append(img.modality)
@@ -327,16 +395,16 @@ def build_data(
         raise ValueError(f"{manifest}: no training prompts (empty train split or all held out)")
     if eval_max_per_task is not None:
         heldout = _cap(heldout, eval_max_per_task, seed)
-    cache = torch.stack(pixels)
+    pixels = PixelStore(refs, image_size, source, max_pixel_bytes)
     return PretrainData(
         image_size,
         ids,
         mods,
-        cache,
+        pixels,
         train,
         heldout,
         classes,
-        modality_stats(cache, mods, train_rows),
+        modality_stats(pixels, mods, train_rows),
         list(sep_ids),
         pad_id,
         weights,

@@ -28,7 +28,7 @@ from torch import nn
 from babelrs_core import distributed as dist_util
 from babelrs_core.concepts import MODALITIES
 from babelrs_core.config import Params, captions_for, flatten_dict
-from babelrs_core.data.image_source import open_source
+from babelrs_core.data.image_source import MB, open_source
 from babelrs_core.io.atomic import sweep_temporaries, write_text
 from babelrs_core.models.encoders import VisionEncoder, build_encoder
 from babelrs_core.models.lvsa import TapFusion, alpha
@@ -223,6 +223,7 @@ def prepare(params: Params, manifest: Path) -> tuple[AlignModel, PretrainData]:
         region_prefix_dropout=cfg.region_prefix_dropout,
         region_roi_dropout=cfg.region_roi_dropout,
         source=open_source(params, cache=False),
+        max_pixel_bytes=int(params.images.cache_mb * MB),
     )
     return model, data
 

@@ -117,3 +117,21 @@ def test_visual_dropout_codes_only_for_region_prompts(fake: Path) -> None:
     assert batch.drop_prefix.tolist() == [bool(c & 1) for c in drops[:6]]
     assert batch.drop_roi.tolist() == [bool(c & 2) for c in drops[:6]]
     assert data.collate([data.train[0]]).drop_roi is None
+
+
+def test_images_beyond_the_memory_bound_are_decoded_on_demand_with_the_same_pixels(
+    fake: Path,
+) -> None:
+    held = build(fake)
+    assert held.pixels.preloaded
+    n = len(held.pixels)
+    bound = 3 * 32 * 32 * (n // 4)  # a quarter of the resized images
+    lazy = build(fake, max_pixel_bytes=bound)
+    assert not lazy.pixels.preloaded
+    rows = list(range(n)) + list(range(n - 1, -1, -1))
+    assert torch.equal(lazy.pixels[rows], held.pixels[rows])
+    assert lazy.norm == held.norm  # statistics streamed through the bounded store
+    batch = held.collate([held.train[i] for i in range(4)])
+    assert torch.equal(lazy.collate([lazy.train[i] for i in range(4)]).images, batch.images)
+    stats = lazy.pixels._lru.stats()
+    assert 0 < stats["peak_bytes"] <= bound and stats["evictions"] > 0
