@@ -54,10 +54,8 @@ class MetricsJsonlHook(Hook):
         path: str,
         interval: int = 10,
         callbacks: Iterable[MetricsCallback] = (),
-        source: Any = None,
     ) -> None:
         self.path = Path(path)
-        self.source = source  # ImageSource of the run (None: the loose files)
         self.interval = int(interval)
         self.callbacks = list(callbacks)
         self._window: dict[str, list[float]] = {}
@@ -153,8 +151,10 @@ class ValidationHook(Hook):
         ignore_difficult: bool = True,
         max_dets: int = 100,
         callbacks: Iterable[MetricsCallback] = (),
+        source: Any = None,
     ) -> None:
         self.path = Path(path)
+        self.source = source  # ImageSource of the run (None: the loose files)
         self.interval = int(interval)
         self.items, self.info = items, info
         self.batch_size, self.max_dets = batch_size, max_dets
