@@ -211,31 +211,10 @@ def loader_epoch(kind: str, sets: list[str]) -> None:
             for i in range(len(dataset)):
                 dataset[i]
         return
-    from babelrs_core.data.image_source import MB, open_source
-    from babelrs_core.models.pivot import TinyBertSpec, load_pivot
-    from babelrs_core.pretrain.dataset import build_data
+    from babelrs_core.pretrain.train import pivot_for, pretrain_data
 
     cfg = params.pretrain
-    tiny = TinyBertSpec(cfg.tiny_lm.hidden_size, cfg.tiny_lm.layers, cfg.tiny_lm.heads,
-                        cfg.tiny_lm.intermediate_size)  # fmt: skip
-    pivot = load_pivot(cfg.language_model, tiny, seed=params.seed)
-    tok = pivot.tokenizer
-    data = build_data(
-        manifest,
-        lambda text: tok.encode(text, add_special_tokens=False),
-        image_size=cfg.image_size,
-        holdout_fraction=cfg.holdout_fraction,
-        eval_splits=cfg.eval_splits,
-        seed=params.seed,
-        eos_id=pivot.eos_id,
-        sep_ids=pivot.sep_ids,
-        pad_id=pivot.pad_id,
-        region_token=cfg.region_token,
-        hflip=cfg.hflip,
-        vflip=cfg.vflip,
-        source=open_source(params, cache=False),
-        max_pixel_bytes=int(params.images.cache_mb * MB),
-    )
+    data = pretrain_data(params, manifest, pivot_for(params))
     steps = math.ceil(len(data.train) / cfg.batch_size)
     for step in range(steps):
         idx, flips, drops = data.draw(step, cfg.batch_size, params.seed)

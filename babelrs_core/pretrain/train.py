@@ -189,20 +189,23 @@ def _encode_fn(pivot: Pivot) -> Callable[[str], list[int]]:
     return lambda text: tok.encode(text, add_special_tokens=False)
 
 
-def prepare(params: Params, manifest: Path) -> tuple[AlignModel, PretrainData]:
-    """Seeded construction of the model and the data (identical on every (re)run)."""
+def pivot_for(params: Params) -> Pivot:
+    """The language model of ``pretrain.language_model`` (seeded; no download)."""
     cfg = params.pretrain
-    seed_everything(params.seed)
     tiny = TinyBertSpec(
         cfg.tiny_lm.hidden_size,
         cfg.tiny_lm.layers,
         cfg.tiny_lm.heads,
         cfg.tiny_lm.intermediate_size,
     )
-    pivot = load_pivot(cfg.language_model, tiny, seed=params.seed, dropout=cfg.lm_dropout)
-    model, _ = build_model(params, pivot)
-    apply_freeze(model, params)
-    data = build_data(
+    return load_pivot(cfg.language_model, tiny, seed=params.seed, dropout=cfg.lm_dropout)
+
+
+def pretrain_data(params: Params, manifest: Path, pivot: Pivot) -> PretrainData:
+    """The pretraining data of ``manifest`` as ``params.pretrain`` asks, tokenised by ``pivot``,
+    pixels through the params' image source."""
+    cfg = params.pretrain
+    return build_data(
         manifest,
         _encode_fn(pivot),
         image_size=cfg.image_size,
@@ -225,7 +228,15 @@ def prepare(params: Params, manifest: Path) -> tuple[AlignModel, PretrainData]:
         source=open_source(params, cache=False),
         max_pixel_bytes=int(params.images.cache_mb * MB),
     )
-    return model, data
+
+
+def prepare(params: Params, manifest: Path) -> tuple[AlignModel, PretrainData]:
+    """Seeded construction of the model and the data (identical on every (re)run)."""
+    seed_everything(params.seed)
+    pivot = pivot_for(params)
+    model, _ = build_model(params, pivot)
+    apply_freeze(model, params)
+    return model, pretrain_data(params, manifest, pivot)
 
 
 def run_pretraining(
