@@ -156,7 +156,7 @@ def data_validate(
     files/rows if anything fails. With --raw/--sardet/--dota/--dronevehicle, validate raw
     dataset folders, malformed annotation files included."""
     from babelrs_core.data.layout import dataset_roots
-    from babelrs_core.data.validation import DataValidationError
+    from babelrs_core.data.validation.report import DataValidationError
 
     p = _params(params, set_)
     roots: dict[str, Path] = {}
@@ -267,8 +267,9 @@ def _stage_command(name: str) -> None:
 
         p = _params(params, set_)
         tracker = Tracker.from_params(p) if track and dist_util.is_main() else None
-        result = execute_stage(spec, p, tracker=tracker, runner=runner,
-                               parent_run_id=parent_run_id, progress=not quiet)  # fmt: skip
+        result = execute_stage(
+            spec, p, tracker=tracker, runner=runner, parent_run_id=parent_run_id, progress=not quiet
+        )
         if not dist_util.is_main():
             return
         if result_json is not None:
