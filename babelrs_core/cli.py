@@ -379,6 +379,25 @@ def ablation_plan(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> No
     _echo_json(build_plan(_params(params, set_)).describe())
 
 
+results_app = typer.Typer(help="The generated sections of docs/results.md.", no_args_is_help=True)
+app.add_typer(results_app, name="results")
+
+
+@results_app.command("pretrain")
+def results_pretrain(
+    metrics: Annotated[Path, typer.Argument(help="a pretraining run's metrics.json")] = Path(
+        "outputs/pretrain/metrics.json"
+    ),
+    doc: Annotated[Path, typer.Argument(help="markdown file to update")] = Path("docs/results.md"),
+    note: Annotated[str, typer.Option(help="a sentence on where / how the run was made")] = "",
+) -> None:
+    """Write the "Pretraining (CSIA + LVSA)" section of DOC from a run's metrics.json (replacing
+    the section if DOC has one, else appending it); prints DOC."""
+    from babelrs_core.pretrain.results_section import update_results_doc
+
+    typer.echo(update_results_doc(metrics, doc, note))
+
+
 @pipeline_app.command("dvc-yaml")
 def pipeline_dvc_yaml(
     params: ParamsOpt = DEFAULT_PARAMS,
