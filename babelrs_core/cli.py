@@ -156,7 +156,7 @@ def data_validate(
     files/rows if anything fails. With --raw/--sardet/--dota/--dronevehicle, validate raw
     dataset folders, malformed annotation files included."""
     from babelrs_core.data.layout import dataset_roots
-    from babelrs_core.data.validation import DataValidationError
+    from babelrs_core.data.validation.report import DataValidationError
 
     p = _params(params, set_)
     roots: dict[str, Path] = {}
@@ -267,8 +267,9 @@ def _stage_command(name: str) -> None:
 
         p = _params(params, set_)
         tracker = Tracker.from_params(p) if track and dist_util.is_main() else None
-        result = execute_stage(spec, p, tracker=tracker, runner=runner,
-                               parent_run_id=parent_run_id, progress=not quiet)  # fmt: skip
+        result = execute_stage(
+            spec, p, tracker=tracker, runner=runner, parent_run_id=parent_run_id, progress=not quiet
+        )
         if not dist_util.is_main():
             return
         if result_json is not None:
@@ -376,6 +377,25 @@ def ablation_plan(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> No
     from babelrs_core.ablation.plan import build_plan
 
     _echo_json(build_plan(_params(params, set_)).describe())
+
+
+results_app = typer.Typer(help="The generated sections of docs/results.md.", no_args_is_help=True)
+app.add_typer(results_app, name="results")
+
+
+@results_app.command("pretrain")
+def results_pretrain(
+    metrics: Annotated[Path, typer.Argument(help="a pretraining run's metrics.json")] = Path(
+        "outputs/pretrain/metrics.json"
+    ),
+    doc: Annotated[Path, typer.Argument(help="markdown file to update")] = Path("docs/results.md"),
+    note: Annotated[str, typer.Option(help="a sentence on where / how the run was made")] = "",
+) -> None:
+    """Write the "Pretraining (CSIA + LVSA)" section of DOC from a run's metrics.json (replacing
+    the section if DOC has one, else appending it); prints DOC."""
+    from babelrs_core.pretrain.results_section import update_results_doc
+
+    typer.echo(update_results_doc(metrics, doc, note))
 
 
 @pipeline_app.command("dvc-yaml")

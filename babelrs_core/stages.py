@@ -34,8 +34,9 @@ def import_data(
     from babelrs_core.data.manifest import read_manifest
 
     target = manifest or params.paths.manifest
-    report = import_datasets(roots or dataset_roots(params.paths.raw), target, params,
-                             progress=progress)  # fmt: skip
+    report = import_datasets(
+        roots or dataset_roots(params.paths.raw), target, params, progress=progress
+    )
     frame = read_manifest(target)
     table = collect_captions(params.paths.raw, frame)
     captions = captions_for(params, target)
@@ -81,8 +82,9 @@ def pretrain(
 
     check_training_data(params, manifest)
     out = Path(out or params.paths.pretrain_out)
-    result = run_pretraining(params, manifest, out, resume=resume, progress=progress,
-                             callbacks=[track])  # fmt: skip
+    result = run_pretraining(
+        params, manifest, out, resume=resume, progress=progress, callbacks=[track]
+    )
     if "rank" not in result:  # rank 0 (or a single process) writes the extras
         write_training_extras("pretrain", params, out, "step")
     return result
@@ -187,8 +189,9 @@ def validate(
     dataset folders ``raw`` (dataset name -> root, format errors included), with Great
     Expectations. Writes ``report.json`` / ``report.md`` / ``summary.json`` (and Data Docs) to
     ``out`` (default ``params.validation.out_dir``); raises
-    :class:`~babelrs_core.data.validation.DataValidationError` when the data fails."""
-    from babelrs_core.data.validation import DataValidationError, run_validation
+    :class:`~babelrs_core.data.validation.report.DataValidationError` when the data fails."""
+    from babelrs_core.data.validation.report import DataValidationError
+    from babelrs_core.data.validation.stage import run_validation
     from babelrs_core.tracking import log_current_artifacts
 
     try:

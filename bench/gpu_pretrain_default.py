@@ -3,7 +3,7 @@
 Generates and imports SOI-mini into a temporary folder, runs ``stages.pretrain`` exactly as the
 pipeline does, and writes the output folder (encoder weights, encoder.json, metrics.json,
 predictions) to ``$OUT/pretrain`` so the result can be brought back and reported
-(``python -m babelrs_core.pretrain.evaluate <metrics.json> docs/results.md``).
+(``babelrs results pretrain <metrics.json> docs/results.md``).
 
 Usage on the lent GPU machine (see bench/gpu_check.sh for the offline wheels)::
 

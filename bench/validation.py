@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from babelrs_core.concepts import DATASET_MODALITIES, DATASETS, SOI_DET_CLASSES, SPLITS
-from babelrs_core.data.validation_rules import (
+from babelrs_core.data.validation.rules import (
     manifest_rules,
     prepare_manifest,
     run_pandas,
@@ -113,7 +113,7 @@ def main() -> None:
     import great_expectations  # import cost is reported apart
 
     gx_import = time.perf_counter() - t
-    from babelrs_core.data.validation import run_gx
+    from babelrs_core.data.validation.suites import run_gx
 
     t = time.perf_counter()
     frame = synthetic_manifest(args.rows, args.defects)

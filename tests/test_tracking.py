@@ -96,10 +96,14 @@ def test_stages_reading_the_manifest_log_it_as_an_mlflow_dataset(
     from tests.detector.det_fakes import make_fake_manifest
 
     manifest = make_fake_manifest(tmp_path)
-    over = {"paths.manifest": str(manifest), "paths.raw": str(tmp_path / "raw"),
-            "validation.out_dir": str(tmp_path / "val"), "validation.data_docs": False}  # fmt: skip
+    over = {
+        "paths.manifest": str(manifest),
+        "paths.raw": str(tmp_path / "raw"),
+        "validation.out_dir": str(tmp_path / "val"),
+        "validation.data_docs": False,
+    }
     params = load_params(ROOT / "params.yaml", over)
-    from babelrs_core.data.validation import DataValidationError
+    from babelrs_core.data.validation.report import DataValidationError
 
     # the fake labels break a validation rule (fake label indices): the run fails, and the data
     # it judged is still recorded (logged when the run starts)
@@ -114,9 +118,13 @@ def test_stages_reading_the_manifest_log_it_as_an_mlflow_dataset(
     assert {"image_id", "dataset", "split"} <= cols
     assert [(t.key, t.value) for t in inp.tags] == [("mlflow.data.context", "validation")]
     # a stage that does not read the manifest logs no dataset
-    gen = load_params(ROOT / "params.yaml", {"paths.raw": str(tmp_path / "gen"),
-                      **{f"soi_mini.{d}.splits": {"train": 1}
-                         for d in ("sardet", "dota", "dronevehicle")}})  # fmt: skip
+    gen = load_params(
+        ROOT / "params.yaml",
+        {
+            "paths.raw": str(tmp_path / "gen"),
+            **{f"soi_mini.{d}.splits": {"train": 1} for d in ("sardet", "dota", "dronevehicle")},
+        },
+    )
     result = execute_stage(stage("generate"), gen, tracker=tracker, progress=False)
     assert not tracker.client.get_run(result["mlflow_run_id"]).inputs.dataset_inputs
 
@@ -143,16 +151,23 @@ def test_a_new_run_closes_the_runs_a_killed_process_left_running(tracker: Tracke
     ids = {}
     for key, owner in owners.items():
         tags = {"babelrs.params_hash": "h1", "babelrs.stage": "finetune", **owner}
-        ids[key] = tracker.client.create_run(tracker.experiment_id, run_name="finetune",
-                                             tags=tags).info.run_id  # fmt: skip
+        ids[key] = tracker.client.create_run(
+            tracker.experiment_id, run_name="finetune", tags=tags
+        ).info.run_id
     other = {**owners["dead"], "babelrs.params_hash": "h2"}
-    ids["other_params"] = tracker.client.create_run(tracker.experiment_id, run_name="finetune",
-                                                    tags=other).info.run_id  # fmt: skip
+    ids["other_params"] = tracker.client.create_run(
+        tracker.experiment_id, run_name="finetune", tags=other
+    ).info.run_id
     new = tracker.start("finetune", {"babelrs.params_hash": "h1"})
     status = {k: tracker.client.get_run(v).info.status for k, v in ids.items()}
-    assert status == {"dead": "KILLED", "reused": "KILLED", "alive": "RUNNING",
-                      "elsewhere": "RUNNING", "untagged": "RUNNING",
-                      "other_params": "RUNNING"}  # fmt: skip
+    assert status == {
+        "dead": "KILLED",
+        "reused": "KILLED",
+        "alive": "RUNNING",
+        "elsewhere": "RUNNING",
+        "untagged": "RUNNING",
+        "other_params": "RUNNING",
+    }
     note = tracker.client.get_run(ids["dead"]).data.tags["babelrs.closed_as_orphan"]
     assert note.startswith(f"its process {me['babelrs.owner.host']}:{dead.pid} is gone")
     tags = tracker.client.get_run(new).data.tags

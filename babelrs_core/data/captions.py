@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from babelrs_core.data.layout import scenes_file
+from babelrs_core.data.validation.report import Failure
 from babelrs_core.io.atomic import atomic_path
 
 COLUMNS = ["image_id", "dataset", "split", "caption"]
@@ -42,8 +42,14 @@ def collect_captions(raw: str | os.PathLike[str], frame: pd.DataFrame) -> pd.Dat
             stem, caption = scene.get("stem"), scene.get("caption")
             image_id = f"{ds}/{split}/{stem}"
             if stem and caption and image_id in wanted:
-                rows.append({"image_id": image_id, "dataset": str(ds), "split": str(split),
-                             "caption": str(caption)})  # fmt: skip
+                rows.append(
+                    {
+                        "image_id": image_id,
+                        "dataset": str(ds),
+                        "split": str(split),
+                        "caption": str(caption),
+                    }
+                )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -76,8 +82,9 @@ def caption_problems(
     problems: list[str] = []
     known = set(frame["image_id"])
     unknown = sorted(set(table["image_id"]) - known)
-    problems += [f"{source}: caption for {i!r}, an image the manifest does not have"
-                 for i in unknown[:limit]]  # fmt: skip
+    problems += [
+        f"{source}: caption for {i!r}, an image the manifest does not have" for i in unknown[:limit]
+    ]
     empty = table.loc[table["caption"].fillna("").str.strip() == "", "image_id"].tolist()
     problems += [f"{source}: empty caption for {i!r}" for i in empty[:limit]]
     dup = sorted(table.loc[table["image_id"].duplicated(), "image_id"].unique())
@@ -85,11 +92,11 @@ def caption_problems(
     return problems
 
 
-def captions_failure(path: str | os.PathLike[str], frame: pd.DataFrame, limit: int) -> Any:
+def captions_failure(
+    path: str | os.PathLike[str], frame: pd.DataFrame, limit: int
+) -> Failure | None:
     """The validate stage's ``captions_match_manifest`` check (None when it passes or there is no
     table)."""
-    from babelrs_core.data.validation import Failure
-
     path = Path(path)
     if not path.exists():
         return None
@@ -101,6 +108,11 @@ def captions_failure(path: str | os.PathLike[str], frame: pd.DataFrame, limit: i
         problems = caption_problems(table, frame, str(path), limit)
     if not problems:
         return None
-    return Failure("captions_match_manifest", "captions", "babelrs.captions",
-                   "every caption belongs to a manifest image, once, and is not empty",
-                   len(problems), problems[:limit])  # fmt: skip
+    return Failure(
+        "captions_match_manifest",
+        "captions",
+        "babelrs.captions",
+        "every caption belongs to a manifest image, once, and is not empty",
+        len(problems),
+        problems[:limit],
+    )

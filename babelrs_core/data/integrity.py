@@ -1,7 +1,13 @@
 """Data integrity checks: the image files are the bytes the manifest recorded, the shards are as
 long and as hashed as their index says. Run by the validate stage (as part of its report) and
 again by the training stages before they start (:func:`check_training_data`), so that a file
-changed or damaged after validation is named before any training output is written."""
+changed or damaged after validation is named before any training output is written.
+
+The comparison of an image's bytes with the manifest's ``sha256`` lives here once
+(:func:`recorded_sha256`, :func:`content_matches`, :func:`content_changed`): the validate stage's
+``image_content_unchanged`` check (:mod:`babelrs_core.data.validation.images`) and the training
+pre-check (:func:`image_hash_problems`) both use it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from babelrs_core.data.manifest import images, read_manifest
+from babelrs_core.data.validation.report import Failure
 from babelrs_core.errors import BadInputError
 from babelrs_core.io.hashing import file_sha256
 
@@ -18,33 +27,58 @@ class DataIntegrityError(BadInputError):
     """Image files or shards differ from what the manifest / shard index recorded."""
 
 
-def image_hash_problems(frame: Any) -> list[str]:
+def recorded_sha256(frame: pd.DataFrame) -> dict[str, str]:
+    """``image_id -> sha256`` the manifest recorded for each image (its first row); images
+    without a recorded hash (older manifests, files missing at import) are left out: they are not
+    checked."""
+    if "sha256" not in frame or not len(frame):
+        return {}
+    first = frame.drop_duplicates("image_id")
+    return {
+        image_id: sha
+        for image_id, sha in zip(first["image_id"], first["sha256"], strict=True)
+        if isinstance(sha, str) and sha
+    }
+
+
+def content_matches(actual: str | None, recorded: str | None) -> bool | None:
+    """Whether an image file hashes (``actual``) to the sha256 the manifest ``recorded``; None
+    when there is nothing to compare (no recorded hash, or the file could not be hashed)."""
+    if not isinstance(actual, str) or not isinstance(recorded, str) or not recorded:
+        return None
+    return actual == recorded
+
+
+def content_changed(actual: str, recorded: str) -> str:
+    """The problem with an image whose bytes differ from the manifest's sha256, in plain words."""
+    return (
+        f"content changed since import: sha256 {actual[:16]}... but the manifest records "
+        f"{recorded[:16]}..."
+    )
+
+
+def image_hash_problems(frame: pd.DataFrame) -> list[str]:
     """``path (image_id): problem`` for every image whose bytes differ from the manifest's sha256
     (images without a recorded hash are not checked; a missing file is a problem)."""
-    if "sha256" not in frame:
-        return []
-    table = images(frame).assign(sha256=frame.drop_duplicates("image_id")["sha256"].to_numpy())
+    recorded = recorded_sha256(frame)
     problems = []
-    for image_id, path, want in table[["image_id", "path", "sha256"]].itertuples(index=False):
-        if not isinstance(want, str) or not want:
+    for image_id, path in images(frame)[["image_id", "path"]].itertuples(index=False):
+        want = recorded.get(image_id)
+        if want is None:
             continue
         if not Path(path).is_file():
             problems.append(f"{path} ({image_id}): image file not found")
             continue
         got = file_sha256(path)
-        if got != want:
-            problems.append(
-                f"{path} ({image_id}): content changed since import: sha256 {got[:16]}... but "
-                f"the manifest records {want[:16]}..."
-            )
+        if not content_matches(got, want):
+            problems.append(f"{path} ({image_id}): {content_changed(got, want)}")
     return problems
 
 
-def shard_failure(index: str | os.PathLike[str], limit: int = 20) -> Any:
+def shard_failure(index: str | os.PathLike[str], limit: int = 20) -> Failure | None:
     """The validate stage's ``shards_intact`` check over the shard folder of ``index``: a
-    :class:`~babelrs_core.data.validation.Failure`, or None when every shard checks out."""
+    :class:`~babelrs_core.data.validation.report.Failure`, or None when every shard checks out."""
     from babelrs_core.data.shards import verify_shards
-    from babelrs_core.data.validation import Failure
 
     index = Path(index)
     problems = verify_shards(index.parent, index)

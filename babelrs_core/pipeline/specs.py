@@ -133,8 +133,8 @@ PIPELINE: list[StageSpec] = [
         help="Great Expectations suites over the manifest and its images; stops bad data.",
         params=("paths.manifest", "paths.captions", "validation"),
         code=(
-            "babelrs_core/data/validation.py",
-            "babelrs_core/data/validation_rules.py",
+            "babelrs_core/data/validation",
+            "babelrs_core/data/integrity.py",
             "babelrs_core/data/captions.py",
         ),
         deps=("{paths.manifest}", "{paths.captions}", "{paths.raw}"),

@@ -140,7 +140,8 @@ def apply_freeze(model: AlignModel, params: Params) -> None:
         for p in module.parameters():
             p.requires_grad_(not frozen)
     pivot = model.pivot
-    head = [pivot.head] + ([pivot.final_norm()] if pivot.final_norm() is not None else [])
+    norm = pivot.final_norm()
+    head = [pivot.head] + ([norm] if norm is not None else [])
     for m in head:
         for p in m.parameters():
             p.requires_grad_(not fr.lm_head)
@@ -148,7 +149,8 @@ def apply_freeze(model: AlignModel, params: Params) -> None:
         for p in layer.parameters():
             p.requires_grad_(False)
     if fr.lm_embeddings:
-        emb = pivot.base.embeddings if pivot.is_bert else pivot.model.get_input_embeddings()
+        lm: Any = pivot.model  # a transformers model: its parts are untyped attributes
+        emb = lm.bert.embeddings if pivot.is_bert else lm.get_input_embeddings()
         for p in emb.parameters():
             p.requires_grad_(False)
 
@@ -163,7 +165,8 @@ def param_groups(model: AlignModel, params: Params) -> list[dict[str, Any]]:
     )
     groups, seen = [], set()
     for name, module, lr in parts:
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for p in module.parameters():
             if not p.requires_grad or id(p) in seen:
                 continue
@@ -273,7 +276,8 @@ def _run(
     stop_after: int | None,
     progress: bool,
 ) -> dict[str, Any]:
-    from babelrs_core.pretrain.evaluate import evaluate, export_outputs
+    from babelrs_core.pretrain.evaluate import evaluate
+    from babelrs_core.pretrain.export import export_outputs
 
     cfg = params.pretrain
     manifest = Path(manifest or params.paths.manifest)
@@ -359,7 +363,8 @@ def _run(
         batch.images, batch.text_ids = batch.images.to(device), batch.text_ids.to(device)
         batch.text_mask, batch.labels = batch.text_mask.to(device), batch.labels.to(device)
         batch.region_at, batch.boxes = batch.region_at.to(device), batch.boxes.to(device)
-        batch.drop_prefix, batch.drop_roi = batch.drop_prefix.to(device), batch.drop_roi.to(device)
+        batch.drop_prefix = _on(batch.drop_prefix, device)  # the visual-dropout masks (or None)
+        batch.drop_roi = _on(batch.drop_roi, device)
         with autocast_for(cfg.precision, device):
             tok_losses, rows = step_loss(batch, step)
         mods = [batch.modalities[r] for r in rows.tolist()]
@@ -436,9 +441,13 @@ def _run(
     return summary
 
 
+def _on(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if t is None else t.to(device)
+
+
 def _global_sums(tok_losses: torch.Tensor, mods: Sequence[str]) -> torch.Tensor:
     """[loss sum, token count, (sum, count) per modality] of this step, summed over all ranks."""
-    vals = [tok_losses.float().sum(), torch.tensor(float(len(mods)))]
+    vals: list[torch.Tensor | float] = [tok_losses.float().sum(), torch.tensor(float(len(mods)))]
     for m in MODALITIES:
         sel = [i for i, mm in enumerate(mods) if mm == m]
         vals += [tok_losses[sel].float().sum() if sel else torch.tensor(0.0), float(len(sel))]

@@ -13,7 +13,7 @@ from babelrs_core import stages
 from babelrs_core.config import load_params
 from babelrs_core.data.captions import read_captions
 from babelrs_core.data.manifest import read_manifest
-from babelrs_core.data.validation import DataValidationError
+from babelrs_core.data.validation.report import DataValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 #: nine train images (a tiny set cannot hold every class in a held-out split too)
@@ -23,11 +23,18 @@ TINY = {f"soi_mini.{d}.splits": {"train": 3} for d in ("sardet", "dota", "dronev
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("captions")
-    params = load_params(ROOT / "params.yaml", {
-        **TINY, "paths.raw": str(work / "raw"), "paths.manifest": str(work / "m.parquet"),
-        "validation.out_dir": str(work / "validation"), "validation.data_docs": False,
-        "validation.required_splits": ["train"], "validation.train_classes": "observed",
-    })  # fmt: skip
+    params = load_params(
+        ROOT / "params.yaml",
+        {
+            **TINY,
+            "paths.raw": str(work / "raw"),
+            "paths.manifest": str(work / "m.parquet"),
+            "validation.out_dir": str(work / "validation"),
+            "validation.data_docs": False,
+            "validation.required_splits": ["train"],
+            "validation.train_classes": "observed",
+        },
+    )
     stages.generate(params, progress=False)
     result = stages.import_data(params, progress=False)
     return params, result

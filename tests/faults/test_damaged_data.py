@@ -16,7 +16,7 @@ import yaml
 from babelrs_core.config import load_params
 from babelrs_core.data.manifest import read_manifest
 from babelrs_core.data.shards import INDEX_NAME, read_index
-from babelrs_core.data.validation import run_validation
+from babelrs_core.data.validation.stage import run_validation
 from tests.data import fake_data
 from tests.faults.faultkit import run_cli
 
@@ -46,8 +46,16 @@ def project(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _stage(name: str, params: Path) -> tuple[int, str]:
-    return run_cli("stage", name, "--params", str(params), "--no-track", "--quiet",
-                   cwd=params.parent, timeout=300)  # fmt: skip
+    return run_cli(
+        "stage",
+        name,
+        "--params",
+        str(params),
+        "--no-track",
+        "--quiet",
+        cwd=params.parent,
+        timeout=300,
+    )
 
 
 def _nothing_trained(root: Path) -> None:

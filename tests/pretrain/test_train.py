@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from babelrs_core.config import Params
 from babelrs_core.models import load_pretrained_encoder
 from babelrs_core.pretrain import checkpoint as ckpt
-from babelrs_core.pretrain.evaluate import SECTION, update_results_doc
+from babelrs_core.pretrain.results_section import SECTION, update_results_doc
 from babelrs_core.pretrain.train import run_pretraining
 from babelrs_core.settings_env import offline_by_default
 from tests.pretrain.fakes import make_fake_dataset

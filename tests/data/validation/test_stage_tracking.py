@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from babelrs_core.data.manifest import read_manifest, write_manifest
-from babelrs_core.data.validation import DataValidationError
+from babelrs_core.data.validation.report import DataValidationError
 from babelrs_core.pipeline import stage
 from babelrs_core.pipeline.runner import execute_stage
 from babelrs_core.tracking import Tracker
@@ -44,8 +44,9 @@ def test_validate_run_logs_the_data_docs_site(tmp_path: Path) -> None:
     write_manifest(frame.assign(x2=frame["x2"].where(frame.index != 3, 1000.0)), manifest)
     with pytest.raises(DataValidationError, match="box_inside_image"):
         execute_stage(stage("validate"), params, tracker=tracker, progress=False)
-    failed = [r for r in tracker.client.search_runs([tracker.experiment_id])
-              if r.info.status == "FAILED"]  # fmt: skip
+    failed = [
+        r for r in tracker.client.search_runs([tracker.experiment_id]) if r.info.status == "FAILED"
+    ]
     assert len(failed) == 1
     logged = _artifacts(tracker, failed[0].info.run_id, "validate")
     assert {"validate/report.md", "validate/docs/index.html"} <= logged

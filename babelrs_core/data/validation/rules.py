@@ -1,7 +1,8 @@
 """The data validation rules, each written twice: as a Great Expectations expectation and as a
 plain vectorised pandas check of the same rule.
 
-The stage (:mod:`babelrs_core.data.validation`) runs the GX versions; the pandas versions are the
+The stage (:mod:`babelrs_core.data.validation.stage`) runs the GX versions
+(:mod:`babelrs_core.data.validation.suites`); the pandas versions (:func:`run_pandas`) are the
 reference that ``bench/validation.py`` times GX against and that the tests compare GX with (both
 must flag the same rows).
 
@@ -12,8 +13,9 @@ Two tables are checked:
   one ``image_id``, ``dataset/class`` style keys). Per-dataset rules are written over those keys
   (``dota/plane`` in the set of valid pairs) instead of one GX row condition per dataset: same
   rule, a third of the expectations, and GX's per-expectation overhead dominates small tables;
-* the **image facts** (one row per image, :func:`babelrs_core.data.validation.image_facts`):
-  whether the file exists and decodes, its decoded size, bands, dtype and pixel std.
+* the **image facts** (one row per image, :func:`babelrs_core.data.validation.images.image_facts`):
+  whether the file exists and decodes, its bytes still hash to the manifest's sha256, its decoded
+  size, bands, dtype and pixel std.
 
 A :class:`Rule` is either a *row* rule (some rows offend: GX map expectations, pandas boolean
 masks) or an *aggregate* rule (expected values missing from a column: GX
@@ -27,7 +29,7 @@ rules), pair rules skip rows where either value is null.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,7 @@ from babelrs_core.concepts import (
     SOI_DET_CLASSES,
     SPLITS,
 )
+from babelrs_core.data.integrity import content_changed
 from babelrs_core.data.manifest import IMAGE_COLUMNS
 from babelrs_core.geometry import poly_areas
 
@@ -158,8 +161,8 @@ def _not_null(rule_id: str, column: str, where: Cond, what: str, shown: str = ""
         gx_type="ExpectColumnValuesToNotBeNull",
         gx_kwargs={"column": column},
         where=where,
-        mask=lambda f, c=column: f[c].isna(),
-        detail=lambda r, s=shown: f"{s} is empty",
+        mask=lambda f: f[column].isna(),
+        detail=lambda r: f"{shown} is empty",
     )
 
 
@@ -179,8 +182,8 @@ def _in_set(
         kind="row",
         gx_type="ExpectColumnValuesToBeInSet",
         gx_kwargs={"column": column, "value_set": allowed},
-        mask=lambda f, c=column, a=allowed: f[c].notna() & ~f[c].isin(a),
-        detail=detail or (lambda r, c=column, s=shown: f"{c} {_fmt(r[c])} is not one of: {s}"),
+        mask=lambda f: f[column].notna() & ~f[column].isin(allowed),
+        detail=detail or (lambda r: f"{column} {_fmt(r[column])} is not one of: {shown}"),
         table=table,
     )
 
@@ -208,7 +211,7 @@ def _at_least(
         gx_type="ExpectColumnValuesToBeBetween",
         gx_kwargs=kwargs,
         mask=mask,
-        detail=detail or (lambda r, c=column, lo=low: f"{c} = {_fmt(r[c])} is {word} {lo:g}"),
+        detail=detail or (lambda r: f"{column} = {_fmt(r[column])} is {word} {low:g}"),
         table=table,
     )
 
@@ -334,7 +337,7 @@ def manifest_location(row: pd.Series) -> str:
 def manifest_rules(
     frame: pd.DataFrame,
     required_splits: Sequence[str] = ("train", "val"),
-    train_classes: dict[str, Sequence[str]] | None = None,
+    train_classes: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Rule]:
     """The manifest suite for ``frame`` (a :func:`prepare_manifest` result).
 
@@ -577,9 +580,12 @@ def _per_modality(
 
 
 def image_rules(
-    channels: dict[str, Sequence[int]], dtypes: dict[str, Sequence[str]], min_std: float
+    channels: Mapping[Any, Sequence[int]],
+    dtypes: Mapping[Any, Sequence[str]],
+    min_std: float,
 ) -> list[Rule]:
-    """The image suite over :func:`prepare_images` facts."""
+    """The image suite over :func:`prepare_images` facts; ``channels`` and ``dtypes``: modality
+    name -> the values allowed (``validation.channels`` / ``validation.dtypes``)."""
     # a modality left out of the params is not constrained
     allowed_c = {m: [int(c) for c in channels.get(m) or (1, 2, 3, 4)] for m in MODALITIES}
     allowed_d = {m: [str(d) for d in dtypes.get(m) or ANY_DTYPE] for m in MODALITIES}
@@ -594,8 +600,8 @@ def image_rules(
             [True],
             "the image file's bytes are those recorded in the manifest (sha256)",
             lambda r: (
-                f"content changed since import: sha256 {r['sha256'][:16]}... but the manifest "
-                f"records {r['expected_sha256'][:16]}... (re-import, or restore the file)"
+                f"{content_changed(r['sha256'], r['expected_sha256'])} "
+                "(re-import, or restore the file)"
             ),
             table="images",
         ),
