@@ -102,20 +102,17 @@ def shard_index_problems(frame: Any, index: str | os.PathLike[str]) -> list[str]
 
     index = Path(index)
     packed = read_index(index).set_index("image_id")["sha256"]
-    table = images(frame)
-    wanted = (
-        frame.drop_duplicates("image_id")["sha256"].to_numpy()
-        if "sha256" in frame
-        else [None] * len(table)
-    )
+    recorded = recorded_sha256(frame)
     problems = []
-    for image_id, want in zip(table["image_id"], wanted, strict=True):
+    for image_id in images(frame)["image_id"]:
         if image_id not in packed.index:
             problems.append(f"{index} ({image_id}): image not in the shard index")
-        elif isinstance(want, str) and want and packed[image_id] != want:
+            continue
+        want = recorded.get(image_id)
+        if content_matches(packed[image_id], want) is False:
             problems.append(
-                f"{index} ({image_id}): shards hold sha256 {packed[image_id][:16]}... but the "
-                f"manifest records {want[:16]}... (run `babelrs stage shard`)"
+                f"{index} ({image_id}): the shards hold other bytes: "
+                f"{content_changed(packed[image_id], str(want))} (run `babelrs stage shard`)"
             )
     truncated = verify_shards(index.parent, index, sizes_only=True)
     return problems + [p for p in truncated if "truncated" in p]

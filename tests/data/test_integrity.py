@@ -86,3 +86,25 @@ def test_training_data_check_names_the_changed_file(manifest: Path, tmp_path: Pa
     with pytest.raises(DataIntegrityError, match=r"1 data file\(s\) changed or damaged") as info:
         check_training_data(params)
     assert f"{manifest.parent.parent / IMAGE} ({IMAGE_ID}): content changed" in str(info.value)
+
+
+def test_training_from_shards_checks_the_index_against_the_manifest(
+    manifest: Path, tmp_path: Path
+) -> None:
+    from babelrs_core.data.shards import INDEX_NAME, write_shards
+
+    write_shards(manifest, tmp_path / "shards", 0.02)
+    index = tmp_path / "shards" / INDEX_NAME
+    params = fake_data.params(
+        paths={"manifest": str(manifest)},
+        shards={"dir": str(tmp_path / "shards"), "index": str(index)},
+        images={"source": "shards"},
+    )
+    (manifest.parent.parent / IMAGE).unlink()  # the loose files do not matter any more
+    check_training_data(params)
+    # an image re-imported with other bytes after the shards were written: the shards are stale
+    frame = read_manifest(manifest)
+    frame.loc[frame["image_id"] == IMAGE_ID, "sha256"] = "0" * 64
+    frame.to_parquet(manifest)
+    with pytest.raises(DataIntegrityError, match=rf"\({IMAGE_ID}\): the shards hold other bytes"):
+        check_training_data(params)
