@@ -81,6 +81,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("RANK", "babelrs", "global rank (set by torchrun)", deploy=False),
     EnvVar("LOCAL_RANK", "babelrs", "rank on this machine (set by torchrun)", deploy=False),
     EnvVar("WORLD_SIZE", "babelrs", "number of processes (set by torchrun)", deploy=False),
+    EnvVar("GROUP_RANK", "babelrs", "rank of this node (set by torchrun)", deploy=False),
     # -- libraries babelrs calls ------------------------------------------------------------------
     EnvVar(
         "AWS_ACCESS_KEY_ID", "boto3", "S3 key of a workstation / pod", secret=True, via="manual"
