@@ -54,11 +54,16 @@ def cli(args: list[str], cwd: Path, timeout_s: float = 900) -> subprocess.Comple
 
 
 def cli_together(
-    arg_lists: list[list[str]], cwd: Path, timeout_s: float = 900
+    arg_lists: list[list[str]],
+    cwd: Path,
+    timeout_s: float = 900,
+    envs: list[dict[str, str]] | None = None,
 ) -> list[subprocess.CompletedProcess]:
-    """Several :func:`cli` commands at once (the nodes of a multi-node run); waits for all. Each
-    runs in its own process group, killed with its torchrun and workers when one command fails
-    (the others would wait for it at the rendezvous) or at ``timeout_s``."""
+    """Several :func:`cli` commands at once (the nodes of a multi-node run), each with its extra
+    ``envs`` entry; waits for all. Each runs in its own process group, killed with its torchrun
+    and workers when one command fails (the others would wait for it at the rendezvous) or at
+    ``timeout_s``."""
+    envs = envs or [{} for _ in arg_lists]
     with contextlib.ExitStack() as stack:
         logs = [
             (stack.enter_context(tempfile.TemporaryFile("w+")),
@@ -69,13 +74,13 @@ def cli_together(
             subprocess.Popen(
                 [sys.executable, "-m", "babelrs_core.cli", *args],
                 cwd=cwd,
-                env=cli_env(),
+                env={**cli_env(), **extra},
                 stdout=out,
                 stderr=err,
                 text=True,
                 start_new_session=True,
             )
-            for args, (out, err) in zip(arg_lists, logs, strict=True)
+            for args, extra, (out, err) in zip(arg_lists, envs, logs, strict=True)
         ]
         deadline = time.monotonic() + timeout_s
         try:

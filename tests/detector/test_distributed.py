@@ -109,9 +109,12 @@ def test_two_process_finetuning_matches_one_process(reference: Path, tmp_path: P
 def test_two_nodes_of_one_process_match_one_process(reference: Path, tmp_path: Path) -> None:
     """2 nodes x 1 process: ``babelrs stage finetune --set distributed.nnodes=2 --set
     distributed.rdzv_endpoint=127.0.0.1:PORT`` started twice at once, as on two machines (c10d
-    rendezvous, gloo). Each "node" has its own output folder (as a machine without a shared
-    filesystem would): rank 0's node gets the outputs, the MLflow run and the result; the other
-    node's folder gets no file and its launcher a note; both exit 0."""
+    rendezvous, gloo), with the settings of infra/k8s/finetune-multinode.yaml: ``PET_LOCAL_ADDR``
+    (c10d gives rank 0 to the node whose address sorts first: here node 1, started second) and
+    ``PET_RDZV_CONF`` ``is_host`` (node 1 hosts the rendezvous store; node 0, started first,
+    waits for it as a client). Each "node" has its own output folder (as a machine without a
+    shared filesystem would): rank 0's node gets the outputs, the MLflow run and the result; the
+    other node's folder gets no file and its launcher a note; both exit 0."""
     from babelrs_core.distributed import free_port
     from babelrs_core.tracking import Tracker
 
@@ -126,7 +129,9 @@ def test_two_nodes_of_one_process_match_one_process(reference: Path, tmp_path: P
                       "--result-json", str(tmp_path / f"result{i}.json")])  # fmt: skip
     endpoint = f"127.0.0.1:{free_port()}"
     multi = ["--set", "distributed.nnodes=2", "--set", f"distributed.rdzv_endpoint={endpoint}"]
-    done = cli_together([[*n, *multi] for n in nodes], cwd=tmp_path, timeout_s=600)
+    envs = [{"PET_LOCAL_ADDR": "localhost", "PET_RDZV_CONF": "is_host=false"},
+            {"PET_LOCAL_ADDR": "127.0.0.1", "PET_RDZV_CONF": "is_host=true"}]  # fmt: skip
+    done = cli_together([[*n, *multi] for n in nodes], tmp_path, timeout_s=600, envs=envs)
     for proc in done:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         launch = next(ln for ln in proc.stderr.splitlines() if "torch.distributed.run" in ln)
@@ -135,8 +140,8 @@ def test_two_nodes_of_one_process_match_one_process(reference: Path, tmp_path: P
             assert flag in launch.split(), (flag, launch)
 
     results = [json.loads((tmp_path / f"result{i}.json").read_text()) for i in range(2)]
-    (main,) = [i for i, r in enumerate(results) if r.get("main_rank_here", True)]
-    other = 1 - main
+    main, other = 1, 0  # "127.0.0.1" < "localhost"
+    assert "main_rank_here" not in results[main]
     assert results[other] == {"rank": 1, "iters_this_run": ITERS, "node_rank": 1,
                               "main_rank_here": False}  # fmt: skip
     out = tmp_path / f"node{main}"
