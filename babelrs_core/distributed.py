@@ -5,6 +5,17 @@ more, the stage runner starts ``torchrun ... -m babelrs_core.pipeline.worker``
 (:func:`torchrun_command`, :func:`run_streaming`); ``torchrun`` sets ``RANK`` / ``LOCAL_RANK`` /
 ``WORLD_SIZE`` and every process joins the group in :func:`process_group` (NCCL on GPUs, gloo on
 CPU). Only rank 0 logs, writes checkpoints and outputs, and talks to MLflow.
+
+Several machines (``nnodes > 1``): every node runs the same ``babelrs stage ...`` command; each
+launcher starts its own torchrun, and the torchruns meet at ``rdzv_endpoint`` (c10d rendezvous:
+the node that owns that address hosts the store, the others connect to it). c10d numbers the nodes
+itself (``--node-rank`` is ignored): by node address (``--local-addr`` / ``PET_LOCAL_ADDR``, else
+the FQDN), then launcher pid; the workers' ``MASTER_ADDR`` is that address of the node of rank 0.
+The launcher of the node that holds rank 0 gets the stage's result; on the other nodes local rank
+0 writes a note for its launcher (:mod:`babelrs_core.pipeline.worker`). Outputs are written by
+rank 0 only, on its node's filesystem; a resume needs every rank to see the same checkpoints
+(:func:`agree` checks it), i.e. the stage's output folder on a filesystem every node shares
+(docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -28,6 +39,13 @@ from babelrs_core.settings_env import read
 RANK_ENV = "RANK"
 LOCAL_RANK_ENV = "LOCAL_RANK"
 WORLD_SIZE_ENV = "WORLD_SIZE"
+#: the rank of this node (torchrun's agent group), 0 .. nnodes - 1
+NODE_RANK_ENV = "GROUP_RANK"
+#: the end of :func:`agree`'s message when the ranks see different checkpoints
+SHARED_OUTPUTS_HINT = (
+    "; only rank 0 writes checkpoints, so resuming a multi-node run needs {key} on a filesystem "
+    "every node shares (docs/deploy.md)"
+)
 
 
 class DistributedLaunchError(BabelrsError, RuntimeError):
@@ -43,6 +61,10 @@ class DistributedLaunchError(BabelrsError, RuntimeError):
         )
 
 
+class DistributedMismatchError(BabelrsError, RuntimeError):
+    """The ranks of one job see different things where they must agree (:func:`agree`)."""
+
+
 def world_size() -> int:
     """Processes in this job (``WORLD_SIZE``; 1 outside torchrun)."""
     return int(read(WORLD_SIZE_ENV) or "1")
@@ -55,6 +77,11 @@ def rank() -> int:
 
 def local_rank() -> int:
     return int(read(LOCAL_RANK_ENV) or "0")
+
+
+def node_rank() -> int:
+    """Rank of this node among the ``nnodes`` (0 outside torchrun; assigned by the rendezvous)."""
+    return int(read(NODE_RANK_ENV) or "0")
 
 
 def is_main() -> bool:
@@ -110,6 +137,20 @@ def process_group(device: torch.device | str, backend: str = "auto") -> Iterator
 def barrier() -> None:
     if active():
         torch.distributed.barrier()
+
+
+def agree(value: Any, what: str, hint: str = "") -> Any:
+    """``value`` when every rank of the group holds the same one (outside a group: ``value``);
+    else a :class:`DistributedMismatchError` naming each rank's, on every rank (so no rank waits
+    for the others in a collective they will never reach). ``hint`` ends the message."""
+    if not active():
+        return value
+    values: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(values, value)
+    if any(v != values[0] for v in values):
+        seen = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+        raise DistributedMismatchError(f"the ranks disagree on {what} ({seen}){hint}")
+    return value
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -22,11 +22,12 @@ class EnvVar:
       sets ``<name>_FILE`` and the service (PostgreSQL, MinIO) or the image's entrypoint
       (``infra/entrypoint.sh``) reads it; on Kubernetes the ``babelrs-secrets`` Secret;
     * ``compose``: a fixed value in ``infra/docker-compose.yml`` (a path, a host name);
-    * ``manual``: set by hand where needed (a workstation, the scripts in ``infra/local``).
+    * ``manual``: set by hand where needed (a workstation, the scripts in ``infra/local``, the
+      node script of ``infra/k8s/finetune-multinode.yaml``).
     """
 
     name: str
-    reader: str  # babelrs | mlflow | boto3 | prefect | transformers | postgres | minio | compose
+    reader: str  # babelrs | mlflow | boto3 | prefect | transformers | torchrun | dvc | postgres ...
     help: str
     secret: bool = False
     deploy: bool = True  # set by a deployment (see ``via``); False: at run time
@@ -81,6 +82,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("RANK", "babelrs", "global rank (set by torchrun)", deploy=False),
     EnvVar("LOCAL_RANK", "babelrs", "rank on this machine (set by torchrun)", deploy=False),
     EnvVar("WORLD_SIZE", "babelrs", "number of processes (set by torchrun)", deploy=False),
+    EnvVar("GROUP_RANK", "babelrs", "rank of this node (set by torchrun)", deploy=False),
     # -- libraries babelrs calls ------------------------------------------------------------------
     EnvVar(
         "AWS_ACCESS_KEY_ID", "boto3", "S3 key of a workstation / pod", secret=True, via="manual"
@@ -166,6 +168,20 @@ ENV_VARS: tuple[EnvVar, ...] = (
     ),
     EnvVar("PREFECT_SERVER_DATABASE_PASSWORD_FILE", "entrypoint", "file of it", via="compose"),
     EnvVar("HF_HUB_OFFLINE", "transformers", "never download models (babelrs sets 1 by default)"),
+    # set by the node script of infra/k8s/finetune-multinode.yaml (multi-node fine-tuning)
+    EnvVar(
+        "PET_LOCAL_ADDR",
+        "torchrun",
+        "this node's address (--local-addr): c10d gives rank 0 to the one that sorts first",
+        via="manual",
+    ),
+    EnvVar(
+        "PET_RDZV_CONF",
+        "torchrun",
+        "--rdzv-conf: is_host (this node hosts the rendezvous store), join / read timeouts",
+        via="manual",
+    ),
+    EnvVar("DVC_GLOBAL_CONFIG_DIR", "dvc", "folder of DVC's global config", via="manual"),
     # -- backing services of infra/docker-compose.yml ---------------------------------------------
     EnvVar(
         "BIND_ADDR", "compose", "interface of the published ports (default 127.0.0.1: this host)"

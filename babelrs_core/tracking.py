@@ -246,12 +246,23 @@ class Tracker:
         # follows its own params (see fluent_tracking_uri for MLflow's fluent API)
         self.uri = tracking_uri or default_tracking_uri()
         self.client = mlflow.MlflowClient(self.uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            exp.experiment_id
-            if exp
-            else self.client.create_experiment(experiment, artifact_location=artifact_location)
-        )
+        self.experiment_id = self._experiment_id(experiment, artifact_location)
+
+    def _experiment_id(self, name: str, artifact_location: str | None) -> str:
+        """The id of experiment ``name``, created when missing. Another process may create it in
+        between (the launchers of a multi-node run start together): then its id is used."""
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return str(exp.experiment_id)
+        try:
+            return str(self.client.create_experiment(name, artifact_location=artifact_location))
+        except MlflowException:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
 
     def start(self, name: str, tags: Mapping[str, str], parent_id: str | None = None) -> str:
         """Create a run (nested under ``parent_id``) and return its id. The run records its owner

@@ -66,6 +66,8 @@ def _infra_names() -> dict[str, set[str]]:
     for doc in yaml.safe_load_all((INFRA / "k8s" / "babelrs-env.yaml").read_text()):
         k8s |= set(doc.get("data") or {}) | set(doc.get("stringData") or {})
     names["k8s"] = k8s
+    multinode = (INFRA / "k8s" / "finetune-multinode.yaml").read_text()  # its node script
+    names["k8s multi-node"] = set(re.findall(rf"\bexport ({NAME})=", multinode))
     docker = (INFRA / "Dockerfile").read_text()
     env_lines = re.findall(r"^ENV (.*(?:\\\n.*)*)", docker, re.M)
     names["Dockerfile"] = {n for block in env_lines for n in re.findall(rf"({NAME})=", block)} - {

@@ -172,3 +172,22 @@ def test_a_new_run_closes_the_runs_a_killed_process_left_running(tracker: Tracke
     assert note.startswith(f"its process {me['babelrs.owner.host']}:{dead.pid} is gone")
     tags = tracker.client.get_run(new).data.tags
     assert tags["babelrs.owner.pid"] == str(os.getpid()) and tags["babelrs.owner.pid_start"]
+
+
+def test_an_experiment_created_by_another_process_meanwhile_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launchers of a multi-node run start together: both miss the experiment, one creates
+    it first; the other's create fails and it takes that one."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker("race", uri)
+    real_get = mlflow.MlflowClient.get_experiment_by_name
+    misses = iter([None])  # the second tracker's first look happens before the other's create
+
+    def late_get(self, name):
+        return None if next(misses, "seen") is None else real_get(self, name)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", late_get)
+    assert Tracker("race", uri).experiment_id == first.experiment_id

@@ -178,6 +178,9 @@ def _run(
     fp = fingerprint(params, manifest, encoder_dir)
     run_json = out / "run.json"
     latest = ckpt.latest_training_checkpoint(work_dir) if resume else None
+    # every rank loads the checkpoint: on several nodes they must all see the same one
+    dist_util.agree(latest and latest.name, f"the checkpoint to resume from in {work_dir}",
+                    dist_util.SHARED_OUTPUTS_HINT.format(key="paths.finetune_out"))  # fmt: skip
     start_iter = 0
     if latest is not None:
         if run_json.exists():

@@ -160,8 +160,10 @@ def _launch_distributed(
 ) -> dict[str, Any]:
     """Run ``spec`` as ``torchrun ... -m babelrs_core.pipeline.worker`` with these params
     (written to a temporary file); every output line goes to ``log`` (secrets redacted). Rank 0
-    creates the MLflow run, a child of ``parent_run_id``, and its result is returned. A failure
-    raises :class:`~babelrs_core.distributed.DistributedLaunchError` with the status and log tail.
+    creates the MLflow run, a child of ``parent_run_id``, and its result is returned; on a node
+    without rank 0 (``nnodes > 1``), this node's local rank 0 note (``main_rank_here: false``). A
+    failure raises :class:`~babelrs_core.distributed.DistributedLaunchError` with the status and
+    log tail.
     """
     from babelrs_core.pipeline import worker
 
@@ -173,5 +175,7 @@ def _launch_distributed(
         log(f"stage {spec.name}: {' '.join(cmd)}")
         dist_util.run_streaming(cmd, lambda line: log(redact(line)))
         if not result_file.exists():
-            raise RuntimeError(f"stage {spec.name}: torchrun succeeded but rank 0 wrote no result")
+            raise RuntimeError(
+                f"stage {spec.name}: torchrun succeeded but no rank of this node wrote a result"
+            )
         return json.loads(result_file.read_text())

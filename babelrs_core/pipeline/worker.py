@@ -3,6 +3,9 @@
 
 Each rank calls :func:`~babelrs_core.pipeline.runner.execute_stage` (rank 0 tracks the run and
 holds the output locks); rank 0 writes the stage's result to ``--result-json`` for the launcher.
+With several nodes every node has its own launcher and ``--result-json``: there local rank 0 writes
+its own return value with ``node_rank`` and ``main_rank_here: false`` (rank 0, its outputs and
+its MLflow run are on another node), so every launcher ends with a result.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
                            parent_run_id=ns.parent_run_id, progress=False)  # fmt: skip
     if dist_util.is_main():
         write_json(ns.result_json, json.loads(json.dumps(result, default=str)))
+    elif dist_util.local_rank() == 0:  # rank 0 is on another node: a note for this launcher
+        note = {**result, "node_rank": dist_util.node_rank(), "main_rank_here": False}
+        write_json(ns.result_json, json.loads(json.dumps(note, default=str)))
 
 
 if __name__ == "__main__":
