@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,22 +64,33 @@ def labels_from_manifest(frame: pd.DataFrame, captions: dict[str, str]) -> list[
     ]
 
 
-@dataclass
+def token_ids(ids: Sequence[int]) -> array[int]:
+    """Token ids held compactly (4 bytes each instead of a Python int object and a pointer):
+    millions of prompts at SOI-Det size."""
+    return array("i", ids)
+
+
+UnitBox = tuple[float, float, float, float]  # x1 y1 x2 y2 in 0..1
+
+
+@dataclass(slots=True)
 class Encoded:
-    """A tokenised instruction."""
+    """A tokenised instruction (token ids as :func:`token_ids` arrays)."""
 
     image: int  # row in the image cache
     modality: str
     task: str
-    question: list[int]
-    answer: list[int]  # answer tokens + eos
+    question: Sequence[int]
+    answer: Sequence[int]  # answer tokens + eos
     text: Instruction
     region_at: int = -1  # index in ``question`` of the first region slot, -1 if none
     #: (question, region_at) of the flipped image for flip codes 1 (h), 2 (v), 3 (h+v); None when
     #: the prompt does not depend on flips
-    variants: list[tuple[list[int], int]] | None = None
+    variants: list[tuple[Sequence[int], int]] | None = None
 
-    def view(self, flip: int) -> tuple[list[int], int, tuple[float, float, float, float] | None]:
+    def view(
+        self, flip: int
+    ) -> tuple[Sequence[int], int, tuple[float, float, float, float] | None]:
         """Question ids, region slot and 0..1 box as seen on an image flipped by ``flip``."""
         box = self.text.box
         if flip == 0 or self.variants is None:
@@ -197,8 +209,8 @@ class PretrainData:
         views = [e.view(f) for e, f in zip(items, flips, strict=True)]
         seqs, labels = [], []
         for e, (question, _, _) in zip(items, views, strict=True):
-            prompt = question + self.sep_ids
-            answer = e.answer if with_answer else []
+            prompt = [*question, *self.sep_ids]
+            answer = list(e.answer) if with_answer else []
             seqs.append(prompt + answer)
             labels.append([IGNORE] * len(prompt) + answer)
         n = max(len(s) for s in seqs)
@@ -383,14 +395,19 @@ def build_data(
                 continue
             q, at = _question_ids(tokenizer_encode, ins, region_token, pad_id, max_prompt_tokens)
             a = [*tokenizer_encode(" " + ins.answer)[: max_answer_tokens - 1], eos_id]
-            variants = None
+            variants: list[tuple[Sequence[int], int]] | None = None
             if is_train and ins.box is not None and (hflip > 0 or vflip > 0):
-                variants = [
-                    _question_ids(tokenizer_encode, flipped(ins, bool(c & 1), bool(c & 2)),
-                                  region_token, pad_id, max_prompt_tokens)
-                    for c in (1, 2, 3)
-                ]  # fmt: skip
-            target.append(Encoded(r, ins.modality, ins.task, q, a, ins, at, variants))
+                variants = []
+                for c in (1, 2, 3):
+                    seen = flipped(ins, bool(c & 1), bool(c & 2))
+                    vq, vat = _question_ids(
+                        tokenizer_encode, seen, region_token, pad_id, max_prompt_tokens
+                    )
+                    variants.append((token_ids(vq), vat))
+            encoded = Encoded(
+                r, ins.modality, ins.task, token_ids(q), token_ids(a), ins, at, variants
+            )
+            target.append(encoded)
     if not train:
         raise ValueError(f"{manifest}: no training prompts (empty train split or all held out)")
     if eval_max_per_task is not None:

@@ -53,7 +53,7 @@ def predict(
     for i in range(0, len(items), EVAL_BATCH):
         chunk = items[i : i + EVAL_BATCH]
         images = data.normalized([e.image for e in chunk]).to(device)
-        prompts = [e.question + data.sep_ids for e in chunk]
+        prompts = [[*e.question, *data.sep_ids] for e in chunk]
         limit = max(
             cfg.max_answer_tokens if e.task == "caption" else cfg.max_new_tokens for e in chunk
         )

@@ -63,8 +63,8 @@ def test_region_slot_follows_the_box_and_collation_masks_the_prompt(fake: Path) 
     region = next(e for e in data.train if e.task == "region")
     assert region.region_at >= 0
     head = region.text.question[: region.text.question.index("</box>") + len("</box>")]
-    assert region.question[: region.region_at] == encode(head)
-    assert region.question[region.region_at : region.region_at + 2] == [0, 0]
+    assert list(region.question[: region.region_at]) == encode(head)
+    assert list(region.question[region.region_at : region.region_at + 2]) == [0, 0]
     other = next(e for e in data.train if e.task == "count")
     batch = data.collate([region, other])
     assert batch.region_at.tolist() == [region.region_at, -1]
@@ -102,7 +102,7 @@ def test_flips_move_pixels_boxes_and_box_text_together(fake: Path) -> None:
     flipped_question = flipped(region.text, True, True).question
     assert f"[{round((1 - x2) * 1000)},{round((1 - y2) * 1000)}," in flipped_question
     head, tail = flipped_question.split("</box>")
-    assert region.view(3)[0] == [*encode(head + "</box>"), 0, 0, *encode(tail)]
+    assert list(region.view(3)[0]) == [*encode(head + "</box>"), 0, 0, *encode(tail)]
     idx, flips, _ = data.draw(3, 64, seed=0)
     assert idx == data.sample(3, 64, seed=0) and set(flips) == {0, 1, 2, 3}
     assert build(fake).draw(3, 8, 0)[1] == [0] * 8

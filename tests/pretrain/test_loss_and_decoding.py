@@ -67,7 +67,7 @@ def test_only_response_tokens_carry_loss(tiny) -> None:
     # labels: exactly the answer tokens (+ end token); prompt, separator and padding ignored
     for row, e in zip(batch.labels, items, strict=True):
         kept = row[row != IGNORE].tolist()
-        assert kept == e.answer
+        assert kept == list(e.answer)
         assert (row[: len(e.question) + len(data.sep_ids)] == IGNORE).all()
     losses, rows = model.token_losses(batch, step=0)
     assert len(losses) == sum(len(e.answer) for e in items)
