@@ -10,8 +10,9 @@ Prefect adds:
   runs), with the options of the retraining flow's training stages (:mod:`flows.common`): the tag
   ``gpu`` (the tag concurrency limit ``gpu`` counts them with the retraining's), retries for
   transient errors only, the stages' timeouts; and their library logs in the task log;
-* ``ablation.workers`` task runs at once, each in its own process
-  (``ProcessPoolTaskRunner(max_workers=ablation.workers)``; ``workers: 1``: in this process);
+* ``ablation.workers`` task runs at once, each in a worker process
+  (``ProcessPoolTaskRunner(max_workers=ablation.workers)``, also for ``workers: 1``: the stage
+  timeouts need the task in a process of its own, not a thread of the flow's);
 * the pretrainings and the fine-tunings that need none are submitted first, a variant's
   fine-tunings as soon as its pretraining task completed, with ``wait_for`` on that task (the
   dependency the UI draws); a failed pretraining's fine-tunings do not run;
@@ -35,7 +36,7 @@ from prefect import flow, get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from babelrs_core.ablation import jobs
 from babelrs_core.ablation.plan import FinetuneJob, PretrainJob
@@ -73,10 +74,9 @@ def finetune_task(
 
 
 def task_runner(workers: int) -> TaskRunner:
-    """``workers`` task runs at once in worker processes; ``workers: 1`` in this process."""
-    if workers > 1:
-        return ProcessPoolTaskRunner(max_workers=workers)
-    return ThreadPoolTaskRunner(max_workers=1)
+    """``workers`` task runs at once, each in a worker process. Also for ``workers: 1``: Prefect
+    cannot enforce a task's timeout in a worker thread of the flow's process."""
+    return ProcessPoolTaskRunner(max_workers=workers)
 
 
 class _NoTagWarning(logging.Filter):

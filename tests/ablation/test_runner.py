@@ -44,11 +44,11 @@ def test_ablation_tasks_have_the_retraining_flows_gpu_tag_retries_and_timeouts()
     assert retrain.timeout_seconds == timeouts["finetune"]
 
 
-def test_workers_run_in_a_process_pool_and_one_worker_in_this_process() -> None:
-    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+@pytest.mark.parametrize("workers", [1, 3])
+def test_jobs_run_in_a_pool_of_ablation_workers_processes(workers: int) -> None:
+    from prefect.task_runners import ProcessPoolTaskRunner
 
     from flows.ablation import task_runner
 
-    pool = task_runner(3)
-    assert isinstance(pool, ProcessPoolTaskRunner) and pool._max_workers == 3
-    assert isinstance(task_runner(1), ThreadPoolTaskRunner)
+    pool = task_runner(workers)  # one worker too: a timeout needs the task in its own process
+    assert isinstance(pool, ProcessPoolTaskRunner) and pool._max_workers == workers
