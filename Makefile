@@ -26,10 +26,15 @@ $(STAMP): requirements/lock.txt requirements/nodeps.txt infra/local/setup.sh pyp
 
 setup: $(STAMP)  ## create .venv from the lock file (+ once-per-machine mmcv build)
 
-run: $(STAMP)  ## main job: the whole pipeline on SOI-mini through the Prefect flow, then the preview
-	@api="$$(cat $(PREFECT_HOME)/api_url 2>/dev/null)"; \
+# Shell prefix of the commands that run a Prefect flow (make run, make ablation): when the Prefect
+# server of `make ui` answers (its API URL in $(PREFECT_HOME)/api_url), the flow run goes there;
+# otherwise the command starts an ephemeral API on $(PREFECT_HOME)/prefect.db.
+FOLLOW_UI = api="$$(cat $(PREFECT_HOME)/api_url 2>/dev/null)"; \
 	if [ -n "$$api" ] && $(PY) -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1] + "/health", timeout=3)' "$$api" 2>/dev/null; then \
-		echo "make run: flow runs go to the Prefect server of make ui ($$api)"; export PREFECT_API_URL="$$api"; fi; \
+		echo "make $@: flow runs go to the Prefect server of make ui ($$api)"; export PREFECT_API_URL="$$api"; fi
+
+run: $(STAMP)  ## main job: the whole pipeline on SOI-mini through the Prefect flow, then the preview
+	@$(FOLLOW_UI); \
 	$(BABELRS) pipeline run
 	$(BABELRS) data preview
 
@@ -63,7 +68,8 @@ faults: $(STAMP)  ## the fault suite: kill -9, corrupt / trapped checkpoints, fu
 		tests/orchestration/test_flow_killed.py \
 		tests/test_tracking.py::test_a_new_run_closes_the_runs_a_killed_process_left_running
 
-ablation: $(STAMP)  ## encoder-start ablation (5 inits x fp32/fp16 x 2 seeds) -> docs/results.md "Ablation"
+ablation: $(STAMP)  ## encoder-start ablation (5 inits x fp32/fp16 x 2 seeds) through the Prefect flow -> docs/results.md "Ablation"
+	@$(FOLLOW_UI); \
 	$(BABELRS) ablation run
 
 champion-figure: $(STAMP)  ## after `make run`: the champion's detections on held-out images -> docs/img

@@ -64,6 +64,13 @@ def _echo_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
+def _prefect_home() -> None:
+    """Prefect creates only the last folder of its home (PREFECT_HOME); make the parents first."""
+    home = read("PREFECT_HOME")
+    if home:
+        Path(home).mkdir(parents=True, exist_ok=True)
+
+
 @app.callback(invoke_without_command=True)
 def _main(
     version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
@@ -347,13 +354,17 @@ def ablation_run(
     track: TrackOpt = True,
 ) -> None:
     """Pretrain the variants, fine-tune every variant x precision x seed (equal compute), evaluate,
-    and regenerate the "Ablation" section of docs/results.md with its PNGs. Finished runs are
-    reused, interrupted ones resume; exit 1 if any run failed (the report lists it)."""
-    from babelrs_core.ablation.run import AblationError, run_ablation
+    and regenerate the "Ablation" section of docs/results.md with its PNGs, through the
+    babelrs-ablation Prefect flow (ephemeral Prefect unless PREFECT_API_URL is set). Finished runs
+    are reused, interrupted ones resume; exit 1 if any run failed (the report lists it)."""
+    from babelrs_core.ablation.run import AblationError, get_runner
 
-    p = _params(params, set_)
+    overrides = _parse_overrides(set_)
+    p = load_params(params, overrides)  # fail fast, before Prefect starts or anything is written
+    run = get_runner("prefect")
+    _prefect_home()
     try:
-        summary = run_ablation(p, track=track)
+        summary = run(str(params), overrides or None, track)
     except AblationError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -444,9 +455,7 @@ def pipeline_run(
     overrides = _parse_overrides(set_)
     load_params(params, overrides)  # fail fast, before Prefect starts or anything is written
     run = get_runner(runner)
-    home = read("PREFECT_HOME")
-    if home:  # Prefect creates only the last folder of its home; make the parents first
-        Path(home).mkdir(parents=True, exist_ok=True)
+    _prefect_home()
     results = run(str(params), overrides or None, stage or None, track)
     render_summary(results)
 

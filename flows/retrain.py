@@ -6,7 +6,9 @@ path as ``babelrs stage <name>``, ``dvc repro`` and the ablation. What Prefect a
 * tasks named after the stages, tagged ``gpu`` where they train (a tag concurrency limit, set by
   ``make serve-scheduler`` from ``orchestration.gpu_concurrency``, keeps two runs off one GPU),
   with a timeout per stage (``orchestration.stage_timeout_s``);
-* retries for transient failures only (never for bad data or bad params);
+* retries for transient failures only (never for bad data or bad params); the tags, retries and
+  timeouts are those of every babelrs task that runs stages (``flows/common.py``, shared with the
+  ``babelrs-ablation`` flow);
 * results persisted as JSON (``orchestration.result_storage``: local, or a storage block such as
   S3 for workers on other machines) and a cache keyed on the stage's params subset and the content
   hashes of its inputs and code, so an unchanged stage is skipped as DVC would skip it (a stage
@@ -22,28 +24,19 @@ path as ``babelrs stage <name>``, ``dvc repro`` and the ablation. What Prefect a
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.context import TaskRunContext
-from prefect.runtime import flow_run
 
 from babelrs_core.config import ConfigError, Params, load_params, parse_params
-from babelrs_core.errors import BabelrsError
 from babelrs_core.pipeline.runner import execute_stage
 from babelrs_core.pipeline.runners import log_headline, parent_run
 from babelrs_core.pipeline.specs import PIPELINE, STAGES, StageSpec, cache_key, stage
 from babelrs_core.pipeline.vcs import commit_stage
 from babelrs_core.tracking import Tracker
-
-#: Errors from outside babelrs that a retry cannot fix (ours say so in ``transient``).
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError)
-#: loggers whose records reach the task log (besides print, which log_prints routes)
-LIBRARY_LOGGERS = ("babelrs_core", "mmengine", "mlflow")
+from flows.common import flow_run_namer, library_logs_to_task_log, stage_task_options
 
 
 def _stage_cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
@@ -51,49 +44,7 @@ def _stage_cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
     return cache_key(stage(arguments["name"]), params)
 
 
-def _retry_transient(task_: Any, task_run: Any, state: Any) -> bool:
-    exc = state.result(raise_on_failure=False)
-    if isinstance(exc, BabelrsError):
-        return exc.transient
-    return not isinstance(exc, PERMANENT_ERRORS)
-
-
-class _TaskLogHandler(logging.Handler):
-    """Forward library log records to the Prefect run logger of the task."""
-
-    def __init__(self, target: logging.Logger | logging.LoggerAdapter) -> None:
-        super().__init__(logging.INFO)
-        self.target = target
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.target.log(record.levelno, "%s: %s", record.name, record.getMessage())
-
-
-@contextmanager
-def _library_logs_to_task_log() -> Iterator[None]:
-    """INFO and above of :data:`LIBRARY_LOGGERS` go to the task log while the block runs."""
-    handler = _TaskLogHandler(get_run_logger())
-    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        if lg.getEffectiveLevel() > logging.INFO:
-            lg.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
-
-
-@task(
-    cache_key_fn=_stage_cache_key,
-    persist_result=True,
-    result_serializer="json",
-    retry_condition_fn=_retry_transient,
-    retry_delay_seconds=5,
-)
+@task(cache_key_fn=_stage_cache_key, persist_result=True, result_serializer="json")
 def stage_task(
     name: str, params_data: dict[str, Any], parent_run_id: str | None, track: bool
 ) -> dict[str, Any]:
@@ -103,7 +54,7 @@ def stage_task(
     spec = stage(name)
     logger = get_run_logger()
     tracker = Tracker.from_params(params) if track else None
-    with _library_logs_to_task_log():
+    with library_logs_to_task_log():
         result = execute_stage(spec, params, tracker=tracker, runner="prefect",
                                parent_run_id=parent_run_id, log=logger.info)  # fmt: skip
         committed = commit_stage(spec, params)
@@ -128,40 +79,13 @@ def _task_for(spec: StageSpec, params: Params) -> Any:
     return stage_task.with_options(
         name=spec.name,
         task_run_name=spec.name,
-        tags=["babelrs", *(["gpu"] if spec.gpu else [])],
-        retries=spec.retries,
         refresh_cache=outputs_missing,
-        timeout_seconds=params.orchestration.stage_timeout_s.get(spec.name),
+        **stage_task_options([spec], params),
         **options,
     )
 
 
-def run_name(overrides: dict[str, Any] | None, seed: int) -> str:
-    """``retrain-<last key><value>...-seed<seed>`` from the overridden params keys, e.g.
-    ``{"finetune.iters": 1500}`` -> ``retrain-iters1500-seed0``."""
-    parts = ["retrain"]
-    for key, value in sorted((overrides or {}).items()):
-        if key == "seed":
-            continue
-        if isinstance(value, dict | list):
-            text = json.dumps(value, separators=(",", ":"), default=str)
-        else:
-            text = Path(value).name if isinstance(value, str) and "/" in value else str(value)
-        parts.append(f"{key.rsplit('.', 1)[-1]}{text}".replace(" ", "")[:32])
-    return "-".join([*parts, f"seed{seed}"])
-
-
-def _flow_run_name() -> str:
-    parameters = flow_run.get_parameters()
-    overrides = parameters.get("overrides") or {}
-    try:
-        seed = load_params(Path(parameters.get("params_path", "params.yaml")), overrides).seed
-    except (ConfigError, OSError):
-        seed = overrides.get("seed", "?")
-    return run_name(overrides, seed)
-
-
-@flow(name="babelrs-retrain", log_prints=True, flow_run_name=_flow_run_name)
+@flow(name="babelrs-retrain", log_prints=True, flow_run_name=flow_run_namer("retrain"))
 def babelrs_retrain(
     params_path: str = "params.yaml",
     overrides: dict[str, Any] | None = None,

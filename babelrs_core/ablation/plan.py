@@ -67,7 +67,8 @@ class FinetuneJob:
 
 @dataclass
 class Plan:
-    """Everything ``run_ablation`` does, decided before anything runs."""
+    """Everything an ablation run does (:class:`~babelrs_core.ablation.run.AblationRun`), decided
+    before anything runs."""
 
     params: Params
     device: str

@@ -1,13 +1,15 @@
-"""``babelrs ablation run``: execute a plan with up to ``ablation.workers`` runs at once, track
-it in MLflow and write the report.
+"""``babelrs ablation run``: what the ablation needs besides a scheduler.
 
-Work is scheduled as it becomes possible: the pretraining runs and the fine-tunings that need none
-(imagenet, scratch) start first; a variant's fine-tunings start as soon as its pretraining is done.
-Each run executes in its own worker process (``workers > 1``) or in this process (``workers: 1``);
-finished runs are reused, interrupted ones resume. MLflow gets one parent run
-``babelrs-ablation`` and a child run per pretraining and fine-tuning run (tags ``babelrs.variant``,
-``babelrs.precision``, ``babelrs.seed``), logged from the run's files by this process, so workers
-never talk to MLflow. A failed run is recorded and the others go on; the command fails at the end.
+Its jobs are scheduled by an orchestrator plugin, an entry point of the group
+``babelrs.ablation_runners`` (:func:`get_runner`; this package registers ``prefect``: the
+``babelrs-ablation`` flow of ``flows/ablation.py``), so the core never imports an orchestrator.
+:class:`AblationRun` is the rest, whatever schedules: SOI-mini when the manifest is missing, the
+plan, the MLflow parent run ``babelrs-ablation``, which runs still have to run (finished ones are
+reused by fingerprint, :mod:`babelrs_core.ablation.jobs`), the arguments and MLflow tags of each
+job, what each did, and at the end ``RUN_JSON`` and the report. Each job's stage runs are child
+MLflow runs of the parent (tags ``babelrs.variant``, ``babelrs.precision``, ``babelrs.seed``)
+logged by the process that runs the job. A failed run is recorded and the others go on; the
+command fails at the end.
 """
 
 from __future__ import annotations
@@ -15,20 +17,23 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
 from babelrs_core.ablation import jobs
 from babelrs_core.ablation.plan import FinetuneJob, Plan, PretrainJob, build_plan
 from babelrs_core.ablation.report import RUN_JSON, write_report
-from babelrs_core.config import Params, flatten
+from babelrs_core.config import ConfigError, Params, flatten
 from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import write_json
 from babelrs_core.logs import get_logger
 
 PARENT_NAME = "babelrs-ablation"
+#: entry-point group of the ablation's schedulers (pyproject.toml)
+GROUP = "babelrs.ablation_runners"
 
 
 _log = get_logger(__name__)
@@ -38,19 +43,33 @@ class AblationError(BabelrsError, RuntimeError):
     """Some runs of the ablation failed (the report lists them)."""
 
 
-class _Inline:
-    """An executor that runs each call at submission (``workers: 1``)."""
+class AblationRunner(Protocol):
+    """What an ablation runner is called with; it returns the report summary and raises
+    :class:`AblationError` when runs failed (after writing the report)."""
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args))
-        except Exception as exc:
-            fut.set_exception(exc)
-        return fut
+    def __call__(
+        self,
+        params_path: str = "params.yaml",
+        overrides: dict[str, Any] | None = None,
+        track: bool = True,
+        device: str | None = None,
+    ) -> dict[str, Any]: ...
 
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
+
+def runner_names() -> list[str]:
+    """The installed ablation runners."""
+    return sorted(ep.name for ep in entry_points(group=GROUP))
+
+
+def get_runner(name: str = "prefect") -> AblationRunner:
+    """The ablation runner called ``name``; a clear error lists the installed ones."""
+    for ep in entry_points(group=GROUP):
+        if ep.name == name:
+            return ep.load()
+    raise ConfigError(
+        f"no ablation runner {name!r}; installed: {', '.join(runner_names()) or 'none'} (plugins "
+        f"are entry points of the group {GROUP!r}: `make setup` reinstalls the package's own)"
+    )
 
 
 def ensure_data(params: Params, log: Callable[[str], None] | None = None) -> None:
@@ -66,49 +85,163 @@ def ensure_data(params: Params, log: Callable[[str], None] | None = None) -> Non
     stages.import_data(params, progress=False)
 
 
-def run_ablation(
-    params: Params,
-    *,
-    track: bool = True,
-    device: str | None = None,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Plan, run (reusing finished runs), track and report; returns the report summary. Progress
-    lines go to ``log`` (default: this module's logger)."""
-    t0 = time.perf_counter()
-    log = log or _log.info
-    ensure_data(params, log)
-    plan = build_plan(params, device)
-    tracker, parent = _start_tracking(plan, log) if track else (None, None)
-    errors: dict[str, str] = {}
-    counts = {"ran": 0, "reused": 0}
-    ok = False
-    try:
-        _execute(plan, parent, errors, counts, log)
+class AblationRun:
+    """One invocation of the ablation, for the scheduler that runs its jobs.
+
+    Construction makes the data if missing, builds the plan and starts the MLflow parent run
+    (``track``). The scheduler asks :meth:`pretrains_to_run` and :meth:`finetunes_to_run` what to
+    run (the pretrainings and the fine-tunings that need none first; a variant's fine-tunings once
+    its pretraining is done), calls :func:`jobs.run_pretrain_job` / :func:`jobs.run_finetune_job`
+    with :meth:`pretrain_args` / :meth:`finetune_args` and reports each outcome to :meth:`done` or
+    :meth:`failed`; :meth:`finish` then writes ``RUN_JSON`` and the report, closes the parent run
+    and raises :class:`AblationError` if a run failed. Use it as a context manager: leaving the
+    block before :meth:`finish` closes the parent run ``FAILED``. Progress lines go to ``log``.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        *,
+        track: bool = True,
+        device: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.log = log or _log.info
+        ensure_data(params, self.log)
+        self.plan = build_plan(params, device)
+        self.errors: dict[str, str] = {}
+        self.counts = {"ran": 0, "reused": 0}
+        self._ready: set[str] = set()  # pretrainings finished (this time or before)
+        self.tracker: Any = None  # babelrs_core.tracking.Tracker (imports mlflow)
+        self.parent: str | None = None  # the MLflow parent run id
+        if track:
+            self.tracker, self.parent = _start_tracking(self.plan, self.log)
+        self._open = self.parent is not None
+
+    def __enter__(self) -> AblationRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(ok=False)  # a no-op once finish() closed it
+
+    # -- what to run ---------------------------------------------------------------------------
+
+    def pretrains_to_run(self) -> list[PretrainJob]:
+        """The pretraining runs to run (finished ones are counted as reused)."""
+        out = []
+        for job in self.plan.pretrains:
+            if jobs.pretrain_finished(job):
+                self.counts["reused"] += 1
+                self._ready.add(job.name)
+                continue
+            self.log(f"ablation: pretrain {job.name} ({job.params.pretrain.steps} steps)")
+            out.append(job)
+        return out
+
+    def ready_pretrains(self) -> list[str]:
+        """The pretraining runs finished so far, in plan order."""
+        return [j.name for j in self.plan.pretrains if j.name in self._ready]
+
+    def finetunes_to_run(self, pretrain: str | None) -> list[FinetuneJob]:
+        """The fine-tunings of ``pretrain``'s variants (None: those that need no pretraining) to
+        run now; finished ones are counted as reused, and if that pretraining failed all of them
+        are recorded as failed."""
+        out = []
+        for job in self.plan.finetunes:
+            if job.pretrain != pretrain:
+                continue
+            if pretrain is not None and pretrain not in self._ready:
+                self.errors[job.key] = f"its pretraining {pretrain} failed"
+                continue
+            if jobs.finetune_finished(job, self.plan.manifest, self.encoder(job)):
+                self.counts["reused"] += 1
+                continue
+            self.log(
+                f"ablation: fine-tune {job.key} ({job.mode}, {job.params.finetune.iters} iters)"
+            )
+            out.append(job)
+        return out
+
+    def encoder(self, job: FinetuneJob) -> Path | None:
+        """The pretraining output ``job`` fine-tunes from (None: imagenet / scratch)."""
+        return self.plan.pretrain_job(job.pretrain).out if job.pretrain else None
+
+    def pretrain_args(self, job: PretrainJob) -> dict[str, Any]:
+        """The keyword arguments of :func:`jobs.run_pretrain_job` for ``job`` (JSON-able)."""
+        return {
+            "params_json": job.params.model_dump(mode="json"),
+            "out": str(job.out),
+            "manifest": str(self.plan.manifest),
+            "tracking": _tracking(self.parent, _pretrain_tags(job)),
+        }
+
+    def finetune_args(self, job: FinetuneJob) -> dict[str, Any]:
+        """The keyword arguments of :func:`jobs.run_finetune_job` for ``job`` (JSON-able)."""
+        enc = self.encoder(job)
+        return {
+            "params_json": job.params.model_dump(mode="json"),
+            "out": str(job.out),
+            "manifest": str(self.plan.manifest),
+            "encoder": str(enc) if enc else None,
+            "mode": job.mode,
+            "tracking": _tracking(self.parent, _finetune_tags(job)),
+        }
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def done(self, job: PretrainJob | FinetuneJob, result: dict[str, Any], queued: float) -> None:
+        """``job`` ran (``queued``: ``time.perf_counter()`` when it was handed to the scheduler)."""
+        self.counts["ran"] += 1
+        if isinstance(job, PretrainJob):
+            self._ready.add(job.name)
+        took = result.get("job_s")
+        own = f", {took:.0f} s running" if isinstance(took, int | float) else ""
+        self.log(f"ablation: {_name(job)} done ({time.perf_counter() - queued:.0f} s since "
+                 f"queued{own})")  # fmt: skip
+
+    def failed(self, job: PretrainJob | FinetuneJob, exc: BaseException, queued: float) -> None:
+        """``job`` raised ``exc``: recorded, the others go on."""
+        name = _name(job)
+        self.errors[name] = f"{type(exc).__name__}: {exc}"
+        secs = time.perf_counter() - queued
+        self.log(f"ablation: {name} FAILED after {secs:.0f} s: {self.errors[name]}")
+
+    def finish(self) -> dict[str, Any]:
+        """Write ``RUN_JSON`` and the report, log the summary on the parent run and close it;
+        returns the report summary, or raises :class:`AblationError` naming the failed runs."""
+        params = self.plan.params
         info = {
             "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "wall_s": round(time.perf_counter() - t0, 1),
-            "device": plan.device,
+            "wall_s": round(time.perf_counter() - self.t0, 1),
+            "device": self.plan.device,
             "workers": params.ablation.workers,
             "threads": params.ablation.threads,
             "cpus": os.cpu_count(),
-            "mlflow_parent_run_id": parent,
-            **counts,
+            "mlflow_parent_run_id": self.parent,
+            **self.counts,
         }
-        write_json(plan.root / RUN_JSON, info)
-        summary = write_report(plan, errors, info)
-        if tracker is not None and parent is not None:
-            _log_parent(tracker, parent, plan, summary)
-        ok = not errors
-    finally:
-        if tracker is not None and parent is not None:
-            tracker.finish(parent, ok)
-    if errors:
-        raise AblationError(
-            f"{len(errors)} ablation run(s) failed: "
-            + "; ".join(f"{k}: {v}" for k, v in errors.items())
-        )
-    return summary
+        write_json(self.plan.root / RUN_JSON, info)
+        summary = write_report(self.plan, self.errors, info)
+        if self.tracker is not None and self.parent is not None:
+            _log_parent(self.tracker, self.parent, self.plan, summary)
+        self._close(ok=not self.errors)
+        if self.errors:
+            raise AblationError(
+                f"{len(self.errors)} ablation run(s) failed: "
+                + "; ".join(f"{k}: {v}" for k, v in self.errors.items())
+            )
+        return summary
+
+    def _close(self, ok: bool) -> None:
+        if self._open and self.tracker is not None and self.parent is not None:
+            self._open = False
+            self.tracker.finish(self.parent, ok)
 
 
 def report_ablation(params: Params, device: str | None = None) -> dict[str, Any]:
@@ -116,80 +249,8 @@ def report_ablation(params: Params, device: str | None = None) -> dict[str, Any]
     return write_report(build_plan(params, device))
 
 
-def _encoder(plan: Plan, job: FinetuneJob) -> Path | None:
-    return plan.pretrain_job(job.pretrain).out if job.pretrain else None
-
-
-def _execute(
-    plan: Plan,
-    parent: str | None,
-    errors: dict[str, str],
-    counts: dict[str, int],
-    log: Callable[[str], None],
-) -> None:
-    ab = plan.params.ablation
-    manifest = str(plan.manifest)
-    if ab.workers > 1:
-        import multiprocessing as mp
-
-        pool: Any = ProcessPoolExecutor(ab.workers, mp_context=mp.get_context("spawn"))
-    else:
-        pool = _Inline()
-    pending: dict[Future, tuple[str, Any, float]] = {}
-    ready: set[str] = set()
-
-    def submit_finetunes(pretrain: str | None) -> None:
-        for job in plan.finetunes:
-            if job.pretrain != pretrain:
-                continue
-            if pretrain is not None and pretrain not in ready:
-                errors[job.key] = f"its pretraining {pretrain} failed"
-                continue
-            enc = _encoder(plan, job)
-            if jobs.finetune_finished(job, plan.manifest, enc):
-                counts["reused"] += 1
-                continue
-            log(f"ablation: fine-tune {job.key} ({job.mode}, {job.params.finetune.iters} iters)")
-            tracking = _tracking(parent, _finetune_tags(job))
-            args = (job.params.model_dump(mode="json"), str(job.out), manifest,
-                    str(enc) if enc else None, job.mode, tracking)  # fmt: skip
-            pending[pool.submit(jobs.run_finetune_job, *args)] = ("ft", job, time.perf_counter())
-
-    try:
-        for pj in plan.pretrains:
-            if jobs.pretrain_finished(pj):
-                counts["reused"] += 1
-                ready.add(pj.name)
-                continue
-            log(f"ablation: pretrain {pj.name} ({pj.params.pretrain.steps} steps)")
-            tracking = _tracking(parent, _pretrain_tags(pj))
-            args = (pj.params.model_dump(mode="json"), str(pj.out), manifest, tracking)
-            pending[pool.submit(jobs.run_pretrain_job, *args)] = ("pt", pj, time.perf_counter())
-        submit_finetunes(None)
-        for pj in plan.pretrains:
-            if pj.name in ready:
-                submit_finetunes(pj.name)
-        while pending:
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for fut in done:
-                kind, job, started = pending.pop(fut)
-                exc = fut.exception()
-                secs = time.perf_counter() - started
-                name = job.name if kind == "pt" else job.key
-                if exc is not None:
-                    errors[name] = f"{type(exc).__name__}: {exc}"
-                    log(f"ablation: {name} FAILED after {secs:.0f} s: {errors[name]}")
-                else:
-                    counts["ran"] += 1
-                    took = fut.result().get("job_s")
-                    own = f", {took:.0f} s running" if isinstance(took, int | float) else ""
-                    log(f"ablation: {name} done ({secs:.0f} s since queued{own})")
-                if kind == "pt":
-                    if exc is None:
-                        ready.add(job.name)
-                    submit_finetunes(job.name)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+def _name(job: PretrainJob | FinetuneJob) -> str:
+    return job.name if isinstance(job, PretrainJob) else job.key
 
 
 # -- MLflow ---------------------------------------------------------------------------------------

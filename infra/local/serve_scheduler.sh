@@ -5,7 +5,8 @@
 #      content off), waited for until healthy;
 #   2. the `process` work pool `babelrs-process`;
 #   3. the tag concurrency limit `gpu` = orchestration.gpu_concurrency of params.yaml;
-#   4. the deployments of prefect.yaml (`prefect deploy --all`: weekly-retrain, Mondays 03:00 UTC);
+#   4. the deployments of prefect.yaml (`prefect deploy --all`: weekly-retrain, Mondays 03:00 UTC,
+#      and ablation, run on demand);
 #   5. a worker on the pool, started from the repository root.
 #
 # Ctrl-C (or SIGTERM) stops the worker (two SIGINTs, as Prefect workers want) and then the server.
@@ -108,7 +109,7 @@ log "tag concurrency limit: gpu = $GPU_LIMIT (orchestration.gpu_concurrency in $
   exit 1
 }
 log "deployed: $(COLUMNS=200 "$BIN/prefect" deployment ls 2>/dev/null |
-  grep -o 'babelrs-retrain/[A-Za-z0-9_-]*' | sort -u | tr '\n' ' ')"
+  grep -o 'babelrs-[a-z]*/[A-Za-z0-9_-]*' | sort -u | tr '\n' ' ')"
 
 start_bg "$STATE/worker.log" "$BIN/prefect" worker start --pool "$POOL" \
   --name "babelrs-local-$(hostname)"

@@ -5,12 +5,13 @@
 #      artifacts under tracking.store of params.yaml (default outputs/mlflow), the same store
 #      `make run` writes; with MLFLOW_TRACKING_URI set to a server, that server is the UI and
 #      no local one is started;
-#   2. a persistent Prefect server (SQLite under outputs/prefect: prefect.db, the database that
-#      `make run`'s ephemeral server uses, so earlier runs are listed too).
+#   2. a persistent Prefect server (SQLite under outputs/prefect: prefect.db, the database that the
+#      ephemeral server of `make run` / `make ablation` uses, so earlier runs are listed too).
 #
 # Both bind to 127.0.0.1. Once both answer their health endpoints the script prints the URLs and
-# writes the Prefect API URL to $BABELRS_PREFECT_DIR/api_url: `make run` reads that file and, if
-# the server answers, sends its flow runs there (PREFECT_API_URL) instead of an ephemeral server.
+# writes the Prefect API URL to $BABELRS_PREFECT_DIR/api_url: `make run` and `make ablation` read
+# that file and, if the server answers, send their flow runs there (PREFECT_API_URL) instead of an
+# ephemeral server.
 # Ctrl-C (or SIGTERM) stops both servers and removes api_url.
 #
 # Settings (environment):
@@ -121,7 +122,7 @@ wait_healthy "Prefect server" "$PREFECT_PID" "$PREFECT_URL/api/health" "$STATE/s
 printf '%s\n' "$PREFECT_URL/api" >"$API_FILE"
 
 log "MLflow UI:  $MLFLOW_URL   (store: ${BACKEND%%\?*})"
-log "Prefect UI: $PREFECT_URL   (API $PREFECT_URL/api, written to $API_FILE for make run)"
+log "Prefect UI: $PREFECT_URL   (API $PREFECT_URL/api, written to $API_FILE for make run / ablation)"
 log "Ctrl-C stops both"
 
 # Wait until Ctrl-C, or until a server exits on its own.

@@ -27,6 +27,7 @@ from tests.orchestration.test_flow_server import STAGES, task_states, tiny_overr
 
 POOL = "babelrs-process"
 DEPLOYMENT = "babelrs-retrain/weekly-retrain"
+ABLATION = "babelrs-ablation/ablation"
 EXPERIMENT = "orchestration-deployment"
 
 
@@ -39,6 +40,19 @@ def test_prefect_yaml_declares_the_weekly_deployment() -> None:
     assert not config.get("build") and not config.get("push")
     (step,) = config["pull"]
     assert step["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $PWD }}"
+
+
+def test_prefect_yaml_declares_the_ablation_deployment() -> None:
+    import inspect
+
+    from flows.ablation import babelrs_ablation
+
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (dep,) = [d for d in config["deployments"] if d["name"] == "ablation"]
+    assert dep["entrypoint"] == "flows/ablation.py:babelrs_ablation"
+    assert dep["work_pool"]["name"] == POOL
+    assert not dep.get("schedules")  # run on demand
+    assert list(dep["parameters"]) == list(inspect.signature(babelrs_ablation.fn).parameters)
 
 
 @pytest.mark.slow
@@ -116,3 +130,39 @@ def test_deploy_run_and_worker(servers: Servers, tmp_path: Path) -> None:
     assert parent.info.status == "FINISHED"
     # the flow ran in the checkout (the pull step): git lineage is the repository's
     assert parent.data.tags["git.commit"] == git_lineage(ROOT)["git.commit"]
+
+
+def _git_status() -> str:
+    return subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.mark.slow
+def test_deploy_the_ablation(servers: Servers, tmp_path: Path) -> None:
+    """``prefect deploy -n ablation`` from the repository root: the flow loads, the deployment
+    has its parameters, the pool and no schedule."""
+    env = prefect_env(tmp_path / "prefect-home", servers.prefect.url)
+    env.update(PWD=str(ROOT))
+    prefect = str(BIN / "prefect")
+    # the pool exists when test_deploy_run_and_worker ran first (same server)
+    run_cli([prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"], env)
+    before = _git_status()
+    run_cli([prefect, "deploy", "-n", "ablation", "--no-prompt"], env, timeout=300)
+    assert "prefect.yaml" not in _git_status().replace(before, "")
+
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(servers.prefect.url) as client:
+        deployment = client.read_deployment_by_name(ABLATION)
+    assert deployment.entrypoint == "flows/ablation.py:babelrs_ablation"
+    assert deployment.work_pool_name == POOL
+    assert deployment.schedules == []
+    assert deployment.parameters == {
+        "params_path": "params.yaml", "overrides": {}, "track": True, "device": None
+    }  # fmt: skip
+    schema = deployment.parameter_openapi_schema or {}
+    assert set(schema["properties"]) == {"params_path", "overrides", "track", "device"}
+    assert deployment.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+    ]

@@ -29,7 +29,7 @@ from babelrs_core.config import flatten, flatten_dict, load_params
 from babelrs_core.io.hashing import path_hash
 from babelrs_core.pipeline import params_subset, stage
 from babelrs_core.tracking import git_lineage, params_hash
-from flows.retrain import run_name
+from flows.common import run_name
 from tests.orchestration.conftest import Servers
 from tests.orchestration.servers_prefect_mlflow import (
     ROOT,
@@ -239,10 +239,10 @@ def test_flow_run_is_named_after_its_overrides(runs: SimpleNamespace, servers: S
 
     with SyncPrefectClient(servers.prefect.url) as client:
         third = client.read_flow_run(UUID(runs.third["flow_run_id"]))
-    assert third.name == run_name(runs.changed, 0)
+    assert third.name == run_name("retrain", runs.changed, 0)
     assert third.name.startswith("retrain-") and third.name.endswith("-seed0")
     assert "-min_box_size_px2.0-" in third.name and "-rawraw-" in third.name
-    assert run_name({"finetune.iters": 1500}, 0) == "retrain-iters1500-seed0"
+    assert run_name("retrain", {"finetune.iters": 1500}, 0) == "retrain-iters1500-seed0"
 
 
 def test_library_logs_reach_the_task_log(runs: SimpleNamespace, servers: Servers) -> None:

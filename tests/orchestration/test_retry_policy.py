@@ -11,7 +11,7 @@ from babelrs_core.data.remote import RemoteError
 from babelrs_core.detector.checkpoint import DetectorCheckpointError
 from babelrs_core.io.atomic import DiskFullError
 from babelrs_core.pretrain.checkpoint import CheckpointError
-from flows.retrain import _retry_transient
+from flows.common import retry_transient
 
 
 def _failed_with(exc: BaseException) -> SimpleNamespace:
@@ -32,4 +32,4 @@ def _failed_with(exc: BaseException) -> SimpleNamespace:
     ],
 )
 def test_only_transient_failures_are_retried(exc: BaseException, retried: bool) -> None:
-    assert _retry_transient(None, None, _failed_with(exc)) is retried
+    assert retry_transient(None, None, _failed_with(exc)) is retried

@@ -26,8 +26,12 @@ def test_ui_script_is_valid_bash_and_a_make_target() -> None:
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^ui: .*\n\tbash infra/local/ui.sh$", makefile, flags=re.M)
-    run = makefile.split("\nrun: ", 1)[1].split("\n\n", 1)[0]
-    assert "api_url" in run and "PREFECT_API_URL" in run  # make run follows a running make ui
+    # make run and make ablation follow a running make ui: its API URL, if the server answers
+    follow = makefile.split("\nFOLLOW_UI = ", 1)[1].split("\n\n", 1)[0]
+    assert "$(PREFECT_HOME)/api_url" in follow and 'export PREFECT_API_URL="$$api"' in follow
+    for target, command in (("run", "pipeline run"), ("ablation", "ablation run")):
+        recipe = makefile.split(f"\n{target}: ", 1)[1].split("\n\n", 1)[0]
+        assert f"\t@$(FOLLOW_UI); \\\n\t$(BABELRS) {command}\n" in recipe + "\n", target
 
 
 def _health(url: str) -> int:
