@@ -27,11 +27,11 @@ DatasetName = Literal["sardet", "dota", "dronevehicle"]
 Split = Literal["train", "val", "test"]
 
 #: The sensors, in the reference order (SAR, optical, infrared).
-MODALITIES: tuple[str, ...] = get_args(Modality)
+MODALITIES: tuple[Modality, ...] = get_args(Modality)
 #: The datasets, in the reference order (the order of the 26-class union).
-DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+DATASET_NAMES: tuple[DatasetName, ...] = get_args(DatasetName)
 #: The split names, in canonical order (readers look for them, synthetic data seeds by them).
-SPLITS: tuple[str, ...] = get_args(Split)
+SPLITS: tuple[Split, ...] = get_args(Split)
 #: Modalities each dataset may carry (DroneVehicle has an RGB half besides the IR one).
 DATASET_MODALITIES: dict[str, tuple[str, ...]] = {
     "sardet": ("sar",),
@@ -54,8 +54,8 @@ class ClassInfo:
 class DatasetInfo:
     """A detection dataset of the SOI-Det benchmark."""
 
-    name: str
-    modality: str
+    name: DatasetName
+    modality: Modality
     box_type: Literal["hbox", "obox"]
     classes: tuple[ClassInfo, ...]
 

@@ -294,7 +294,7 @@ def validation_hook(
 
     cfg, ev = params.finetune, params.evaluation
     frame = read_manifest(manifest)
-    items = {}
+    items: dict[str, list[dict[str, Any]]] = {}
     for ds in datasets_of(params):
         found = image_items(frame, ds, cfg.val_split, ev.ignore_difficult)[: cfg.val_max_images]
         if not found:
