@@ -255,7 +255,9 @@ class PixelStore:
         self.preloaded = len(self.refs) * 3 * size * size <= max_bytes
         if self.preloaded:
             rows = [self._tensor(resized.load(r)) for r in self.refs]
-            self._all = torch.stack(rows) if rows else torch.zeros((0, 3, size, size), torch.uint8)
+            self._all = (
+                torch.stack(rows) if rows else torch.zeros((0, 3, size, size), dtype=torch.uint8)
+            )
         else:
             self._lru = CachedSource(resized, max_bytes)
 
@@ -386,10 +388,15 @@ def build_data(
             variants = None
             if is_train and ins.box is not None and (hflip > 0 or vflip > 0):
                 variants = [
-                    _question_ids(tokenizer_encode, flipped(ins, bool(c & 1), bool(c & 2)),
-                                  region_token, pad_id, max_prompt_tokens)
+                    _question_ids(
+                        tokenizer_encode,
+                        flipped(ins, bool(c & 1), bool(c & 2)),
+                        region_token,
+                        pad_id,
+                        max_prompt_tokens,
+                    )
                     for c in (1, 2, 3)
-                ]  # fmt: skip
+                ]
             target.append(Encoded(r, ins.modality, ins.task, q, a, ins, at, variants))
     if not train:
         raise ValueError(f"{manifest}: no training prompts (empty train split or all held out)")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from babelrs_core.config import captions_beside
-from babelrs_core.pretrain.dataset import IGNORE, build_data
+from babelrs_core.data.image_source import FileSource
+from babelrs_core.pretrain.dataset import IGNORE, PixelStore, build_data
 from babelrs_core.pretrain.instructions import flipped
 from tests.pretrain.fakes import make_fake_dataset
 
@@ -135,3 +136,12 @@ def test_images_beyond_the_memory_bound_are_decoded_on_demand_with_the_same_pixe
     assert torch.equal(lazy.collate([lazy.train[i] for i in range(4)]).images, batch.images)
     stats = lazy.pixels._lru.stats()
     assert 0 < stats["peak_bytes"] <= bound and stats["evictions"] > 0
+
+
+def test_an_empty_pixel_store_gives_empty_batches() -> None:
+    """No images fit any bound, so the store holds an empty (0, 3, S, S) uint8 tensor (it used to
+    pass that dtype positionally to torch.zeros: a TypeError)."""
+    store = PixelStore([], 16, FileSource(), 1 << 20)
+    assert store.preloaded and len(store) == 0
+    batch = store[[]]
+    assert batch.shape == (0, 3, 16, 16) and batch.dtype == torch.uint8
