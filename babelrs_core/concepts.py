@@ -127,10 +127,22 @@ SOI_DET_CLASSES: tuple[str, ...] = tuple(
 
 #: DOTA v1.0's own class order (devkit order), kept for writers that want it.
 DOTA_V1_ORDER: tuple[str, ...] = (
-    "plane", "ship", "storage-tank", "baseball-diamond", "tennis-court", "basketball-court",
-    "ground-track-field", "harbor", "bridge", "large-vehicle", "small-vehicle", "helicopter",
-    "roundabout", "soccer-ball-field", "swimming-pool",
-)  # fmt: skip
+    "plane",
+    "ship",
+    "storage-tank",
+    "baseball-diamond",
+    "tennis-court",
+    "basketball-court",
+    "ground-track-field",
+    "harbor",
+    "bridge",
+    "large-vehicle",
+    "small-vehicle",
+    "helicopter",
+    "roundabout",
+    "soccer-ball-field",
+    "swimming-pool",
+)
 
 # Raw spellings seen in the wild that are not a case/separator variant of a canonical name.
 # DroneVehicle: ``feright*`` typos and ``truvk``; ``*`` marks an unsure object (see IGNORED_RAW).

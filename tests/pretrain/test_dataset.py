@@ -27,10 +27,16 @@ def fake(tmp_path_factory) -> Path:
 
 def build(fake: Path, **kw):
     args = {
-        "image_size": 32, "holdout_fraction": 0.25, "eval_splits": ["val"], "seed": 0,
-        "captions": captions_beside(fake), "eos_id": 2, "sep_ids": [3], "pad_id": 0,
+        "image_size": 32,
+        "holdout_fraction": 0.25,
+        "eval_splits": ["val"],
+        "seed": 0,
+        "captions": captions_beside(fake),
+        "eos_id": 2,
+        "sep_ids": [3],
+        "pad_id": 0,
         "region_token": True,
-    }  # fmt: skip
+    }
     return build_data(fake, encode, **{**args, **kw})
 
 
@@ -43,8 +49,12 @@ def test_images_not_prompts_are_held_out(fake: Path) -> None:
     assert any("/val/" in i for i in held_imgs)
     assert {e.modality for e in data.heldout} == {"sar", "rgb", "ir"}
     assert {e.task for e in data.train if e.modality == "sar"} == {
-        "region", "count", "presence", "listing", "caption",
-    }  # fmt: skip
+        "region",
+        "count",
+        "presence",
+        "listing",
+        "caption",
+    }
 
 
 def test_normalisation_statistics_per_modality_from_training_images(fake: Path) -> None:
@@ -81,8 +91,10 @@ def test_batches_depend_only_on_seed_and_step(fake: Path) -> None:
     assert data.sample(5, 8, seed=1) == build(fake).sample(5, 8, seed=1)
     assert data.sample(5, 8, seed=1) != data.sample(6, 8, seed=1)
     weights = data.sampling_weights()
-    by_mod = {m: float(sum(w for w, e in zip(weights, data.train, strict=True) if e.modality == m))
-              for m in ("sar", "rgb", "ir")}  # fmt: skip
+    by_mod = {
+        m: float(sum(w for w, e in zip(weights, data.train, strict=True) if e.modality == m))
+        for m in ("sar", "rgb", "ir")
+    }
     assert all(v == pytest.approx(1 / 3) for v in by_mod.values())
     off = build(fake, task_weights={"caption": 0.0, "listing": 0.0})
     assert not {e.task for e in off.train} & {"caption", "listing"}
