@@ -27,11 +27,11 @@ DatasetName = Literal["sardet", "dota", "dronevehicle"]
 Split = Literal["train", "val", "test"]
 
 #: The sensors, in the reference order (SAR, optical, infrared).
-MODALITIES: tuple[str, ...] = get_args(Modality)
+MODALITIES: tuple[Modality, ...] = get_args(Modality)
 #: The datasets, in the reference order (the order of the 26-class union).
-DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+DATASET_NAMES: tuple[DatasetName, ...] = get_args(DatasetName)
 #: The split names, in canonical order (readers look for them, synthetic data seeds by them).
-SPLITS: tuple[str, ...] = get_args(Split)
+SPLITS: tuple[Split, ...] = get_args(Split)
 #: Modalities each dataset may carry (DroneVehicle has an RGB half besides the IR one).
 DATASET_MODALITIES: dict[str, tuple[str, ...]] = {
     "sardet": ("sar",),
@@ -54,8 +54,8 @@ class ClassInfo:
 class DatasetInfo:
     """A detection dataset of the SOI-Det benchmark."""
 
-    name: str
-    modality: str
+    name: DatasetName
+    modality: Modality
     box_type: Literal["hbox", "obox"]
     classes: tuple[ClassInfo, ...]
 
@@ -127,10 +127,22 @@ SOI_DET_CLASSES: tuple[str, ...] = tuple(
 
 #: DOTA v1.0's own class order (devkit order), kept for writers that want it.
 DOTA_V1_ORDER: tuple[str, ...] = (
-    "plane", "ship", "storage-tank", "baseball-diamond", "tennis-court", "basketball-court",
-    "ground-track-field", "harbor", "bridge", "large-vehicle", "small-vehicle", "helicopter",
-    "roundabout", "soccer-ball-field", "swimming-pool",
-)  # fmt: skip
+    "plane",
+    "ship",
+    "storage-tank",
+    "baseball-diamond",
+    "tennis-court",
+    "basketball-court",
+    "ground-track-field",
+    "harbor",
+    "bridge",
+    "large-vehicle",
+    "small-vehicle",
+    "helicopter",
+    "roundabout",
+    "soccer-ball-field",
+    "swimming-pool",
+)
 
 # Raw spellings seen in the wild that are not a case/separator variant of a canonical name.
 # DroneVehicle: ``feright*`` typos and ``truvk``; ``*`` marks an unsure object (see IGNORED_RAW).

@@ -355,7 +355,7 @@ class DetModality(Strict):
     vflip: Fraction = 0.0  # probability of a vertical flip
     rot90: Fraction = 0.0  # probability of a random 90/180/270 degree rotation
     rotate: Fraction = 0.0  # probability of a free rotation (obox heads only; see docs/detector.md)
-    rotate_range: float = Field(180.0, gt=0, le=180)  # free rotation angle in [-range, range)
+    rotate_range: float = Field(default=180.0, gt=0, le=180)  # rotation angle in [-range, range)
     mean: list[float] | None = None  # 0..255 per channel; null: from finetune.normalization
     std: list[float] | None = None
 
@@ -373,11 +373,16 @@ class DetModality(Strict):
 def _default_heads() -> dict[DatasetName, DetHead]:
     # DOTA and DroneVehicle: rotated ATSS on CPU (paper: oriented_rcnn, ~3x the CPU cost), scored
     # with rotated AP; rotated NMS has a quadratic CPU kernel, so fewer candidates (nms_pre)
-    rotated = {"type": "atss", "box_type": "obox", "box_loss": "mrl1", "nms_pre": 300}
     return {
         "sardet": DetHead(),
-        "dota": DetHead(**rotated, loss_weight=1.5),  # the reference's DOTA weight
-        "dronevehicle": DetHead(**rotated),
+        "dota": DetHead(
+            type="atss",
+            box_type="obox",
+            box_loss="mrl1",
+            nms_pre=300,
+            loss_weight=1.5,  # the reference's DOTA weight
+        ),
+        "dronevehicle": DetHead(type="atss", box_type="obox", box_loss="mrl1", nms_pre=300),
     }
 
 
@@ -452,8 +457,15 @@ class Finetune(Strict):
 
 # -- the ablation (docs/ablation.md) ---------------------------------------------------------------
 
-ABLATION_FIXED = ("init", "precision", "iters", "threads", "device", "log_every",
-                  "grad_cosine_every")  # fmt: skip
+ABLATION_FIXED = (
+    "init",
+    "precision",
+    "iters",
+    "threads",
+    "device",
+    "log_every",
+    "grad_cosine_every",
+)
 
 
 class AblationVariant(Strict):
@@ -591,7 +603,9 @@ class Registry(Strict):
     """MLflow model registry and the promotion gate (docs/registry.md). Scores are in percent
     points, as in ``metrics/eval.json``."""
 
-    model_name: str = Field("babelrs-detector", min_length=1, pattern=r"^[A-Za-z0-9][\w.\-]*$")
+    model_name: str = Field(
+        default="babelrs-detector", min_length=1, pattern=r"^[A-Za-z0-9][\w.\-]*$"
+    )
     margin: NonNegFloat = 1.0  # challenger H-mAP must beat the champion's by at least this
     max_drop: NonNegFloat = 5.0  # no dataset's mAP may fall by more than this (delta)
     floor: NonNegFloat = 20.0  # the first champion needs at least this H-mAP

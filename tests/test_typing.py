@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the number of exempt modules when the ratchet was set; lower it when you remove one, never raise
-MAX_EXEMPT = 26
+MAX_EXEMPT = 3
 
 
 def _exempt() -> list[str]:

@@ -95,8 +95,8 @@ class ImportReport:
         lines.append(f"{'total':<29}{self.images:>8}{self.objects:>9}")
         for (d, r), n in sorted(self.dropped_by_reason().items()):
             lines.append(f"dropped {n} {d} object(s): {r}")
-        for d in self.skipped_splits:
-            lines.append(f"skipped {d.dataset} {d.split} ({d.file}): {d.reason}")
+        for skip in self.skipped_splits:
+            lines.append(f"skipped {skip.dataset} {skip.split} ({skip.file}): {skip.reason}")
         lines.append(f"manifest: {self.manifest_path}")
         return "\n".join(lines)
 

@@ -36,12 +36,16 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def render_tile(frame: pd.DataFrame, image_row: pd.Series, tile_px: int) -> Image.Image:
     """One image with its objects drawn (polygons for oriented datasets, boxes otherwise)."""
     arr = load_image(
-        image_row["path"], image_row["crop_x"], image_row["crop_y"],
-        image_row["width"], image_row["height"],
-    )  # fmt: skip
+        image_row["path"],
+        image_row["crop_x"],
+        image_row["crop_y"],
+        image_row["width"],
+        image_row["height"],
+    )
     scale = tile_px / max(arr.shape[0], arr.shape[1])
     tile = Image.fromarray(arr).resize(
-        (max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale))), Image.BILINEAR
+        (max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale))),
+        Image.Resampling.BILINEAR,
     )
     draw = ImageDraw.Draw(tile)
     font = _font(11)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +65,7 @@ def build_start_encoder(
         enc = build_encoder(encoder, pretrained=False, **_arch_kwargs(arch, bn))
     else:
         raise ValueError(f"unknown init {init!r}; expected csia | imagenet | scratch")
-    if hasattr(enc, "bn_frozen"):
+    if isinstance(enc, _FrozenBN):
         enc.bn_frozen = bn == "frozen"
     return enc, info
 
@@ -91,7 +91,28 @@ def freeze_encoder_layers(encoder: VisionEncoder, upto: int) -> int:
     return count
 
 
-def _is_vit(encoder: VisionEncoder) -> bool:
+@runtime_checkable
+class _FrozenBN(Protocol):
+    """An encoder with a BatchNorm switch (the CNNs); isinstance is ``hasattr(.., "bn_frozen")``."""
+
+    bn_frozen: bool
+
+
+@runtime_checkable
+class _ChannelsLast(Protocol):
+    """An encoder with an NHWC switch (the CNNs)."""
+
+    channels_last: bool
+
+
+class _PatchEncoder(Protocol):
+    """A ViT: patch embeddings on a grid of stride ``patch``."""
+
+    embeddings: nn.Module
+    patch: int
+
+
+def _is_vit(encoder: VisionEncoder) -> TypeGuard[_PatchEncoder]:
     return hasattr(encoder, "embeddings") and hasattr(encoder, "patch")
 
 
@@ -160,7 +181,8 @@ class BabelRSBackbone(BaseModule):
         self.layers = self.encoder.resolve_layers(layers)
         taps = [self.encoder.tap_info(k) for k in self.layers]
         self.is_vit = _is_vit(self.encoder)
-        if self.is_vit:
+        self.pyramid: SimpleFeaturePyramid | None
+        if _is_vit(self.encoder):
             self.pyramid = SimpleFeaturePyramid(
                 taps[0].channels, self.encoder.patch, vit_strides, len(taps)
             )
@@ -172,7 +194,7 @@ class BabelRSBackbone(BaseModule):
             self.out_strides = [t.stride for t in taps]
         self.frozen_layers = int(frozen_layers)
         freeze_encoder_layers(self.encoder, self.frozen_layers)
-        if hasattr(self.encoder, "channels_last"):  # CNN encoders (efficientnet_lite.py)
+        if isinstance(self.encoder, _ChannelsLast):  # CNN encoders (efficientnet_lite.py)
             self.encoder.channels_last = self.channels_last
 
     @property
@@ -186,6 +208,7 @@ class BabelRSBackbone(BaseModule):
             for m in self.pyramid.modules():
                 if isinstance(m, nn.ConvTranspose2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                    assert m.bias is not None  # built with bias=True
                     nn.init.zeros_(m.bias)
         self._is_init = True
 

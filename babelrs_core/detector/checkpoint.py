@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import torch
 from torch import nn
@@ -38,6 +38,25 @@ from babelrs_core.io.hashing import file_sha256
 DETECTOR_FORMAT = "babelrs-detector/1"
 DETECTOR_JSON = "detector.json"
 DETECTOR_WEIGHTS = "detector.safetensors"
+
+
+class HeadInfo(TypedDict):
+    """One entry of ``detector.json``'s ``datasets``: a dataset head and its classes."""
+
+    modality: str
+    box_type: NotRequired[str]  # hbox | obox; readers default to hbox
+    head: NotRequired[str]  # finetune.heads.<dataset>.type
+    classes: list[str]  # label index -> the dataset's class name
+    soi_names: list[str]  # label index -> the SOI-Det union class name
+
+
+class ModalityInfo(TypedDict):
+    """One entry of ``detector.json``'s ``modalities``: input size and normalisation."""
+
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    source: str  # where mean / std came from (params / encoder / data / imagenet)
 
 
 class DetectorCheckpointError(BabelrsError, RuntimeError):

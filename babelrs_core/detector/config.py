@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from babelrs_core.concepts import DATASETS
+from babelrs_core.concepts import DATASET_NAMES, DATASETS, DatasetName, Modality
 from babelrs_core.config import Params
 from babelrs_core.data.image_source import source_spec
 from babelrs_core.detector.checkpoint import ATOMIC_BACKEND
@@ -89,12 +89,12 @@ def encoder_geometry(
     return [t.channels for t in taps], [t.stride for t in taps]
 
 
-def datasets_of(params: Params) -> list[str]:
+def datasets_of(params: Params) -> list[DatasetName]:
     """The datasets being trained, in the fixed SOI-Det order (SAR, DOTA, DroneVehicle)."""
-    return [d for d in DATASETS if d in params.finetune.heads]
+    return [d for d in DATASET_NAMES if d in params.finetune.heads]
 
 
-def modalities_of(params: Params) -> list[str]:
+def modalities_of(params: Params) -> list[Modality]:
     return sorted({DATASETS[d].modality for d in datasets_of(params)})
 
 

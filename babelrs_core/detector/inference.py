@@ -32,9 +32,20 @@ from babelrs_core.concepts import SOI_DET_CLASSES
 from babelrs_core.detector import checkpoint as ckpt
 
 PRED_COLUMNS = (
-    "x1", "y1", "x2", "y2", "score", "label", "class_name", "soi_name", "soi_label",
-    "dataset", "modality", "polygon", "rbox",
-)  # fmt: skip
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "score",
+    "label",
+    "class_name",
+    "soi_name",
+    "soi_label",
+    "dataset",
+    "modality",
+    "polygon",
+    "rbox",
+)
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -69,11 +80,12 @@ class Detector:
     """A fine-tuned multi-sensor detector loaded from an exported checkpoint folder."""
 
     def __init__(self, model: torch.nn.Module, info: dict[str, Any], device: str = "cpu") -> None:
-        self.model = model.eval()
+        # an mmdet BaseDetector (untyped): data_preprocessor, predict
+        self.model: Any = model.eval()
         self.info = info
         self.device = device
-        self.datasets: dict[str, dict[str, Any]] = info["datasets"]
-        self.modalities: dict[str, dict[str, Any]] = info["modalities"]
+        self.datasets: dict[str, ckpt.HeadInfo] = info["datasets"]
+        self.modalities: dict[str, ckpt.ModalityInfo] = info["modalities"]
 
     @classmethod
     def from_checkpoint(cls, source: str | os.PathLike[str], device: str = "cpu") -> Detector:

@@ -160,8 +160,10 @@ class MultiHeadDetector(BaseDetector):
         groups: dict[tuple[int, int], list[int]] = {}
         for i, s in enumerate(samples):
             h, w = s.metainfo.get("img_shape", batch_inputs.shape[-2:])[:2]
-            key = (min(-(-int(h) // div) * div, batch_inputs.shape[-2]),
-                   min(-(-int(w) // div) * div, batch_inputs.shape[-1]))  # fmt: skip
+            key = (
+                min(-(-int(h) // div) * div, batch_inputs.shape[-2]),
+                min(-(-int(w) // div) * div, batch_inputs.shape[-1]),
+            )
             groups.setdefault(key, []).append(i)
         if len(groups) == 1:
             return [(list(range(len(samples))), self.extract_feat(batch_inputs))]
@@ -185,8 +187,10 @@ class MultiHeadDetector(BaseDetector):
             by_ds: dict[str, list[int]] = {}
             for pos, i in enumerate(idx):
                 by_ds.setdefault(owner[i], []).append(pos)
-            for name, pos in by_ds.items():
-                routes.append((name, [idx[p] for p in pos], _split(feats, pos, len(idx))))
+            for name, positions in by_ds.items():
+                routes.append(
+                    (name, [idx[p] for p in positions], _split(feats, positions, len(idx)))
+                )
         return routes
 
     # -- mmdet API --------------------------------------------------------------------------------

@@ -159,8 +159,7 @@ class BabelRSOptimWrapperConstructor:
         self.paramwise_cfg = dict(paramwise_cfg or {})
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        if hasattr(model, "module"):
-            model = model.module
+        model = getattr(model, "module", model)  # the model inside a DDP wrapper
         opt_cfg = dict(self.optimizer_cfg)
         groups = param_groups(
             model,

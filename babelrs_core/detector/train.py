@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,6 +41,9 @@ from babelrs_core.detector.hooks import (
 from babelrs_core.io.atomic import sweep_temporaries, write_json, write_text
 from babelrs_core.io.hashing import file_sha256
 
+if TYPE_CHECKING:  # for an annotation only (register_all imports the models at run time)
+    from babelrs_core.detector.model import MultiHeadDetector
+
 #: mAP per dataset vs iteration on the validation split (written during training)
 VALIDATION_CSV = "validation.csv"
 #: the mmengine config the run trains with, as Python text (``runner.cfg.pretty_text``)
@@ -49,7 +52,7 @@ MMENGINE_CONFIG = "mmengine_config.py"
 
 def fingerprint(params: Params, manifest: Path, encoder_dir: Path | None) -> dict[str, Any]:
     """The params that shape a fine-tuning run (a resume with others is refused)."""
-    fp = {
+    fp: dict[str, Any] = {
         "finetune": params.finetune.model_dump(mode="json"),
         "evaluation.ignore_difficult": params.evaluation.ignore_difficult,
         "model.encoder": params.model.encoder,
@@ -179,8 +182,11 @@ def _run(
     run_json = out / "run.json"
     latest = ckpt.latest_training_checkpoint(work_dir) if resume else None
     # every rank loads the checkpoint: on several nodes they must all see the same one
-    dist_util.agree(latest and latest.name, f"the checkpoint to resume from in {work_dir}",
-                    dist_util.SHARED_OUTPUTS_HINT.format(key="paths.finetune_out"))  # fmt: skip
+    dist_util.agree(
+        latest and latest.name,
+        f"the checkpoint to resume from in {work_dir}",
+        dist_util.SHARED_OUTPUTS_HINT.format(key="paths.finetune_out"),
+    )
     start_iter = 0
     if latest is not None:
         if run_json.exists():
@@ -191,8 +197,13 @@ def _run(
         del state
     elif main:
         shutil.rmtree(work_dir, ignore_errors=True)
-        for name in ("metrics.jsonl", "train.json", VALIDATION_CSV, ckpt.DETECTOR_JSON,
-                     ckpt.DETECTOR_WEIGHTS):  # fmt: skip
+        for name in (
+            "metrics.jsonl",
+            "train.json",
+            VALIDATION_CSV,
+            ckpt.DETECTOR_JSON,
+            ckpt.DETECTOR_WEIGHTS,
+        ):
             (out / name).unlink(missing_ok=True)
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -294,7 +305,7 @@ def validation_hook(
 
     cfg, ev = params.finetune, params.evaluation
     frame = read_manifest(manifest)
-    items = {}
+    items: dict[str, list[dict[str, Any]]] = {}
     for ds in datasets_of(params):
         found = image_items(frame, ds, cfg.val_split, ev.ignore_difficult)[: cfg.val_max_images]
         if not found:
@@ -318,7 +329,7 @@ def validation_hook(
 
 def detector_info(
     params: Params,
-    model: torch.nn.Module,
+    model: MultiHeadDetector,
     norm: dict,
     norm_source: dict,
     encoder_dir: Path | None,

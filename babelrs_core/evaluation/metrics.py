@@ -27,7 +27,7 @@ import contextlib
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -106,7 +106,8 @@ def coco_ground_truth(
 ) -> dict[str, Any]:
     """A COCO ``instances`` dict. ``images``: ``{"id", "width", "height", "objects": [{"bbox":
     [x1, y1, x2, y2], "label": int, "difficult": bool}]}``; category ids are ``label + 1``."""
-    out_images, anns = [], []
+    out_images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     for img in images:
         out_images.append({"id": img["id"], "width": img["width"], "height": img["height"]})
         for obj in img["objects"]:
@@ -163,8 +164,9 @@ def evaluate_coco(
         if not a["iscrowd"]:
             counts[a["category_id"]] += 1
     n_obj = sum(counts.values())
-    zero = [ClassScore(c["name"], counts[c["id"]], 0.0, 0.0, [0.0] * len(RECALL_POINTS))
-            for c in cats]  # fmt: skip
+    zero = [
+        ClassScore(c["name"], counts[c["id"]], 0.0, 0.0, [0.0] * len(RECALL_POINTS)) for c in cats
+    ]
     if not dets or not gt["images"]:
         return DatasetScore(name, zero, len(gt["images"]), n_obj, len(dets))
     with contextlib.redirect_stdout(io.StringIO()):
@@ -253,26 +255,45 @@ def rotated_inputs(
     return det_results, annotations
 
 
+class RotatedClassAP(TypedDict):
+    """One class's rotated AP at one IoU (:func:`rotated_ap`)."""
+
+    num_gts: int
+    num_dets: int
+    recall: np.ndarray  # cumulative, detections by descending score
+    precision: np.ndarray
+    ap: float  # VOC area AP, 0..1
+
+
 def rotated_ap(
     det_results: list[list[np.ndarray]], annotations: list[dict[str, np.ndarray]], iou_thr: float
-) -> list[dict[str, Any]]:
+) -> list[RotatedClassAP]:
     """Per class ``{"num_gts", "num_dets", "recall", "precision", "ap"}`` at one IoU: the loop of
     mmrotate's ``eval_rbbox_map`` (VOC area AP, rotated IoU) without its process pool, which
     spawns fresh interpreters at every call."""
     from mmdet.evaluation.functional import average_precision
     from mmrotate.evaluation.functional.mean_ap import get_cls_results, tpfp_default
 
-    out = []
+    out: list[RotatedClassAP] = []
     for k in range(len(det_results[0]) if det_results else 0):
         cls_dets, cls_gts, cls_ign = get_cls_results(det_results, annotations, k, "rbox")
         num_gts = int(sum(g.shape[0] for g in cls_gts))
         dets = np.vstack(cls_dets) if cls_dets else np.zeros((0, 6))
         if not len(dets):
-            out.append({"num_gts": num_gts, "num_dets": 0, "recall": np.zeros(0),
-                        "precision": np.zeros(0), "ap": 0.0})  # fmt: skip
+            out.append(
+                {
+                    "num_gts": num_gts,
+                    "num_dets": 0,
+                    "recall": np.zeros(0),
+                    "precision": np.zeros(0),
+                    "ap": 0.0,
+                }
+            )
             continue
-        tpfp = [tpfp_default(d, g, i, iou_thr, "rbox") for d, g, i in
-                zip(cls_dets, cls_gts, cls_ign, strict=True)]  # fmt: skip
+        tpfp = [
+            tpfp_default(d, g, i, iou_thr, "rbox")
+            for d, g, i in zip(cls_dets, cls_gts, cls_ign, strict=True)
+        ]
         tp = np.hstack([t for t, _ in tpfp])[0]
         fp = np.hstack([f for _, f in tpfp])[0]
         order = np.argsort(-dets[:, -1])
@@ -281,8 +302,15 @@ def rotated_ap(
         recall = tp / max(num_gts, eps)
         precision = tp / np.maximum(tp + fp, eps)
         ap = float(average_precision(recall, precision, "area")) if num_gts else 0.0
-        out.append({"num_gts": num_gts, "num_dets": len(dets), "recall": recall,
-                    "precision": precision, "ap": ap})  # fmt: skip
+        out.append(
+            {
+                "num_gts": num_gts,
+                "num_dets": len(dets),
+                "recall": recall,
+                "precision": precision,
+                "ap": ap,
+            }
+        )
     return out
 
 
@@ -315,8 +343,34 @@ def _mean(classes: Sequence[ClassScore], key: str) -> float:
     return round(float(np.mean([getattr(c, key) for c in classes])), 4) if classes else 0.0
 
 
+class DatasetSummary(TypedDict):
+    """One dataset's entry of ``metrics/eval.json`` (percent)."""
+
+    ap50: float
+    map: float
+    classes_scored: int
+    images: int
+    objects: int
+    detections: int
+    hbox_ap50: NotRequired[float]  # oriented datasets: horizontal COCO scores
+    hbox_map: NotRequired[float]
+
+
+class OverallSummary(TypedDict):
+    """``metrics/eval.json``'s ``overall`` entry (percent)."""
+
+    ap50: float
+    map: float
+    hmap: float
+    classes_scored: int
+    hbox_ap50: NotRequired[float]  # some dataset oriented: the all-horizontal scores
+    hbox_map: NotRequired[float]
+    hbox_hmap: NotRequired[float]
+
+
 def summarize(scores: Sequence[DatasetScore]) -> dict[str, Any]:
-    """Per-dataset and overall AP@50 / mAP, H-mAP; the shape of ``metrics/eval.json``.
+    """Per-dataset and overall AP@50 / mAP, H-mAP; the shape of ``metrics/eval.json``:
+    ``{"overall": OverallSummary, <dataset name>: DatasetSummary, ...}``.
 
     ``ap50`` / ``map`` are each dataset's main scores (rotated for ``obox`` datasets), and the
     overall scores mix them as the paper does. When some dataset is oriented, ``hbox_ap50`` /
@@ -327,7 +381,7 @@ def summarize(scores: Sequence[DatasetScore]) -> dict[str, Any]:
     all_classes: list[ClassScore] = []
     hbox_classes: list[ClassScore] = []
     for s in scores:
-        out[s.name] = {
+        entry: DatasetSummary = {
             "ap50": round(s.ap50, 4),
             "map": round(s.map, 4),
             "classes_scored": len(s.scored),
@@ -336,21 +390,21 @@ def summarize(scores: Sequence[DatasetScore]) -> dict[str, Any]:
             "detections": s.num_detections,
         }
         if s.hbox is not None:
-            out[s.name].update(hbox_ap50=round(s.hbox.ap50, 4), hbox_map=round(s.hbox.map, 4))
+            entry["hbox_ap50"] = round(s.hbox.ap50, 4)
+            entry["hbox_map"] = round(s.hbox.map, 4)
+        out[s.name] = entry
         all_classes += s.scored
         hbox_classes += (s.hbox or s).scored
-    overall = {
+    overall: OverallSummary = {
         "ap50": _mean(all_classes, "ap50"),
         "map": _mean(all_classes, "ap"),
         "hmap": round(harmonic_mean([s.map for s in scores]), 4) if scores else 0.0,
         "classes_scored": len(all_classes),
     }
     if any(s.hbox is not None for s in scores):
-        overall.update(
-            hbox_ap50=_mean(hbox_classes, "ap50"),
-            hbox_map=_mean(hbox_classes, "ap"),
-            hbox_hmap=round(harmonic_mean([(s.hbox or s).map for s in scores]), 4),
-        )
+        overall["hbox_ap50"] = _mean(hbox_classes, "ap50")
+        overall["hbox_map"] = _mean(hbox_classes, "ap")
+        overall["hbox_hmap"] = round(harmonic_mean([(s.hbox or s).map for s in scores]), 4)
     return {"overall": overall, **out}
 
 
@@ -363,10 +417,15 @@ def per_class_rows(scores: Sequence[DatasetScore]) -> list[dict[str, Any]]:
         for c in s.classes:
             h = hb.get(c.name)
             rows.append(
-                {"dataset": s.name, "class": c.name, "box": s.box_type, "num_gt": c.num_gt,
-                 "ap50": round(c.ap50, 4) if c.num_gt else None,
-                 "map": round(c.ap, 4) if c.num_gt else None,
-                 "hbox_ap50": round(h.ap50, 4) if h is not None and h.num_gt else None,
-                 "hbox_map": round(h.ap, 4) if h is not None and h.num_gt else None}
-            )  # fmt: skip
+                {
+                    "dataset": s.name,
+                    "class": c.name,
+                    "box": s.box_type,
+                    "num_gt": c.num_gt,
+                    "ap50": round(c.ap50, 4) if c.num_gt else None,
+                    "map": round(c.ap, 4) if c.num_gt else None,
+                    "hbox_ap50": round(h.ap50, 4) if h is not None and h.num_gt else None,
+                    "hbox_map": round(h.ap, 4) if h is not None and h.num_gt else None,
+                }
+            )
     return rows

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from babelrs_core.concepts import DATASETS
+from babelrs_core.concepts import DATASET_NAMES, DATASETS
 from babelrs_core.config import Params
 from babelrs_core.data.image_source import FileSource, ImageRef, ImageSource, open_source
 from babelrs_core.evaluation import plots
@@ -82,7 +82,7 @@ def run_evaluation(
     orientation: dict[str, dict[str, Any]] = {}
     # what was evaluated and how: the promotion gate compares only evaluations with equal hashes
     data_hash = hashlib.sha256(json.dumps([cfg.ignore_difficult, cfg.max_dets]).encode())
-    for ds in [d for d in DATASETS if d in detector.datasets]:
+    for ds in [d for d in DATASET_NAMES if d in detector.datasets]:
         split = cfg.splits.get(ds)
         if split is None:
             raise ValueError(f"evaluation.splits has no split for dataset {ds!r}")
@@ -118,8 +118,9 @@ def run_evaluation(
     write_outputs(out, scores, summary)
     write_json(out / "orientation.json", orientation)  # {} when no head is oriented
     if orientation:
-        plot_orientation({d: o["objects"] for d, o in orientation.items()},
-                         out / "plots" / "orientation.png")  # fmt: skip
+        plot_orientation(
+            {d: o["objects"] for d, o in orientation.items()}, out / "plots" / "orientation.png"
+        )
     for modality, chosen in samples.items():
         tiles = [plots.draw_detections(a, o, d, cfg.draw_score_thr) for _, a, o, d in chosen]
         title = f"{modality}: ground truth green, predictions red (score >= {cfg.draw_score_thr})"
@@ -176,12 +177,24 @@ def predict_split(
         dets = detector.predict_batch(arrays, dataset)
         for k, (it, arr, d) in enumerate(zip(chunk, arrays, dets, strict=True)):
             image_id = start + k + 1
-            objs = [{"bbox": i["bbox"], "label": i["bbox_label"],
-                     "difficult": bool(i["ignore_flag"]),
-                     "poly": i["poly"] if oriented else None}
-                    for i in it["instances"]]  # fmt: skip
-            gt_images.append({"id": image_id, "width": it["width"], "height": it["height"],
-                              "objects": objs, "file": it["img_id"]})  # fmt: skip
+            objs = [
+                {
+                    "bbox": i["bbox"],
+                    "label": i["bbox_label"],
+                    "difficult": bool(i["ignore_flag"]),
+                    "poly": i["poly"] if oriented else None,
+                }
+                for i in it["instances"]
+            ]
+            gt_images.append(
+                {
+                    "id": image_id,
+                    "width": it["width"],
+                    "height": it["height"],
+                    "objects": objs,
+                    "file": it["img_id"],
+                }
+            )
             preds[image_id] = d
             if visit is not None:
                 visit(start + k, it, arr, objs, d)
@@ -253,8 +266,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     o = summary["overall"]
     lines = [f"overall: AP@50 {o['ap50']:.2f}  mAP {o['map']:.2f}  H-mAP {o['hmap']:.2f}"]
     if "hbox_hmap" in o:
-        lines.append(f"overall (all horizontal): AP@50 {o['hbox_ap50']:.2f}  "
-                     f"mAP {o['hbox_map']:.2f}  H-mAP {o['hbox_hmap']:.2f}")  # fmt: skip
+        lines.append(
+            f"overall (all horizontal): AP@50 {o['hbox_ap50']:.2f}  "
+            f"mAP {o['hbox_map']:.2f}  H-mAP {o['hbox_hmap']:.2f}"
+        )
     for ds in DATASETS:
         if ds in summary:
             s = summary[ds]

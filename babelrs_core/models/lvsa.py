@@ -69,10 +69,11 @@ class TapFusion(nn.Module):
         """Taps at the common width and grid (unchanged for same-shape taps)."""
         if not self.adapt:
             return list(feats)
+        adapters, g = self.adapters, self.grid
+        assert adapters is not None and g is not None  # both set when adapt
         out = []
-        for f, adapter in zip(feats, self.adapters, strict=True):
+        for f, adapter in zip(feats, adapters, strict=True):
             f = adapter(f)
-            g = self.grid
             if f.shape[-2] > g or f.shape[-1] > g:
                 f = F.adaptive_avg_pool2d(f, g)
             if f.shape[-2] < g or f.shape[-1] < g:

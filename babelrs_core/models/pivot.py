@@ -48,13 +48,15 @@ class TinyBertSpec:
 class Pivot(nn.Module):
     """A causal LM with a uniform interface: embed, hidden states, logits, layers, head."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, kind: str) -> None:
+    def __init__(self, model: Any, tokenizer: Any, kind: str) -> None:
+        """``model``: a transformers causal LM (an ``nn.Module``); its config and parts (bert /
+        base_model, cls, embeddings) are read by name, which ``nn.Module`` cannot describe."""
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.kind = kind
-        self.is_bert = getattr(model.config, "model_type", "") == "bert"
-        self.width = int(model.config.hidden_size)
+        self.is_bert = getattr(self.model.config, "model_type", "") == "bert"
+        self.width = int(self.model.config.hidden_size)
         tok = tokenizer
         if self.is_bert:
             self.bos_ids = [tok.cls_token_id]
@@ -82,7 +84,7 @@ class Pivot(nn.Module):
     def layers(self) -> nn.ModuleList:
         """The transformer layers, bottom first."""
         if self.is_bert:
-            return self.base.encoder.layer
+            return self.model.bert.encoder.layer  # self.base
         for module in self.base.children():
             if (
                 isinstance(module, nn.ModuleList)
@@ -200,5 +202,5 @@ def load_pivot(
     if cfg.model_type in ("bert", "roberta", "xlm-roberta", "electra"):
         cfg.is_decoder = True  # encoder checkpoints run as causal decoders
     _set_dropout(cfg, dropout)
-    model = AutoModelForCausalLM.from_pretrained(folder, config=cfg, local_files_only=True)
-    return Pivot(model, tok, str(folder))
+    causal_lm = AutoModelForCausalLM.from_pretrained(folder, config=cfg, local_files_only=True)
+    return Pivot(causal_lm, tok, str(folder))

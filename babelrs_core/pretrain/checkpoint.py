@@ -11,7 +11,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -37,8 +37,8 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if _NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found, key=lambda step_path: step_path[0])]
 
 
 def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
@@ -48,7 +48,9 @@ def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
 
 def rng_state() -> dict[str, Any]:
     """All RNG states as tensors / plain types (loadable with ``weights_only=True``)."""
-    np_state = np.random.get_state()
+    # numpy's stub types the default call (legacy=True) as its dict overload; the global
+    # RandomState is an MT19937, whose legacy state is this tuple
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     py_state = random.getstate()
     return {
         "torch": torch.get_rng_state(),

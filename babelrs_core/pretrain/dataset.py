@@ -267,7 +267,9 @@ class PixelStore:
         self.preloaded = len(self.refs) * 3 * size * size <= max_bytes
         if self.preloaded:
             rows = [self._tensor(resized.load(r)) for r in self.refs]
-            self._all = torch.stack(rows) if rows else torch.zeros((0, 3, size, size), torch.uint8)
+            self._all = (
+                torch.stack(rows) if rows else torch.zeros((0, 3, size, size), dtype=torch.uint8)
+            )
         else:
             self._lru = CachedSource(resized, max_bytes)
 

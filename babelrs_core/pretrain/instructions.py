@@ -67,7 +67,8 @@ def sentence(text: str) -> str:
 def unit_box(box: Box, width: int, height: int) -> tuple[float, float, float, float]:
     """``box`` as x1 y1 x2 y2 fractions of the image, clamped to 0..1."""
     unit = (box.x1 / width, box.y1 / height, box.x2 / width, box.y2 / height)
-    return tuple(min(max(v, 0.0), 1.0) for v in unit)
+    x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in unit)
+    return x1, y1, x2, y2
 
 
 def unit_box_text(unit: Sequence[float]) -> str:

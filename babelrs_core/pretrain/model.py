@@ -24,6 +24,8 @@ class AlignModel(nn.Module):
     embedding of the box geometry; the token replaces the slot that follows ``</box>``.
     """
 
+    bos: torch.Tensor  # buffer: the pivot's bos token ids
+
     def __init__(
         self,
         encoder: VisionEncoder,

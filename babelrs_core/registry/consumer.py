@@ -56,8 +56,10 @@ def explain_load_error(model_uri: str, tracking_uri: str, exc: Exception) -> Mod
     text = str(getattr(exc, "message", exc))
     if any(m in text for m in ("Max retries exceeded", "Connection refused", "API request to")):
         reason = _first_line(text)
-        err = ModelLoadError(f"cannot reach the MLflow tracking server {where} ({reason}); "
-                             "start it or set MLFLOW_TRACKING_URI")  # fmt: skip
+        err = ModelLoadError(
+            f"cannot reach the MLflow tracking server {where} ({reason}); "
+            "start it or set MLFLOW_TRACKING_URI"
+        )
         err.transient = True
         return err
     match = MODEL_URI.fullmatch(model_uri)
@@ -237,25 +239,25 @@ def predict_files(
     overlay_thr: float = 0.3,
 ) -> dict[str, Any]:
     """Load ``model_uri``, predict on image files, write CSV / JSON (and overlays); a summary."""
-    paths = [Path(p) for p in paths]
-    if not paths:
+    files = [Path(p) for p in paths]
+    if not files:
         raise ValueError("no images given")
     known = known_modalities()
     if modality not in known:
         raise ValueError(f"unknown modality {modality!r}; use one of: {', '.join(known)}")
-    data = read_image_bytes(paths)
+    data = read_image_bytes(files)
     model = load_model(model_uri)
-    ids = [str(p) for p in paths]
+    ids = [str(p) for p in files]
     dets = predict_images(model, data, modality, ids, score_thr)
     out = Path(out_dir)
     csv_path, json_path = write_detections(dets, out)
     result: dict[str, Any] = {
         "model_uri": model_uri,
-        "images": len(paths),
+        "images": len(files),
         "detections": len(dets),
         "csv": str(csv_path),
         "json": str(json_path),
     }
     if overlays:
-        result["overlays"] = [str(p) for p in write_overlays(paths, dets, out, overlay_thr)]
+        result["overlays"] = [str(p) for p in write_overlays(files, dets, out, overlay_thr)]
     return result

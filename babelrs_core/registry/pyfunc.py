@@ -18,6 +18,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from babelrs_core.registry.payload import (
     OUTPUT_COLUMNS,
@@ -34,10 +35,24 @@ MODEL_NAME_IN_RUN = "detector"  # the logged model's name inside the run
 #: measures them in a fresh interpreter), pinned to the versions installed when logging
 #: (onedl-mmcv has no binary wheel on PyPI: see README "The OpenMMLab stack")
 REQUIREMENTS = (
-    "mlflow", "torch", "onedl-mmcv", "onedl-mmengine", "onedl-mmdetection", "onedl-mmrotate",
-    "numpy", "pandas", "pyarrow", "pillow", "safetensors", "pydantic", "pyyaml",
-    "opencv-python-headless", "pycocotools", "scipy", "shapely",
-)  # fmt: skip
+    "mlflow",
+    "torch",
+    "onedl-mmcv",
+    "onedl-mmengine",
+    "onedl-mmdetection",
+    "onedl-mmrotate",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pillow",
+    "safetensors",
+    "pydantic",
+    "pyyaml",
+    "opencv-python-headless",
+    "pycocotools",
+    "scipy",
+    "shapely",
+)
 DETECTOR_FILES = ("detector.json", "detector.safetensors")
 
 
@@ -52,7 +67,7 @@ def pip_requirements() -> list[str]:
     return out
 
 
-class DetectorModel(mlflow.pyfunc.PythonModel):
+class DetectorModel(PythonModel):
     """pyfunc wrapper: a table of images (+ modality) in, a table of detections out."""
 
     def load_context(self, context: Any) -> None:
@@ -130,8 +145,8 @@ def log_detector_model(
         if eval_files:
             evals = Path(tmp) / "eval"
             evals.mkdir()
-            for f in eval_files:
-                shutil.copy2(f, evals / Path(f).name)
+            for e in eval_files:
+                shutil.copy2(e, evals / Path(e).name)
             artifacts["eval"] = str(evals)
         return mlflow.pyfunc.log_model(
             name=name,

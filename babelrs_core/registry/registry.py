@@ -142,8 +142,9 @@ def promote(
             )
             return decision
         if champ is None:
-            decision = decide(challenger, None, margin=cfg.margin, max_drop=cfg.max_drop,
-                              floor=cfg.floor)  # fmt: skip
+            decision = decide(
+                challenger, None, margin=cfg.margin, max_drop=cfg.max_drop, floor=cfg.floor
+            )
         else:
             theirs = eval_from_tags(champ.tags)
             same = champ.tags.get("eval.data_hash") == mv.tags.get("eval.data_hash")
@@ -160,8 +161,14 @@ def promote(
                     champion_version=str(champ.version),
                 )
             else:
-                decision = decide(challenger, theirs, margin=cfg.margin, max_drop=cfg.max_drop,
-                                  floor=cfg.floor, champion_version=str(champ.version))  # fmt: skip
+                decision = decide(
+                    challenger,
+                    theirs,
+                    margin=cfg.margin,
+                    max_drop=cfg.max_drop,
+                    floor=cfg.floor,
+                    champion_version=str(champ.version),
+                )
         pause = float(read(PAUSE_ENV, "0") or 0)
         if pause > 0:
             time.sleep(pause)
@@ -170,8 +177,11 @@ def promote(
             now = champion_version(client, name)
             if now is None or str(now.version) != version:
                 raise RegistryError(f"alias {CHAMPION!r} of {name!r} moved during the promotion")
-        tags = {**decision.as_tags(), **extra, "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                time.gmtime())}  # fmt: skip
+        tags = {
+            **decision.as_tags(),
+            **extra,
+            "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value[:5000])
         if mv.run_id:
@@ -255,7 +265,7 @@ def register(
         )
     tracker = Tracker.from_params(params)
     own_run = run_id is None
-    if own_run:
+    if run_id is None:
         run_id = tracker.start("register", {**git_lineage(), "babelrs.stage": "register"})
     try:
         client = tracker.client
@@ -266,21 +276,24 @@ def register(
             "detector.encoder": str(info.get("encoder")),
             **git_lineage(),
         }
-        mv = unfinished_version(client, cfg.model_name, tags["detector.sha256"],
-                                tags["eval.data_hash"])  # fmt: skip
+        mv = unfinished_version(
+            client, cfg.model_name, tags["detector.sha256"], tags["eval.data_hash"]
+        )
         resumed = mv is not None
-        if resumed:  # an interrupted registration of these weights: finish it
+        if mv is not None:  # an interrupted registration of these weights: finish it
             source = mv.source
             version = str(mv.version)
-            client.set_model_version_tag(cfg.model_name, version, f"{STATUS_TAG}.resumed_by_run",
-                                         str(run_id))  # fmt: skip
+            client.set_model_version_tag(
+                cfg.model_name, version, f"{STATUS_TAG}.resumed_by_run", str(run_id)
+            )
         else:
             with fluent_tracking_uri(tracker.uri):
                 with mlflow.start_run(run_id=run_id, nested=True):
                     files = [eval_dir / "metrics" / "eval.json", eval_dir / "eval_info.json"]
                     source = log_detector_model(detector_dir, files).model_uri
-                mv = mlflow.register_model(source, cfg.model_name,
-                                           tags={**tags, STATUS_TAG: "started"})  # fmt: skip
+                mv = mlflow.register_model(
+                    source, cfg.model_name, tags={**tags, STATUS_TAG: "started"}
+                )
             # leaving the block ended the stage's run: it is running until the stage ends (a
             # crash from here on leaves it RUNNING, which the next run of the stage closes)
             client.update_run(run_id, status="RUNNING")

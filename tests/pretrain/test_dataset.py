@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from babelrs_core.config import captions_beside
-from babelrs_core.pretrain.dataset import IGNORE, build_data
+from babelrs_core.data.image_source import FileSource
+from babelrs_core.pretrain.dataset import IGNORE, PixelStore, build_data
 from babelrs_core.pretrain.instructions import flipped
 from tests.pretrain.fakes import make_fake_dataset
 
@@ -26,10 +27,16 @@ def fake(tmp_path_factory) -> Path:
 
 def build(fake: Path, **kw):
     args = {
-        "image_size": 32, "holdout_fraction": 0.25, "eval_splits": ["val"], "seed": 0,
-        "captions": captions_beside(fake), "eos_id": 2, "sep_ids": [3], "pad_id": 0,
+        "image_size": 32,
+        "holdout_fraction": 0.25,
+        "eval_splits": ["val"],
+        "seed": 0,
+        "captions": captions_beside(fake),
+        "eos_id": 2,
+        "sep_ids": [3],
+        "pad_id": 0,
         "region_token": True,
-    }  # fmt: skip
+    }
     return build_data(fake, encode, **{**args, **kw})
 
 
@@ -42,8 +49,12 @@ def test_images_not_prompts_are_held_out(fake: Path) -> None:
     assert any("/val/" in i for i in held_imgs)
     assert {e.modality for e in data.heldout} == {"sar", "rgb", "ir"}
     assert {e.task for e in data.train if e.modality == "sar"} == {
-        "region", "count", "presence", "listing", "caption",
-    }  # fmt: skip
+        "region",
+        "count",
+        "presence",
+        "listing",
+        "caption",
+    }
 
 
 def test_normalisation_statistics_per_modality_from_training_images(fake: Path) -> None:
@@ -80,8 +91,10 @@ def test_batches_depend_only_on_seed_and_step(fake: Path) -> None:
     assert data.sample(5, 8, seed=1) == build(fake).sample(5, 8, seed=1)
     assert data.sample(5, 8, seed=1) != data.sample(6, 8, seed=1)
     weights = data.sampling_weights()
-    by_mod = {m: float(sum(w for w, e in zip(weights, data.train, strict=True) if e.modality == m))
-              for m in ("sar", "rgb", "ir")}  # fmt: skip
+    by_mod = {
+        m: float(sum(w for w, e in zip(weights, data.train, strict=True) if e.modality == m))
+        for m in ("sar", "rgb", "ir")
+    }
     assert all(v == pytest.approx(1 / 3) for v in by_mod.values())
     off = build(fake, task_weights={"caption": 0.0, "listing": 0.0})
     assert not {e.task for e in off.train} & {"caption", "listing"}
@@ -135,3 +148,12 @@ def test_images_beyond_the_memory_bound_are_decoded_on_demand_with_the_same_pixe
     assert torch.equal(lazy.collate([lazy.train[i] for i in range(4)]).images, batch.images)
     stats = lazy.pixels._lru.stats()
     assert 0 < stats["peak_bytes"] <= bound and stats["evictions"] > 0
+
+
+def test_an_empty_pixel_store_gives_empty_batches() -> None:
+    """No images fit any bound, so the store holds an empty (0, 3, S, S) uint8 tensor (it used to
+    pass that dtype positionally to torch.zeros: a TypeError)."""
+    store = PixelStore([], 16, FileSource(), 1 << 20)
+    assert store.preloaded and len(store) == 0
+    batch = store[[]]
+    assert batch.shape == (0, 3, 16, 16) and batch.dtype == torch.uint8

@@ -94,7 +94,7 @@ def label_dir(split_dir: Path) -> Path | None:
 
 def discover_splits(root: Path, on_drop: DropSink = ignore_drop) -> list[str]:
     """Known splits with an ``images/`` and a label folder; unlabelled ones are reported."""
-    found = []
+    found: list[str] = []
     for split in SPLITS:
         d = root / split
         if not (d / IMAGES).is_dir():

@@ -112,7 +112,7 @@ def discover_splits(
     root: Path, modalities: Sequence[str], on_drop: DropSink = ignore_drop
 ) -> list[tuple[str, str]]:
     """(split, modality) pairs present under ``root``; image folders without labels are reported."""
-    found = []
+    found: list[tuple[str, str]] = []
     for split in SPLITS:
         for modality in modalities:
             images, labels = folders(root, split, modality)

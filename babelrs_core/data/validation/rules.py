@@ -587,8 +587,12 @@ def image_rules(
     """The image suite over :func:`prepare_images` facts; ``channels`` and ``dtypes``: modality
     name -> the values allowed (``validation.channels`` / ``validation.dtypes``)."""
     # a modality left out of the params is not constrained
-    allowed_c = {m: [int(c) for c in channels.get(m) or (1, 2, 3, 4)] for m in MODALITIES}
-    allowed_d = {m: [str(d) for d in dtypes.get(m) or ANY_DTYPE] for m in MODALITIES}
+    allowed_c: dict[str, list[int]] = {
+        m: [int(c) for c in channels.get(m) or (1, 2, 3, 4)] for m in MODALITIES
+    }
+    allowed_d: dict[str, list[str]] = {
+        m: [str(d) for d in dtypes.get(m) or ANY_DTYPE] for m in MODALITIES
+    }
     size = lambda r: (  # noqa: E731
         f"decoded size {_fmt(r['file_width'])}x{_fmt(r['file_height'])} but the manifest says "
         f"{_fmt(r['expected_width'])}x{_fmt(r['expected_height'])} (width/height + 2 x crop)"
