@@ -522,6 +522,8 @@ class Ablation(Strict):
     threads: NonNegInt = 1  # torch threads per run; 0: torch's default
     spread: Literal["half_range", "std"] = "half_range"  # over seeds: (max - min) / 2 or std
     order_metric: Literal["hmap", "map", "ap50"] = "hmap"  # overall score the ordering uses
+    bootstrap_samples: PosInt = 1000  # paired bootstrap over evaluation images: resamples
+    bootstrap_seed: NonNegInt = 0  # seed of the resampled image indices
     out_root: Path = Path("outputs/ablation")
     results_md: Path = Path("docs/results.md")
     plots_dir: Path = Path("docs/img/ablation")  # PNGs linked from results_md

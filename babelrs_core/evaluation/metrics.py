@@ -185,18 +185,19 @@ def evaluate_coco(
     classes = []
     for k, cat_id in enumerate(ev.params.catIds):
         cat = next(c for c in cats if c["id"] == cat_id)
-        p = precision[:, :, k, 0, -1]
         if counts[cat_id] == 0:
             classes.append(ClassScore(cat["name"], 0, 0.0, 0.0, []))
             continue
-        per_t = [float(np.mean(np.clip(p[t], 0, None))) for t in range(p.shape[0])]
-        pr50 = np.clip(p[0], 0, None).tolist()
-        classes.append(
-            ClassScore(
-                cat["name"], counts[cat_id], 100 * per_t[0], 100 * float(np.mean(per_t)), pr50
-            )
-        )
+        classes.append(coco_class_score(cat["name"], counts[cat_id], precision[:, :, k, 0, -1]))
     return DatasetScore(name, classes, len(gt["images"]), n_obj, len(dets))
+
+
+def coco_class_score(name: str, num_gt: int, precision: np.ndarray) -> ClassScore:
+    """One class's scores from COCO's interpolated precision ``[T, R]`` (IoU threshold x
+    recall point; -1 where undefined): AP per threshold = mean over the recall points."""
+    per_t = [float(np.mean(np.clip(precision[t], 0, None))) for t in range(precision.shape[0])]
+    pr50 = np.clip(precision[0], 0, None).tolist()
+    return ClassScore(name, num_gt, 100 * per_t[0], 100 * float(np.mean(per_t)), pr50)
 
 
 def precision_at_recalls(recall: np.ndarray, precision: np.ndarray) -> list[float]:

@@ -4,6 +4,9 @@ per modality and task.
 Accuracy is the exact match of the normalised answer (lower case, no punctuation) for the region,
 count, presence and listing tasks; captions are scored by word-level F1 (exact match of a free
 caption is meaningless). Chance for region classification is 1 / (number of offered classes).
+Every exact-match task also gets its majority-answer baseline (``majority``): the accuracy of
+always giving the most frequent normalised answer of that modality and task in the held-out
+prompts (:func:`majority_baseline`; "yes" for presence, the commonest count for counting).
 The scores go into ``metrics.json`` through :mod:`babelrs_core.pretrain.export`.
 """
 
@@ -31,6 +34,12 @@ def word_f1(pred: str, ref: str) -> float:
         return 0.0
     precision, recall = common / len(p), common / len(r)
     return 2 * precision * recall / (precision + recall)
+
+
+def majority_baseline(answers: list[str]) -> float:
+    """Accuracy of always answering the most frequent of ``answers`` (normalised; 0 if none)."""
+    counts = Counter(normalize_answer(a) for a in answers)
+    return max(counts.values()) / len(answers) if answers else 0.0
 
 
 @torch.no_grad()
@@ -110,11 +119,13 @@ def evaluate(
         for task, vals in sorted(scores[mod].items()):
             key = "word_f1" if task == "caption" else "accuracy"
             per[task] = {key: sum(vals) / len(vals), "n": len(vals)}
+            if task != "caption":
+                per[task]["majority"] = majority_baseline(
+                    [r["answer"] for r in records if r["modality"] == mod and r["task"] == task]
+                )
         if "region" in per:
             per["region"]["chance"] = 1.0 / len(data.classes[ds_of[mod]])
             region = [r for r in records if r["modality"] == mod and r["task"] == "region"]
-            answers = Counter(normalize_answer(r["answer"]) for r in region)
-            per["region"]["majority"] = max(answers.values()) / len(region)
             confusion: dict[str, Counter] = defaultdict(Counter)
             for r in region:
                 confusion[normalize_answer(r["answer"])][normalize_answer(r["prediction"])] += 1

@@ -63,7 +63,10 @@ def results_markdown(
     tasks = sorted({t for v in held.values() for t in v})
     lines += [
         "",
-        "All held-out tasks (accuracy; caption: word F1; n in brackets):",
+        "All held-out tasks (accuracy; caption: word F1; n in brackets; after the slash: the "
+        "majority-answer baseline, the accuracy of always giving the task's most frequent "
+        'held-out answer, e.g. always "yes" for presence; not in runs made before it was '
+        "recorded):",
         "",
         "| modality | " + " | ".join(tasks) + " |",
         "|---" * (len(tasks) + 1) + "|",
@@ -74,9 +77,11 @@ def results_markdown(
         cells = []
         for t in tasks:
             v = held[mod].get(t)
-            cells.append(
-                "-" if v is None else f"{v.get('accuracy', v.get('word_f1')):.3f} ({v['n']})"
-            )
+            if v is None:
+                cells.append("-")
+                continue
+            base = f" / {v['majority']:.3f}" if v.get("majority") is not None else ""
+            cells.append(f"{v.get('accuracy', v.get('word_f1')):.3f}{base} ({v['n']})")
         lines.append(f"| {mod} | " + " | ".join(cells) + " |")
     lines += ["", "Reproduce (2 CPU cores, offline):", "", "```bash", REPRODUCE, "```", ""]
     return "\n".join(lines)

@@ -74,6 +74,7 @@ def _params_file(tmp: Path, manifest: Path, variants: dict[str, Any], name: str)
             "probe_iters": 2,
             "pretrain_eval_max_per_task": 1,
             "grad_cosine_every": 2,
+            "bootstrap_samples": 50,
             "workers": 2,
             "threads": 1,
             "out_root": str(tmp / "ablation"),
@@ -183,7 +184,10 @@ def test_tiny_ablation_runs_through_the_flow_tracks_reports_and_reuses(tmp_path:
     assert "CSIA + LVSA (ours) (`ours`) | fp32 | 0, 1 |" in section
     assert "ImageNet (`imagenet`) | fp32 | 0, 1 |" in section
     assert summary["statements"][0] in section
-    assert ("ordering held here" in section) != ("ordering did not hold here" in section)
+    # the claims: paired bootstrap intervals over the evaluation images, one sentence per claim
+    assert "**Claims, fp32**" in section and "* ours > imagenet: *" in section
+    [claims] = summary["claims"]
+    assert claims["comparisons"][0]["seeds"] == [0, 1] and not claims["mismatched"]
     assert "| ImageNet (`imagenet`) | fp16 | 2 |" in section  # the probe table
     assert "broken/fp32/seed0: failed (its pretraining broken failed)" in section
     plots = tmp_path / "docs" / "img" / "ablation"

@@ -43,3 +43,21 @@ def test_the_committed_section_is_what_the_generator_writes() -> None:
     assert source and note, committed
     metrics = json.loads((ROOT / source.group(1)).read_text())
     assert results_markdown(metrics, source.group(1), note.group(1)).strip("\n") == committed
+
+
+def test_majority_answer_baseline_beside_each_exact_match_task() -> None:
+    from babelrs_core.pretrain.evaluate import majority_baseline
+
+    # presence: 3 of 4 held-out answers are "yes" (normalised), so always "yes" scores 0.75
+    assert majority_baseline(["Yes.", "yes", "No", "YES"]) == 0.75
+    assert majority_baseline(["two", "three", "two"]) == 2 / 3
+    assert majority_baseline([]) == 0.0
+    metrics = json.loads(METRICS.read_text())
+    metrics["heldout"]["sar"]["presence"]["majority"] = 0.75
+    metrics["heldout"]["sar"]["count"]["majority"] = 0.5
+    text = results_markdown(metrics)
+    presence = metrics["heldout"]["sar"]["presence"]
+    assert f"{presence['accuracy']:.3f} / 0.750 ({presence['n']})" in text
+    assert "majority-answer baseline" in text
+    caption = metrics["heldout"]["sar"]["caption"]
+    assert f"{caption['word_f1']:.3f} ({caption['n']})" in text  # captions: no baseline
