@@ -267,6 +267,9 @@ class TinyLm(Strict):
 class Pretrain(Strict):
     """CSIA + LVSA pretraining of the shared vision encoder (docs/pretraining.md)."""
 
+    # language: CSIA (encoder -> projector -> language model); classification: the no-language
+    # control, the same encoder on the same region labels through RoI-align + a linear classifier
+    objective: Literal["language", "classification"] = "language"
     language_model: str = "minilm"  # minilm | tiny | a local Hugging Face causal-LM directory
     encoder_weights: Path | None = None  # local safetensors for vit_*; null: lite0's ImageNet
     pretrained: bool = True  # load the encoder's pretrained weights (ImageNet for lite0)
@@ -433,6 +436,13 @@ class Finetune(Strict):
     val_max_images: PosInt = 16  # first N images of each dataset's validation split
     checkpoint_every: PosInt = 225  # iterations between mmengine checkpoints
     keep_checkpoints: PosInt = 2
+    # training images kept per dataset: a seeded, nested subset (round to nearest, at least 1);
+    # datasets not named keep all (babelrs_core/detector/data.py: label_subset)
+    label_fraction: dict[DatasetName, Annotated[float, Field(gt=0, le=1)]] = {
+        "sardet": 1.0,
+        "dota": 1.0,
+        "dronevehicle": 1.0,
+    }
 
     @model_validator(mode="after")
     def _consistent(self) -> Finetune:
@@ -465,6 +475,7 @@ ABLATION_FIXED = (
     "device",
     "log_every",
     "grad_cosine_every",
+    "label_fraction",
 )
 
 
@@ -501,6 +512,29 @@ def _default_variants() -> dict[str, AblationVariant]:
         "tau0": AblationVariant(label="CSIA, tau = 0", init="csia", pretrain={"lvsa.tau": 0}),
         "imagenet": AblationVariant(label="ImageNet (late alignment)", init="imagenet"),
         "scratch": AblationVariant(label="scratch", init="scratch"),
+        "no_language": AblationVariant(
+            label="same labels, no language",
+            init="csia",
+            pretrain={"objective": "classification"},
+        ),
+    }
+
+
+class ComputeControl(Strict):
+    """A start without pretraining fine-tuned longer by what a pretraining cost (equal total
+    compute): ``variant``'s fine-tuning + as many iterations as ``pretrain_of``'s pretraining time
+    buys at ``variant``'s measured time per iteration (babelrs_core/ablation/compute.py)."""
+
+    label: str = Field(min_length=1)
+    variant: str  # the start fine-tuned longer (init imagenet or scratch)
+    pretrain_of: str  # the csia variant whose pretraining time is spent
+
+
+def _default_compute_controls() -> dict[str, ComputeControl]:
+    return {
+        "imagenet_long": ComputeControl(
+            label="ImageNet, + pretraining compute", variant="imagenet", pretrain_of="ours"
+        )
     }
 
 
@@ -527,6 +561,12 @@ class Ablation(Strict):
     out_root: Path = Path("outputs/ablation")
     results_md: Path = Path("docs/results.md")
     plots_dir: Path = Path("docs/img/ablation")  # PNGs linked from results_md
+    compute_controls: dict[str, ComputeControl] = Field(default_factory=_default_compute_controls)
+    # label efficiency: label_dataset's head trained on these fractions of its training images
+    # (the others in full), for label_variants; fraction 1.0 is the variants' own runs
+    label_dataset: DatasetName = "dronevehicle"
+    label_fractions: list[Annotated[float, Field(gt=0, le=1)]] = [0.1, 0.25, 1.0]
+    label_variants: list[str] = ["ours", "no_language", "imagenet"]
 
     @model_validator(mode="after")
     def _consistent(self) -> Ablation:
@@ -544,6 +584,24 @@ class Ablation(Strict):
             raise ValueError(f"seeds {self.seeds}: at least two distinct seeds (mean +- spread)")
         if not self.precisions or len(set(self.precisions)) != len(self.precisions):
             raise ValueError(f"precisions {self.precisions}: one or more, each once")
+        unknown = [n for n in self.label_variants if n not in self.variants]
+        if unknown:
+            raise ValueError(f"label_variants: unknown variants {unknown}")
+        if len(set(self.label_fractions)) != len(self.label_fractions):
+            raise ValueError(f"label_fractions {self.label_fractions}: each once")
+        for name, c in self.compute_controls.items():
+            if name in self.variants or not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", name):
+                raise ValueError(f"compute_controls.{name}: a new name (lower-case, digits, _ -)")
+            base, pre = self.variants.get(c.variant), self.variants.get(c.pretrain_of)
+            if base is None or base.init == "csia":
+                raise ValueError(
+                    f"compute_controls.{name}.variant {c.variant!r}: a variant without "
+                    "pretraining (init imagenet or scratch)"
+                )
+            if pre is None or pre.init != "csia":
+                raise ValueError(
+                    f"compute_controls.{name}.pretrain_of {c.pretrain_of!r}: a csia variant"
+                )
         return self
 
 

@@ -16,6 +16,8 @@ Prefect adds:
 * the pretrainings and the fine-tunings that need none are submitted first, a variant's
   fine-tunings as soon as its pretraining task completed, with ``wait_for`` on that task (the
   dependency the UI draws); a failed pretraining's fine-tunings do not run;
+* a compute control (``imagenet_long``) is submitted once the pretraining and the runs it is
+  measured against have finished, with the iterations decided from their records;
 * a failed run is recorded and the others go on; after the report is written the flow fails
   (:class:`~babelrs_core.ablation.run.AblationError`) naming the failed runs;
 * flow parameters that override params.yaml keys (``ablation-iters100-seed0``), so the
@@ -133,6 +135,14 @@ def schedule(run: AblationRun, runner: TaskRunner) -> None:
             pending[fut] = (job, time.perf_counter())
             fut.add_done_callback(finished.put)
 
+    def submit_deferred() -> None:  # compute controls, once the runs they measure have run
+        for job in run.deferred_to_run():
+            fut = runner.submit(
+                finetune.with_options(task_run_name=f"finetune/{job.key}"), run.finetune_args(job)
+            )
+            pending[fut] = (job, time.perf_counter())
+            fut.add_done_callback(finished.put)
+
     for pj in run.pretrains_to_run():
         fut = runner.submit(pretrain.with_options(task_run_name=f"pretrain/{pj.name}"),
                             run.pretrain_args(pj))  # fmt: skip
@@ -141,6 +151,7 @@ def schedule(run: AblationRun, runner: TaskRunner) -> None:
     submit_finetunes(None)
     for name in run.ready_pretrains():  # reused pretrainings: their fine-tunings start now
         submit_finetunes(name)
+    submit_deferred()
     while pending:
         fut = finished.get()
         job, queued = pending.pop(fut)
@@ -152,6 +163,7 @@ def schedule(run: AblationRun, runner: TaskRunner) -> None:
             run.done(job, result, queued)
         if isinstance(job, PretrainJob):
             submit_finetunes(job.name, after=fut)
+        submit_deferred()
 
 
 @flow(name="babelrs-ablation", log_prints=True, flow_run_name=flow_run_namer("ablation"))

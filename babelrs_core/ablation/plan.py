@@ -6,16 +6,26 @@ from a pretraining run with the variant's ``pretrain`` overrides; variants whose
 agree share one run. fp16 on a CPU device follows ``ablation.cpu_fp16`` (``probe``: a short run of
 the first seed that records speed and non-finite steps, not evaluated; ``skip``; ``full``).
 
+Two controls join the variants. A *compute control* (``ablation.compute_controls``, e.g.
+``imagenet_long``) fine-tunes a start without pretraining for ``iters`` plus the iterations that a
+csia variant's pretraining time buys; its iterations are known only once that pretraining and the
+start's own runs have run (:mod:`babelrs_core.ablation.compute`), so its job waits for them
+(``FinetuneJob.compute``). The *label-efficiency runs* (``Plan.label_runs``) fine-tune
+``label_variants`` with ``label_fractions`` < 1 of ``label_dataset``'s training images (the
+fraction 1.0 is the variants' own runs).
+
 Layout under ``ablation.out_root``::
 
     pretrain/<name>/                      run_pretraining outputs + job.json
     runs/<variant>/<precision>/seed<k>/   finetune/ (run_finetune) + eval/ (run_evaluation)
+    runs/<control>/<precision>/seed<k>/   the same for a compute control (+ compute.json)
+    label_efficiency/<variant>@<dataset>-<fraction>/<precision>/seed<k>/   label-efficiency runs
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +50,16 @@ class PretrainJob:
 
 
 @dataclass(frozen=True)
+class ComputeMatch:
+    """How a compute control's iterations are decided once its inputs ran: ``base_iters`` +
+    ``pretrain``'s training time / the mean time per iteration of the ``measured`` runs."""
+
+    pretrain: str  # PretrainJob.name
+    measured: tuple[str, ...]  # FinetuneJob keys (the start's own runs at the same precision)
+    base_iters: int
+
+
+@dataclass(frozen=True)
 class FinetuneJob:
     """One fine-tuning (+ evaluation unless a probe) of one variant, precision and seed."""
 
@@ -51,10 +71,23 @@ class FinetuneJob:
     params: Params
     out: Path
     pretrain: str | None  # PretrainJob.name for csia variants
+    name: str = ""  # run name when not the variant's (label-efficiency runs)
+    label_fraction: float = 1.0  # share of ablation.label_dataset's training images
+    compute: ComputeMatch | None = None  # compute controls: iterations decided at run time
+    measured: dict[str, Any] | None = None  # ... and how (compute.json), once decided
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.variant
 
     @property
     def key(self) -> str:
-        return f"{self.variant}/{self.precision}/seed{self.seed}"
+        return f"{self.run_name}/{self.precision}/seed{self.seed}"
+
+    @property
+    def pending(self) -> bool:
+        """A compute control whose iterations are not decided yet."""
+        return self.compute is not None and self.measured is None
 
     @property
     def finetune_dir(self) -> Path:
@@ -75,11 +108,23 @@ class Plan:
     manifest: Path
     root: Path
     pretrains: list[PretrainJob] = field(default_factory=list)
-    finetunes: list[FinetuneJob] = field(default_factory=list)
+    finetunes: list[FinetuneJob] = field(default_factory=list)  # variants + compute controls
     skipped: list[dict[str, str]] = field(default_factory=list)  # variant, precision, reason
+    label_runs: list[FinetuneJob] = field(default_factory=list)  # label efficiency, fraction < 1
 
     def pretrain_job(self, name: str) -> PretrainJob:
         return next(j for j in self.pretrains if j.name == name)
+
+    def all_finetunes(self) -> list[FinetuneJob]:
+        """Every fine-tuning of the plan: the variants', the compute controls', the label runs."""
+        return [*self.finetunes, *self.label_runs]
+
+    def replace(self, job: FinetuneJob) -> None:
+        """Put ``job`` in place of the job with its key (a compute control once decided)."""
+        for jobs in (self.finetunes, self.label_runs):
+            for i, old in enumerate(jobs):
+                if old.key == job.key:
+                    jobs[i] = job
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary (what ``babelrs ablation plan`` prints)."""
@@ -94,8 +139,10 @@ class Plan:
                     "iters": j.params.finetune.iters,
                     "init": j.params.finetune.init,
                     "pretrain": j.pretrain,
+                    **({"label_fraction": j.label_fraction} if j.label_fraction < 1 else {}),
+                    **({"iters_decided": not j.pending} if j.compute else {}),
                 }
-                for j in self.finetunes
+                for j in self.all_finetunes()
             ],
             "skipped": self.skipped,
         }
@@ -152,7 +199,52 @@ def build_plan(params: Params, device: str | None = None) -> Plan:
                         params, name, variant.label, precision, seed, mode, root, owner.get(name)
                     )
                 )
+    _add_compute_controls(plan, owner)
+    _add_label_runs(plan, owner)
+    from babelrs_core.ablation.compute import resolve_all
+
+    resolve_all(plan)  # compute controls whose inputs already ran (a rerun, the report)
     return plan
+
+
+def _full_precisions(plan: Plan, variant: str) -> list[str]:
+    """The precisions at which ``variant`` runs in full (evaluated), in params order."""
+    modes = {(j.variant, j.precision): j.mode for j in plan.finetunes}
+    return [p for p in plan.params.ablation.precisions if modes.get((variant, p)) == "full"]
+
+
+def _add_compute_controls(plan: Plan, owner: dict[str, str]) -> None:
+    ab = plan.params.ablation
+    for name, c in ab.compute_controls.items():
+        for precision in _full_precisions(plan, c.variant):
+            measured = tuple(
+                j.key for j in plan.finetunes if (j.variant, j.precision) == (c.variant, precision)
+            )
+            for seed in ab.seeds:
+                job = _finetune_job(
+                    plan.params, c.variant, c.label, precision, seed, "full", plan.root, None
+                )
+                match = ComputeMatch(owner[c.pretrain_of], measured, ab.iters)
+                out = plan.root / "runs" / name / precision / f"seed{seed}"
+                plan.finetunes.append(replace(job, variant=name, out=out, compute=match))
+
+
+def _add_label_runs(plan: Plan, owner: dict[str, str]) -> None:
+    ab = plan.params.ablation
+    ds = ab.label_dataset
+    for variant in ab.label_variants:
+        full = _full_precisions(plan, variant)
+        if not full:
+            continue
+        label = ab.variants[variant].label
+        for fraction in sorted(f for f in ab.label_fractions if f < 1):
+            for seed in ab.seeds:
+                job = _finetune_job(plan.params, variant, label, full[0], seed, "full", plan.root,
+                                    owner.get(variant))  # fmt: skip
+                job.params.finetune.label_fraction[ds] = fraction
+                name = f"{variant}@{ds}-{fraction:g}"
+                out = plan.root / "label_efficiency" / name / full[0] / f"seed{seed}"
+                plan.label_runs.append(replace(job, name=name, out=out, label_fraction=fraction))
 
 
 def _finetune_job(

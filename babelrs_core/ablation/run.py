@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from babelrs_core.ablation import jobs
+from babelrs_core.ablation.label_efficiency import label_efficiency_rows
 from babelrs_core.ablation.plan import FinetuneJob, Plan, PretrainJob, build_plan
 from babelrs_core.ablation.report import RUN_JSON, write_report
 from babelrs_core.config import ConfigError, Params, flatten
@@ -113,6 +114,8 @@ class AblationRun:
         self.errors: dict[str, str] = {}
         self.counts = {"ran": 0, "reused": 0}
         self._ready: set[str] = set()  # pretrainings finished (this time or before)
+        self._settled: set[str] = set()  # fine-tunings finished (this time or before)
+        self._handled: set[str] = set()  # compute controls submitted, reused or failed
         self.tracker: Any = None  # babelrs_core.tracking.Tracker (imports mlflow)
         self.parent: str | None = None  # the MLflow parent run id
         if track:
@@ -153,17 +156,60 @@ class AblationRun:
         run now; finished ones are counted as reused, and if that pretraining failed all of them
         are recorded as failed."""
         out = []
-        for job in self.plan.finetunes:
-            if job.pretrain != pretrain:
+        for job in self.plan.all_finetunes():
+            if job.pretrain != pretrain or job.compute is not None:
                 continue
             if pretrain is not None and pretrain not in self._ready:
                 self.errors[job.key] = f"its pretraining {pretrain} failed"
                 continue
             if jobs.finetune_finished(job, self.plan.manifest, self.encoder(job)):
                 self.counts["reused"] += 1
+                self._settled.add(job.key)
                 continue
             self.log(
                 f"ablation: fine-tune {job.key} ({job.mode}, {job.params.finetune.iters} iters)"
+            )
+            out.append(job)
+        return out
+
+    def deferred_to_run(self) -> list[FinetuneJob]:
+        """The compute controls whose inputs (a pretraining, the start's own runs) have all
+        finished: their iterations are decided now from those runs' records
+        (:mod:`~babelrs_core.ablation.compute`, written to ``compute.json``), and they are
+        returned to run (or counted as reused). One whose input failed is recorded as failed.
+        Call it again after every outcome."""
+        from babelrs_core.ablation import compute
+
+        out = []
+        for job in list(self.plan.finetunes):
+            if job.compute is None or job.key in self._handled:
+                continue
+            needs = [job.compute.pretrain, *job.compute.measured]
+            failed = [n for n in needs if n in self.errors]
+            if failed:
+                self._handled.add(job.key)
+                self.errors[job.key] = f"its compute measurement failed: {', '.join(failed)}"
+                continue
+            if job.compute.pretrain not in self._ready or not all(
+                k in self._settled for k in job.compute.measured
+            ):
+                continue
+            self._handled.add(job.key)
+            m = compute.measure(self.plan, job)
+            if m is None:
+                self.errors[job.key] = "its inputs ran but recorded no timing to measure"
+                continue
+            job = compute.decided(job, m)
+            self.plan.replace(job)
+            compute.record(job)
+            if jobs.finetune_finished(job, self.plan.manifest, None):
+                self.counts["reused"] += 1
+                self._settled.add(job.key)
+                continue
+            self.log(
+                f"ablation: fine-tune {job.key} ({job.params.finetune.iters} iters = "
+                f"{m['base_iters']} + {m['extra_iters']} for {m['pretrain_s']:.0f} {m['clock']} s "
+                f"of pretraining at {m['s_per_iter']:.3f} s/iter)"
             )
             out.append(job)
         return out
@@ -200,6 +246,8 @@ class AblationRun:
         self.counts["ran"] += 1
         if isinstance(job, PretrainJob):
             self._ready.add(job.name)
+        else:
+            self._settled.add(job.key)
         took = result.get("job_s")
         own = f", {took:.0f} s running" if isinstance(took, int | float) else ""
         self.log(f"ablation: {_name(job)} done ({time.perf_counter() - queued:.0f} s since "
@@ -225,6 +273,8 @@ class AblationRun:
             "cpus": os.cpu_count(),
             "mlflow_parent_run_id": self.parent,
             **self.counts,
+            "compute_controls": {j.key: j.measured for j in self.plan.finetunes if j.compute},
+            "label_efficiency": label_efficiency_rows(self.plan),
         }
         write_json(self.plan.root / RUN_JSON, info)
         summary = write_report(self.plan, self.errors, info)
@@ -290,6 +340,10 @@ def _finetune_tags(job: FinetuneJob) -> dict[str, str]:
         "babelrs.precision": job.precision, "babelrs.seed": str(job.seed),
         "babelrs.mode": job.mode, "babelrs.init": job.params.finetune.init,
     }  # fmt: skip
+    if job.label_fraction < 1:
+        tags["babelrs.label_fraction"] = f"{job.label_fraction:g}"
+    if job.measured is not None:
+        tags["babelrs.extra_iters"] = str(job.measured["extra_iters"])
     return tags | ({"babelrs.pretrain": job.pretrain} if job.pretrain else {})
 
 

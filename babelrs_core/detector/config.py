@@ -180,8 +180,7 @@ def model_config(
             "arch": arch,
             "layers": list(cfg.layers) if cfg.layers is not None else None,
             "vit_strides": list(cfg.vit_strides),
-            "bn": cfg.bn,
-            "frozen_layers": cfg.frozen_layers,
+            **start_backbone(cfg),
             "channels_last": cfg.channels_last,
         },
         "neck": fpn_config(cfg, channels),
@@ -193,20 +192,34 @@ def model_config(
     }
 
 
+def start_backbone(cfg: Any) -> dict[str, Any]:
+    """The encoder's BatchNorm mode and frozen layers as trained: ``finetune.bn`` and
+    ``frozen_layers``, except that a ``scratch`` start trains everything (its BatchNorm statistics
+    included): freezing the layers or statistics of a random network is no fair scratch start."""
+    if cfg.init == "scratch":
+        return {"bn": "train", "frozen_layers": -1}
+    return {"bn": cfg.bn, "frozen_layers": cfg.frozen_layers}
+
+
 def source_datasets(
     params: Params, manifest: str | Path, split: str = "train"
 ) -> list[dict[str, Any]]:
-    """One ``ManifestDetDataset`` config per trained dataset, with its modality's pipeline."""
+    """One ``ManifestDetDataset`` config per trained dataset, with its modality's training
+    pipeline; on the ``train`` split each keeps its ``finetune.label_fraction`` of the images
+    (seeded by ``seed``, nested across fractions)."""
     cfg = params.finetune
     out = []
     for ds in datasets_of(params):
         m = cfg.modalities[DATASETS[ds].modality]
+        fraction = cfg.label_fraction.get(ds, 1.0) if split == "train" else 1.0
         out.append(
             {
                 "type": "ManifestDetDataset",
                 "manifest": str(manifest),
                 "dataset": ds,
                 "split": split,
+                "fraction": fraction,
+                "fraction_seed": params.seed,
                 "ignore_difficult": params.evaluation.ignore_difficult,
                 "pipeline": train_pipeline(
                     cfg.heads[ds].box_type,

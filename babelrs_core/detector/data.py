@@ -23,7 +23,9 @@ modality's statistics (so that checkpoints carry them).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,9 +86,29 @@ def image_items(
     return items
 
 
+def label_subset(image_ids: Sequence[str], fraction: float, seed: int) -> list[str]:
+    """The ``fraction`` of ``image_ids`` kept for training: ``max(1, floor(fraction * n + 0.5))``
+    images (round half up), the first in the order of ``sha256(seed, image id)``, returned in
+    their input order. Deterministic for a seed and independent of the input order; nested: a
+    smaller fraction keeps a subset of a larger one's images (same seed)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction {fraction}: expected 0 < fraction <= 1")
+    ids = list(image_ids)
+    if fraction >= 1 or not ids:
+        return ids
+    keep = min(len(ids), max(1, math.floor(fraction * len(ids) + 0.5)))
+
+    def rank(image_id: str) -> bytes:
+        return hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+
+    chosen = set(sorted(ids, key=rank)[:keep])
+    return [i for i in ids if i in chosen]
+
+
 @DATASETS.register_module()
 class ManifestDetDataset(BaseDataset):
-    """One source (dataset + split) of the manifest as an mmengine dataset."""
+    """One source (dataset + split) of the manifest as an mmengine dataset; ``fraction`` < 1 keeps
+    a seeded subset of its images (:func:`label_subset` with ``fraction_seed``; training only)."""
 
     def __init__(
         self,
@@ -97,6 +119,8 @@ class ManifestDetDataset(BaseDataset):
         pipeline: Sequence[dict | Any] = (),
         test_mode: bool = False,
         frame: pd.DataFrame | None = None,
+        fraction: float = 1.0,
+        fraction_seed: int = 0,
     ) -> None:
         if dataset not in DATASET_INFO:
             raise KeyError(f"unknown dataset {dataset!r}; known: {', '.join(DATASET_INFO)}")
@@ -104,6 +128,7 @@ class ManifestDetDataset(BaseDataset):
         self.dataset_name = dataset
         self.split = split
         self.ignore_difficult = ignore_difficult
+        self.fraction, self.fraction_seed = float(fraction), int(fraction_seed)
         self._frame = frame
         info = DATASET_INFO[dataset]
         super().__init__(
@@ -124,6 +149,10 @@ class ManifestDetDataset(BaseDataset):
             raise ValueError(
                 f"{self.manifest}: no {self.dataset_name} images in split {self.split!r}"
             )
+        if self.fraction < 1:
+            kept = set(label_subset([i["img_id"] for i in items], self.fraction,
+                                    self.fraction_seed))  # fmt: skip
+            items = [i for i in items if i["img_id"] in kept]
         return items
 
 

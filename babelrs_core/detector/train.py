@@ -31,6 +31,7 @@ from babelrs_core.detector.config import (
     resolve_device,
     resolve_normalization,
     runner_config,
+    start_backbone,
 )
 from babelrs_core.detector.hooks import (
     MetricsCallback,
@@ -58,6 +59,7 @@ def fingerprint(params: Params, manifest: Path, encoder_dir: Path | None) -> dic
         "model.encoder": params.model.encoder,
         "seed": params.seed,
         "manifest": str(Path(manifest).resolve()),
+        "backbone": start_backbone(params.finetune),  # as trained (scratch trains everything)
     }
     if params.finetune.init == "csia" and encoder_dir is not None:
         meta = Path(encoder_dir) / "encoder.json"
@@ -237,7 +239,7 @@ def _run(
     rcfg["load_from"] = str(latest.resolve()) if latest is not None else None
     runner_cls = _runner_class()
     runner_cls.device = device
-    runner_cls.sync_bn = cfg.bn == "train"
+    runner_cls.sync_bn = start_backbone(cfg)["bn"] == "train"
     runner = runner_cls.from_cfg(fast_config(rcfg))
     # mmengine's MMLogger is outside the logging tree: handlers on the standard "mmengine" logger
     # (e.g. the Prefect task log of flows/retrain.py, which shows them on the console too) take

@@ -14,40 +14,32 @@ from safetensors.torch import save_file
 from babelrs_core.config import Params
 from babelrs_core.io.atomic import atomic_path, write_json, write_text
 from babelrs_core.io.hashing import file_sha256
-from babelrs_core.models.encoders import ENCODER_JSON_FORMAT
+from babelrs_core.models.encoders import ENCODER_JSON_FORMAT, VisionEncoder
+from babelrs_core.models.lvsa import TapFusion
 from babelrs_core.pretrain.dataset import PretrainData
 from babelrs_core.pretrain.model import AlignModel
 
 
-def _save_safetensors(tensors: dict[str, torch.Tensor], target: Path) -> None:
+def save_safetensors(tensors: dict[str, torch.Tensor], target: Path) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(target, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp))
 
 
-def export_outputs(
+def export_encoder(
     out: Path,
-    model: AlignModel,
-    data: PretrainData,
+    enc: VisionEncoder,
+    layers: list[int],
+    fusion: TapFusion,
     params: Params,
-    heldout: dict[str, Any],
-    history: list[dict[str, Any]],
-    timing: dict[str, Any],
+    norm: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write ``encoder.safetensors`` + ``encoder.json``, ``projector.safetensors`` and
-    ``metrics.json``; return the metrics."""
+    """Write ``encoder.safetensors`` + ``encoder.json`` (what the detector loads as its backbone,
+    whatever the pretraining objective); return the description."""
     cfg = params.pretrain
-    enc = model.encoder
     weights = out / "encoder.safetensors"
-    _save_safetensors(enc.state_dict(), weights)
-    _save_safetensors(
-        {
-            **{f"fusion.{k}": v for k, v in model.fusion.state_dict().items()},
-            **{f"projector.{k}": v for k, v in model.projector.state_dict().items()},
-        },
-        out / "projector.safetensors",
-    )
-    taps = [enc.tap_info(k) for k in model.layers]
+    save_safetensors(enc.state_dict(), weights)
+    taps = [enc.tap_info(k) for k in layers]
     info = {
         "format": ENCODER_JSON_FORMAT,
         "encoder": params.model.encoder,
@@ -64,18 +56,42 @@ def export_outputs(
             "one_channel": "replicate: grey SAR / IR images are copied to 3 channels",
             "normalize": "x in 0..255, then (x - mean) / std with the modality's statistics",
         },
-        "normalization": data.norm,
+        "normalization": norm,
         "lvsa": {
             "mode": cfg.lvsa.mode,
-            "layers": model.layers,
+            "layers": list(layers),
             "tau": cfg.lvsa.tau,
-            "grid": model.fusion.grid,
-            "width": model.fusion.width,
+            "grid": fusion.grid,
+            "width": fusion.width,
         },
-        "language_model": cfg.language_model,
+        "objective": cfg.objective,
+        "language_model": cfg.language_model if cfg.objective == "language" else None,
         "steps": cfg.steps,
     }
     write_json(out / "encoder.json", info)
+    return info
+
+
+def export_outputs(
+    out: Path,
+    model: AlignModel,
+    data: PretrainData,
+    params: Params,
+    heldout: dict[str, Any],
+    history: list[dict[str, Any]],
+    timing: dict[str, Any],
+) -> dict[str, Any]:
+    """Write ``encoder.safetensors`` + ``encoder.json``, ``projector.safetensors`` and
+    ``metrics.json``; return the metrics."""
+    cfg = params.pretrain
+    export_encoder(out, model.encoder, model.layers, model.fusion, params, data.norm)
+    save_safetensors(
+        {
+            **{f"fusion.{k}": v for k, v in model.fusion.state_dict().items()},
+            **{f"projector.{k}": v for k, v in model.projector.state_dict().items()},
+        },
+        out / "projector.safetensors",
+    )
     losses = [h["loss"] for h in history if h.get("loss") is not None]
     tail = losses[-20:]
     metrics = {

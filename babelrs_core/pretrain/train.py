@@ -251,7 +251,9 @@ def run_pretraining(
     stop_after: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train, export the encoder and evaluate; returns a JSON-able summary.
+    """Train, export the encoder and evaluate; returns a JSON-able summary. With
+    ``pretrain.objective: classification`` the no-language control trains instead
+    (:mod:`babelrs_core.pretrain.classify`, same outputs for the detector).
 
     Outputs under ``out`` (default ``params.paths.pretrain_out``): ``encoder.safetensors``,
     ``encoder.json``, ``projector.safetensors``, ``metrics.json``, ``metrics.jsonl`` and
@@ -262,6 +264,10 @@ def run_pretraining(
     if params.pretrain.threads:
         torch.set_num_threads(params.pretrain.threads)
     device = resolve_device(params.pretrain.device)
+    if params.pretrain.objective == "classification":
+        from babelrs_core.pretrain.classify import run_classification
+
+        return run_classification(params, device, manifest, out, resume, callbacks, stop_after)
     with dist_util.process_group(device, params.distributed.backend):
         return _run(params, device, manifest, out, resume, callbacks, stop_after, progress)
 
@@ -351,7 +357,7 @@ def _run(
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()
     losses: list[float] = []
-    t_train = time.perf_counter()
+    t_train, c_train = time.perf_counter(), time.process_time()
     bar = None
     if progress and main:
         from tqdm import tqdm
@@ -416,7 +422,7 @@ def _run(
             return {"stopped_at": done, "out": str(out)}
     if bar is not None:
         bar.close()
-    train_s = time.perf_counter() - t_train
+    train_s, train_cpu_s = time.perf_counter() - t_train, time.process_time() - c_train
     dist_util.barrier()  # the last checkpoint is written before any rank leaves
     if not main:
         return {"rank": rank, "steps_this_run": cfg.steps - start}
@@ -435,6 +441,7 @@ def _run(
         {
             "total_s": time.perf_counter() - t0,
             "train_s": train_s,
+            "train_cpu_s": train_cpu_s,  # this process's CPU time (all its threads)
             "eval_s": eval_s,
             "steps_this_run": cfg.steps - start,
             "resumed_from": start,

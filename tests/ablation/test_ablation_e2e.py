@@ -68,6 +68,8 @@ def _params_file(tmp: Path, manifest: Path, variants: dict[str, Any], name: str)
         "ablation": {
             "variants": variants,
             "expected_order": ["ours", "imagenet"],
+            "compute_controls": {},  # the controls' scheduling: tests/ablation/test_controls.py
+            "label_variants": [],
             "precisions": ["fp32", "fp16"],
             "seeds": [0, 1],
             "iters": 4,

@@ -19,14 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_default_plan_on_cpu_probes_fp16_and_keeps_compute_equal() -> None:
     params = load_params(ROOT / "params.yaml")
     plan = build_plan(params, device="cpu")
-    assert [j.name for j in plan.pretrains] == ["ours", "last_layer", "tau0"]
+    assert [j.name for j in plan.pretrains] == ["ours", "last_layer", "tau0", "no_language"]
     assert plan.pretrain_job("last_layer").params.pretrain.lvsa.mode == "last"
     assert plan.pretrain_job("tau0").params.pretrain.lvsa.tau == 0
     assert plan.pretrain_job("ours").params.pretrain.lvsa.mode == "lvsa"
-    full = [j for j in plan.finetunes if j.mode == "full"]
+    full = [j for j in plan.finetunes if j.mode == "full" and j.compute is None]
     probes = [j for j in plan.finetunes if j.mode == "probe"]
-    assert len(full) == 5 * 2 and {j.precision for j in full} == {"fp32"}
-    assert len(probes) == 5 and {(j.precision, j.seed) for j in probes} == {("fp16", 0)}
+    assert len(full) == 6 * 2 and {j.precision for j in full} == {"fp32"}
+    assert len(probes) == 6 and {(j.precision, j.seed) for j in probes} == {("fp16", 0)}
     assert {j.params.finetune.iters for j in probes} == {params.ablation.probe_iters}
     # equal compute: every full run has the same fine-tuning params but init and seed
     shapes = set()
@@ -39,15 +39,18 @@ def test_default_plan_on_cpu_probes_fp16_and_keeps_compute_equal() -> None:
     assert {j.seed for j in full} == set(params.ablation.seeds)
     assert {j.variant: j.pretrain for j in full}["imagenet"] is None
     assert {j.variant: j.params.finetune.init for j in full}["scratch"] == "scratch"
-    assert len({j.out for j in plan.finetunes}) == len(plan.finetunes)
+    assert len({j.out for j in plan.all_finetunes()}) == len(plan.all_finetunes())
 
 
 def test_plan_on_a_gpu_runs_fp16_in_full_and_skip_drops_it() -> None:
     params = load_params(ROOT / "params.yaml")
     gpu = build_plan(params, device="cuda")
-    assert len(gpu.finetunes) == 5 * 2 * 2 and {j.mode for j in gpu.finetunes} == {"full"}
+    variants = [j for j in gpu.finetunes if j.compute is None]
+    assert len(variants) == 6 * 2 * 2 and {j.mode for j in gpu.finetunes} == {"full"}
+    # imagenet_long runs at every precision imagenet runs in full
+    assert len(gpu.finetunes) - len(variants) == 2 * 2
     skip = build_plan(load_params(ROOT / "params.yaml", {"ablation.cpu_fp16": "skip"}), "cpu")
-    assert len(skip.finetunes) == 10
+    assert len([j for j in skip.finetunes if j.compute is None]) == 12
     assert {(s["variant"], s["precision"]) for s in skip.skipped} == {
         (v, "fp16") for v in params.ablation.variants
     }
@@ -101,8 +104,9 @@ def test_cli_plan_prints_the_runs_and_bad_params_exit_2(tmp_path: Path) -> None:
     out = _cli("plan", "--set", "ablation.cpu_fp16=skip", "--set", "finetune.device=cpu")
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
-    assert len(plan["finetune"]) == 10 and len(plan["skipped"]) == 5
-    assert sorted(plan["pretrain"]) == ["last_layer", "ours", "tau0"]
+    # 6 variants x 2 seeds + imagenet_long x 2 + 3 label variants x 2 fractions x 2 seeds
+    assert len(plan["finetune"]) == 12 + 2 + 12 and len(plan["skipped"]) == 6
+    assert sorted(plan["pretrain"]) == ["last_layer", "no_language", "ours", "tau0"]
     root = tmp_path / "ab"
     bad = _cli("run", "--set", "ablation.seeds=[3]", "--set", f"ablation.out_root={root}")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -1,0 +1,115 @@
+"""The label-efficiency table and plot: ``ablation.label_dataset``'s mAP / AP@50 against the
+fraction of its training labels, per variant of ``ablation.label_variants`` (mean +- spread over
+seeds), from the runs' ``eval/metrics/eval.json``.
+
+The fraction 1.0 is the variant's own runs (the first precision it runs in full), the others
+the plan's label-efficiency runs (``Plan.label_runs``). :func:`label_efficiency_rows` is what
+``ablation_run.json`` holds under ``label_efficiency``; :func:`plot_label_efficiency` draws it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from babelrs_core.ablation.plan import FinetuneJob, Plan
+
+
+def _score(job: FinetuneJob, dataset: str, key: str) -> float | None:
+    """``eval.json`` ``<dataset>.<key>`` of a finished run (None: not evaluated)."""
+    path = job.eval_dir / "metrics" / "eval.json"
+    if not path.exists():
+        return None
+    node = json.loads(path.read_text()).get(dataset) or {}
+    value = node.get(key) if isinstance(node, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _spread(values: Sequence[float], kind: str) -> float | None:
+    if len(values) < 2:
+        return None
+    return (max(values) - min(values)) / 2 if kind == "half_range" else statistics.stdev(values)
+
+
+def label_efficiency_rows(plan: Plan) -> list[dict[str, Any]]:
+    """One row per (variant, fraction), variants in ``label_variants`` order, fractions rising:
+    ``variant``, ``label``, ``dataset``, ``fraction``, ``precision``, ``runs`` (planned),
+    ``seeds`` (evaluated), per metric (``map``, ``ap50``) the per-seed ``values``, ``mean`` and
+    ``spread`` (``ablation.spread``; None with fewer than two seeds), and ``out`` (the folders)."""
+    ab = plan.params.ablation
+    ds = ab.label_dataset
+    rows = []
+    for variant in ab.label_variants:
+        own = [j for j in plan.finetunes if j.variant == variant and j.mode == "full"]
+        if not own:
+            continue
+        precision = own[0].precision
+        for fraction in sorted(ab.label_fractions):
+            if fraction >= 1:
+                jobs = [j for j in own if j.precision == precision]
+            else:
+                jobs = [
+                    j
+                    for j in plan.label_runs
+                    if j.variant == variant and j.label_fraction == fraction
+                ]
+            row: dict[str, Any] = {
+                "variant": variant,
+                "label": ab.variants[variant].label,
+                "dataset": ds,
+                "fraction": fraction,
+                "precision": precision,
+                "runs": len(jobs),
+            }
+            seeds: set[int] = set()
+            for key in ("map", "ap50"):
+                vals = {j.seed: v for j in jobs if (v := _score(j, ds, key)) is not None}
+                seeds |= set(vals)
+                xs = list(vals.values())
+                row[key] = {
+                    "values": {str(s): v for s, v in sorted(vals.items())},
+                    "mean": statistics.fmean(xs) if xs else None,
+                    "spread": _spread(xs, ab.spread),
+                }
+            row["seeds"] = sorted(seeds)
+            row["out"] = [str(j.out) for j in jobs]
+            rows.append(row)
+    return rows
+
+
+def plot_label_efficiency(
+    rows: Sequence[dict[str, Any]], path: Path, metric: str = "map"
+) -> Path | None:
+    """``metric`` (``map`` | ``ap50``) against the label fraction (log x axis), one line per
+    variant with its seed spread as error bars; None (nothing written) without any score."""
+    from babelrs_core.evaluation.plots import pyplot, save_figure
+
+    scored = [r for r in rows if r[metric]["mean"] is not None]
+    if not scored:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for variant in dict.fromkeys(r["variant"] for r in scored):
+        rs = [r for r in scored if r["variant"] == variant]
+        ax.errorbar(
+            [r["fraction"] for r in rs],
+            [r[metric]["mean"] for r in rs],
+            yerr=[r[metric]["spread"] or 0.0 for r in rs],
+            marker="o",
+            capsize=3,
+            label=rs[0]["label"],
+        )
+    fractions = sorted({r["fraction"] for r in scored})
+    ax.set_xscale("log")
+    ax.set_xticks(fractions)
+    ax.set_xticklabels([f"{f:.0%}" for f in fractions])
+    name = {"map": "mAP", "ap50": "AP@50"}[metric]
+    ax.set_xlabel(f"share of {scored[0]['dataset']} training images")
+    ax.set_ylabel(f"{scored[0]['dataset']} {name}")
+    ax.set_title("Label efficiency (mean ± seed spread)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
