@@ -113,3 +113,31 @@ def plot_label_efficiency(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def label_efficiency_table(rows: Sequence[dict[str, Any]], metric: str = "map") -> str:
+    """Markdown: one row per variant, one column per label fraction, ``mean ± spread`` (or ``–``
+    where no run has been scored)."""
+    if not rows:
+        return ""
+    fractions = sorted({r["fraction"] for r in rows})
+    name = {"map": "mAP", "ap50": "AP@50"}[metric]
+    head = " | ".join(f"{f:.0%}" for f in fractions)
+    lines = [
+        f"| {rows[0]['dataset']} {name} vs share of its training labels | {head} |",
+        "|---" * (len(fractions) + 1) + "|",
+    ]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        cells = []
+        for f in fractions:
+            found = [r for r in rows if r["variant"] == variant and r["fraction"] == f]
+            m = found[0][metric] if found else {"mean": None, "spread": None}
+            if m["mean"] is None:
+                cells.append("–")
+            elif m["spread"] is None:
+                cells.append(f"{m['mean']:.2f}")
+            else:
+                cells.append(f"{m['mean']:.2f} ± {m['spread']:.2f}")
+        label = next(r["label"] for r in rows if r["variant"] == variant)
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    return "\n".join(lines)

@@ -22,6 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from babelrs_core.ablation.claims import claim_statements, claims_markdown, compute_claims
+from babelrs_core.ablation.label_efficiency import (
+    label_efficiency_rows,
+    label_efficiency_table,
+    plot_label_efficiency,
+)
 from babelrs_core.ablation.plan import FinetuneJob, Plan
 from babelrs_core.concepts import DATASETS
 from babelrs_core.evaluation.plots import pyplot, save_figure
@@ -532,6 +537,7 @@ def section(
     results_md: Path,
     run_info: dict[str, Any],
     claims: Sequence[dict[str, Any]] = (),
+    label_rows: Sequence[dict[str, Any]] = (),
 ) -> str:
     """The whole generated "Ablation" section (``claims``: per precision, from
     :func:`~babelrs_core.ablation.claims.compute_claims`)."""
@@ -608,6 +614,15 @@ def section(
             "Pretraining runs (CSIA, one per distinct pretraining params):",
             "",
             pretrain_table(pretrains),
+            "",
+        ]
+    if label_rows:
+        parts += [
+            f"Label efficiency: the {ab.label_dataset} head trained on a seeded, nested share of "
+            "its training images (the other datasets in full; `finetune.label_fraction`), same "
+            f"iterations, mean ± spread over seeds ({label_rows[0]['precision']}):",
+            "",
+            label_efficiency_table(label_rows),
             "",
         ]
     rel = Path(os.path.relpath(Path(ab.plots_dir), results_md.parent))
@@ -694,16 +709,22 @@ def write_report(
     orders = [ordering(groups, ab.expected_order, ab.order_metric, p) for p in full]
     claims = [compute_claims(plan, rows, p) for p in full]
     plots = write_plots(rows, Path(ab.plots_dir))
+    label_rows = label_efficiency_rows(plan)
+    curve = plot_label_efficiency(label_rows, Path(ab.plots_dir) / "label_efficiency.png")
+    plots += [curve] if curve is not None else []
     info = run_info if run_info is not None else _json(plan.root / RUN_JSON)
     pre = pretrain_info(plan)
     results_md = Path(ab.results_md)
-    text = section(params, groups, rows, orders, pre, plan.skipped, plots, results_md, info, claims)
+    text = section(
+        params, groups, rows, orders, pre, plan.skipped, plots, results_md, info, claims, label_rows
+    )
     update_results_md(results_md, text, heading=SECTION)
     summary = {
         "groups": groups,
         "orderings": orders,
         "claims": claims,
         "statements": [s for c in claims for s in claim_statements(c)],
+        "label_efficiency": label_rows,
         "pretraining": pre,
         "skipped": plan.skipped,
         "runs": [{k: v for k, v in r.items() if k not in ("grad_norm", "gradcos")} for r in rows],

@@ -82,7 +82,8 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                          "same": {"label": "same", "init": "csia", "pretrain": {"lvsa.tau": 0}},
                          "imagenet": {"label": "ImageNet", "init": "imagenet"}},
             "expected_order": ["ours", "same", "imagenet"], "precisions": ["fp32"],
-            "seeds": [0, 1], "out_root": str(tmp_path / "ablation"), "bootstrap_samples": 200}},
+            "seeds": [0, 1], "out_root": str(tmp_path / "ablation"), "bootstrap_samples": 200,
+            "label_variants": [], "compute_controls": {}}},
     )  # fmt: skip
     plan = build_plan(params, "cpu")
     rows = []

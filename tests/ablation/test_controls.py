@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from babelrs_core.ablation import compute
-from babelrs_core.ablation.label_efficiency import label_efficiency_rows, plot_label_efficiency
+from babelrs_core.ablation.label_efficiency import (
+    label_efficiency_rows,
+    label_efficiency_table,
+    plot_label_efficiency,
+)
 from babelrs_core.ablation.plan import Plan, build_plan
 from babelrs_core.config import ConfigError, load_params
 from tests.images import assert_png
@@ -199,6 +203,11 @@ def test_label_efficiency_rows_and_plot(tmp_path: Path) -> None:
     png = plot_label_efficiency(rows, tmp_path / "img" / "label_efficiency.png")
     assert png is not None
     assert_png(png)
+    table = label_efficiency_table(rows).splitlines()
+    assert table[0] == "| dronevehicle mAP vs share of its training labels | 10% | 25% | 100% |"
+    assert table[2].endswith("| 3.50 ± 0.50 | 8.00 ± 0.50 | 30.50 ± 0.50 |")  # ours
+    assert len(table) == 5 and table[4].startswith("| ImageNet")
     empty = label_efficiency_rows(_plan(tmp_path / "other"))
+    assert label_efficiency_table(empty).splitlines()[2].endswith("| – | – | – |")
     assert all(r["map"]["mean"] is None for r in empty)
     assert plot_label_efficiency(empty, tmp_path / "none.png") is None
