@@ -22,9 +22,13 @@ def render_summary(results: dict[str, Any], console: Console | None = None) -> N
             row = evaluation.get(name)
             if isinstance(row, dict):
                 table.add_row(
-                    name, info.modality, f"{row['ap50']:.2f}", f"{row['map']:.2f}",
-                    str(row.get("images", "")), str(row.get("objects", "")),
-                )  # fmt: skip
+                    name,
+                    info.modality,
+                    f"{row['ap50']:.2f}",
+                    f"{row['map']:.2f}",
+                    str(row.get("images", "")),
+                    str(row.get("objects", "")),
+                )
         overall = evaluation["overall"]
         table.add_row("overall (class mean)", "", f"{overall['ap50']:.2f}", f"{overall['map']:.2f}")
         table.add_row("H-mAP (harmonic)", "", "", f"{overall['hmap']:.2f}")
@@ -77,21 +81,30 @@ def summary_markdown(results: dict[str, Any], parent_run_id: str | None = None) 
             if isinstance(row, dict):
                 lines.append(f"| {name} | {info.modality} | {row['ap50']:.2f} | {row['map']:.2f} |")
         o = evaluation["overall"]
-        lines += [f"| overall (class mean) | | {o['ap50']:.2f} | {o['map']:.2f} |",
-                  f"| **H-mAP** | | | **{o['hmap']:.2f}** |", ""]  # fmt: skip
+        lines += [
+            f"| overall (class mean) | | {o['ap50']:.2f} | {o['map']:.2f} |",
+            f"| **H-mAP** | | | **{o['hmap']:.2f}** |",
+            "",
+        ]
     registration = results.get("register")
     if isinstance(registration, dict) and "version" in registration:
         gate = registration.get("gate", {})
         verdict = gate.get("gate.decision", "not gated")
-        lines += [f"Registered `{registration.get('model_uri')}`: gate **{verdict}**"
-                  f" ({gate.get('gate.reason', '')}).", ""]  # fmt: skip
+        lines += [
+            f"Registered `{registration.get('model_uri')}`: gate **{verdict}**"
+            f" ({gate.get('gate.reason', '')}).",
+            "",
+        ]
     validation = results.get("validate")
     if isinstance(validation, dict) and "passed" in validation:
         status = "passed" if validation["passed"] else "FAILED"
         counts = f"{validation.get('images')} images, {validation.get('objects')} objects"
         lines += [f"Data validation {status}: {validation.get('checks')} checks over {counts}.", ""]
-    runs = [(s, r["mlflow_run_id"]) for s, r in results.items()
-            if isinstance(r, dict) and r.get("mlflow_run_id")]  # fmt: skip
+    runs = [
+        (s, r["mlflow_run_id"])
+        for s, r in results.items()
+        if isinstance(r, dict) and r.get("mlflow_run_id")
+    ]
     if parent_run_id or runs:
         lines += ["| stage | MLflow run |", "|---|---|"]
         lines += [f"| pipeline (parent) | `{parent_run_id}` |"] if parent_run_id else []

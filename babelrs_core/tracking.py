@@ -291,8 +291,14 @@ class Tracker:
             if not tag.get("pid", "").isdigit():
                 continue
             who = f"{tag.get('host', '')}:{tag['pid']}"
-            owner = Owner(who, tag.get("host", ""), int(tag["pid"]), tag.get("pid_start", ""),
-                          tag.get("boot_id", ""), 0.0)  # fmt: skip
+            owner = Owner(
+                who,
+                tag.get("host", ""),
+                int(tag["pid"]),
+                tag.get("pid_start", ""),
+                tag.get("boot_id", ""),
+                0.0,
+            )
             if owner_alive(owner) is False:
                 note = f"its process {who} is gone; closed at the start of a new {name} run"
                 self.client.set_tag(run.info.run_id, "babelrs.closed_as_orphan", note)

@@ -144,8 +144,9 @@ def schedule(run: AblationRun, runner: TaskRunner) -> None:
             fut.add_done_callback(finished.put)
 
     for pj in run.pretrains_to_run():
-        fut = runner.submit(pretrain.with_options(task_run_name=f"pretrain/{pj.name}"),
-                            run.pretrain_args(pj))  # fmt: skip
+        fut = runner.submit(
+            pretrain.with_options(task_run_name=f"pretrain/{pj.name}"), run.pretrain_args(pj)
+        )
         pending[fut] = (pj, time.perf_counter())
         fut.add_done_callback(finished.put)
     submit_finetunes(None)

@@ -55,8 +55,14 @@ def stage_task(
     logger = get_run_logger()
     tracker = Tracker.from_params(params) if track else None
     with library_logs_to_task_log():
-        result = execute_stage(spec, params, tracker=tracker, runner="prefect",
-                               parent_run_id=parent_run_id, log=logger.info)  # fmt: skip
+        result = execute_stage(
+            spec,
+            params,
+            tracker=tracker,
+            runner="prefect",
+            parent_run_id=parent_run_id,
+            log=logger.info,
+        )
         committed = commit_stage(spec, params)
     if committed:
         logger.info("stage %s: recorded in dvc.lock", name)
@@ -132,12 +138,14 @@ def _publish(results: dict[str, Any], tracker: Tracker | None, parent: str | Non
 
     log_headline(tracker, parent, results)
     what = "evaluation, gate decision, validation, MLflow runs"
-    create_markdown_artifact(summary_markdown(results, parent), key="babelrs-retrain-summary",
-                             description=what)  # fmt: skip
+    create_markdown_artifact(
+        summary_markdown(results, parent), key="babelrs-retrain-summary", description=what
+    )
     if tracker and parent and tracker.uri.startswith(("http://", "https://")):
         link = f"{tracker.uri.rstrip('/')}/#/experiments/{tracker.experiment_id}/runs/{parent}"
-        create_link_artifact(redact(link), link_text="MLflow parent run",
-                             key="babelrs-retrain-mlflow")  # fmt: skip
+        create_link_artifact(
+            redact(link), link_text="MLflow parent run", key="babelrs-retrain-mlflow"
+        )
 
 
 if __name__ == "__main__":

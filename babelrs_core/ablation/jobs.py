@@ -69,10 +69,15 @@ def _run(name: str, params: Params, tracking: Tracking | None, run_name: str) ->
     if tracking is None:
         return execute_stage(stage(name), params, runner="ablation", progress=False)
     return execute_stage(
-        stage(name), params, tracker=Tracker.from_params(params), runner="ablation",
-        parent_run_id=tracking["parent"], progress=False, run_name=f"{name}/{run_name}",
+        stage(name),
+        params,
+        tracker=Tracker.from_params(params),
+        runner="ablation",
+        parent_run_id=tracking["parent"],
+        progress=False,
+        run_name=f"{name}/{run_name}",
         tags=tracking["tags"],
-    )  # fmt: skip
+    )
 
 
 def run_pretrain_job(

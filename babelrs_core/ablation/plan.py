@@ -239,8 +239,16 @@ def _add_label_runs(plan: Plan, owner: dict[str, str]) -> None:
         label = ab.variants[variant].label
         for fraction in sorted(f for f in ab.label_fractions if f < 1):
             for seed in ab.seeds:
-                job = _finetune_job(plan.params, variant, label, full[0], seed, "full", plan.root,
-                                    owner.get(variant))  # fmt: skip
+                job = _finetune_job(
+                    plan.params,
+                    variant,
+                    label,
+                    full[0],
+                    seed,
+                    "full",
+                    plan.root,
+                    owner.get(variant),
+                )
                 job.params.finetune.label_fraction[ds] = fraction
                 name = f"{variant}@{ds}-{fraction:g}"
                 out = plan.root / "label_efficiency" / name / full[0] / f"seed{seed}"

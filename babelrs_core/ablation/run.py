@@ -250,8 +250,9 @@ class AblationRun:
             self._settled.add(job.key)
         took = result.get("job_s")
         own = f", {took:.0f} s running" if isinstance(took, int | float) else ""
-        self.log(f"ablation: {_name(job)} done ({time.perf_counter() - queued:.0f} s since "
-                 f"queued{own})")  # fmt: skip
+        self.log(
+            f"ablation: {_name(job)} done ({time.perf_counter() - queued:.0f} s since queued{own})"
+        )
 
     def failed(self, job: PretrainJob | FinetuneJob, exc: BaseException, queued: float) -> None:
         """``job`` raised ``exc``: recorded, the others go on."""
@@ -313,13 +314,17 @@ def _start_tracking(plan: Plan, log: Callable[[str], None]) -> tuple[Any, str | 
     tracker = Tracker.from_params(plan.params)
     if not tracker.enabled:
         return None, None
-    tags = {**lineage_tags(plan.params, "ablation"), "babelrs.kind": "ablation",
-            "babelrs.device": plan.device}  # fmt: skip
+    tags = {
+        **lineage_tags(plan.params, "ablation"),
+        "babelrs.kind": "ablation",
+        "babelrs.device": plan.device,
+    }
     parent = tracker.start(PARENT_NAME, tags)
     flat = flatten(plan.params)
     tracker.log_params(parent, {k: v for k, v in flat.items() if k.startswith("ablation.")})
-    tracker.log_params(parent, {"plan.runs": len(plan.finetunes),
-                                "plan.pretraining_runs": len(plan.pretrains)})  # fmt: skip
+    tracker.log_params(
+        parent, {"plan.runs": len(plan.finetunes), "plan.pretraining_runs": len(plan.pretrains)}
+    )
     log(f"ablation: MLflow parent run {parent} ({tracker.uri})")
     return tracker, parent
 
@@ -330,16 +335,22 @@ def _tracking(parent: str | None, tags: dict[str, str]) -> jobs.Tracking | None:
 
 
 def _pretrain_tags(job: PretrainJob) -> dict[str, str]:
-    return {"babelrs.ablation.kind": "pretrain", "babelrs.variant": ",".join(job.variants),
-            "babelrs.seed": str(job.params.seed)}  # fmt: skip
+    return {
+        "babelrs.ablation.kind": "pretrain",
+        "babelrs.variant": ",".join(job.variants),
+        "babelrs.seed": str(job.params.seed),
+    }
 
 
 def _finetune_tags(job: FinetuneJob) -> dict[str, str]:
     tags = {
-        "babelrs.ablation.kind": "finetune", "babelrs.variant": job.variant,
-        "babelrs.precision": job.precision, "babelrs.seed": str(job.seed),
-        "babelrs.mode": job.mode, "babelrs.init": job.params.finetune.init,
-    }  # fmt: skip
+        "babelrs.ablation.kind": "finetune",
+        "babelrs.variant": job.variant,
+        "babelrs.precision": job.precision,
+        "babelrs.seed": str(job.seed),
+        "babelrs.mode": job.mode,
+        "babelrs.init": job.params.finetune.init,
+    }
     if job.label_fraction < 1:
         tags["babelrs.label_fraction"] = f"{job.label_fraction:g}"
     if job.measured is not None:

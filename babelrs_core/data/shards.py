@@ -301,9 +301,10 @@ def read_index(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def verify_shards(
-    shard_dir: str | os.PathLike[str], index: str | os.PathLike[str] | None = None,
+    shard_dir: str | os.PathLike[str],
+    index: str | os.PathLike[str] | None = None,
     sizes_only: bool = False,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Problems found: shards the index names that are missing, shards shorter than the index
     needs (truncated), shards whose sha256 does not start with their name's hash, images whose
     bytes do not match the index's sha256. ``sizes_only``: only the cheap checks (missing,

@@ -150,8 +150,9 @@ class ManifestDetDataset(BaseDataset):
                 f"{self.manifest}: no {self.dataset_name} images in split {self.split!r}"
             )
         if self.fraction < 1:
-            kept = set(label_subset([i["img_id"] for i in items], self.fraction,
-                                    self.fraction_seed))  # fmt: skip
+            kept = set(
+                label_subset([i["img_id"] for i in items], self.fraction, self.fraction_seed)
+            )
             items = [i for i in items if i["img_id"] in kept]
         return items
 
@@ -428,6 +429,8 @@ def modality_statistics(
             n += len(x)
         mean = s / n
         std = np.sqrt(np.maximum(s2 / n - mean**2, 0)).clip(min=1.0)
-        out[mod] = {"mean": [round(float(v), 4) for v in mean],
-                    "std": [round(float(v), 4) for v in std]}  # fmt: skip
+        out[mod] = {
+            "mean": [round(float(v), 4) for v in mean],
+            "std": [round(float(v), 4) for v in std],
+        }
     return out

@@ -237,16 +237,26 @@ def rotated_retina_head(
 #: ``finetune.heads.*.box_loss`` of rotated ATSS -> its loss on decoded boxes
 GAUSSIAN_BOX_LOSSES: dict[str, HeadCfg] = {
     # mmrotate's KLD, KL(target || pred): rewards widening a box whose centre is uncertain
-    "kld": {"type": "mmrotate.GDLoss", "loss_type": "kld", "fun": "log1p", "tau": 1.0,
-            "loss_weight": 1.0},
+    "kld": {
+        "type": "mmrotate.GDLoss",
+        "loss_type": "kld",
+        "fun": "log1p",
+        "tau": 1.0,
+        "loss_weight": 1.0,
+    },
     # KL(pred || target): the same divergence without that reward (losses.PredictionKLDLoss)
     "rkld": {"type": "PredictionKLDLoss", "fun": "log1p", "tau": 1.0, "loss_weight": 1.0},
     # mmrotate's Gaussian Wasserstein distance (its rotated RetinaNet GWD recipe: log1p, x5)
-    "gwd": {"type": "mmrotate.GDLoss", "loss_type": "gwd", "fun": "log1p", "tau": 0.0,
-            "loss_weight": 5.0},
+    "gwd": {
+        "type": "mmrotate.GDLoss",
+        "loss_type": "gwd",
+        "fun": "log1p",
+        "tau": 0.0,
+        "loss_weight": 5.0,
+    },
     # L1 on target-normalised offsets, modulated over (w, h, θ) ~ (h, w, θ + π/2) (RSDet)
     "mrl1": {"type": "ModulatedRotatedL1Loss", "loss_weight": 1.0},
-}  # fmt: skip
+}
 
 
 def rotated_atss_head(

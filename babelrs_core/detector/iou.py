@@ -28,9 +28,12 @@ class SparseRBboxOverlaps2D:
     """Drop-in for mmrotate's ``RBboxOverlaps2D`` (same modes, same values)."""
 
     def __call__(
-        self, bboxes1: torch.Tensor, bboxes2: torch.Tensor, mode: str = "iou",
+        self,
+        bboxes1: torch.Tensor,
+        bboxes2: torch.Tensor,
+        mode: str = "iou",
         is_aligned: bool = False,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         from mmrotate.structures.bbox import rbbox_overlaps
 
         b1 = get_box_tensor(bboxes1)[..., :5]

@@ -27,9 +27,11 @@ class Float32Loss(nn.Module):
 
         with torch.autocast(pred.device.type, enabled=False):
             return self.loss(
-                f32(pred), f32(target), *[f32(a) for a in args],
+                f32(pred),
+                f32(target),
+                *[f32(a) for a in args],
                 **{k: f32(v) for k, v in kwargs.items()},
-            )  # fmt: skip
+            )
 
 
 def _no_positive(weight: torch.Tensor | None, reduction: str) -> bool:
@@ -54,9 +56,14 @@ class PredictionKLDLoss(nn.Module):
     def __init__(self, fun: str = "log1p", tau: float = 1.0, loss_weight: float = 1.0) -> None:
         super().__init__()
         self.inner = MODELS.build(
-            {"type": "mmrotate.GDLoss", "loss_type": "kld", "fun": fun, "tau": tau,
-             "loss_weight": loss_weight}
-        )  # fmt: skip
+            {
+                "type": "mmrotate.GDLoss",
+                "loss_type": "kld",
+                "fun": fun,
+                "tau": tau,
+                "loss_weight": loss_weight,
+            }
+        )
 
     def forward(
         self,
@@ -70,9 +77,13 @@ class PredictionKLDLoss(nn.Module):
         if _no_positive(weight, reduction_override or "mean"):
             return (pred * 0).sum()  # zero, still in the graph
         return self.inner(
-            target, pred, weight=weight, avg_factor=avg_factor,
-            reduction_override=reduction_override, **kwargs,
-        )  # fmt: skip
+            target,
+            pred,
+            weight=weight,
+            avg_factor=avg_factor,
+            reduction_override=reduction_override,
+            **kwargs,
+        )
 
 
 @MODELS.register_module()

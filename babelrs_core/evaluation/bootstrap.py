@@ -84,8 +84,12 @@ class DatasetTable:
     num_images: int
 
 
-def _table(name: str, per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]],
-           dtype: Any, n_thr: int) -> ClassTable:  # fmt: skip
+def _table(
+    name: str,
+    per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]],
+    dtype: Any,
+    n_thr: int,
+) -> ClassTable:
     count = np.array([len(s) for s, _, _, _ in per_image], np.int64)
     start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
     total = int(count.sum())
@@ -152,9 +156,14 @@ def coco_table(
             dtm = np.asarray(e["dtMatches"]).astype(bool)
             dt_ig = np.asarray(e["dtIgnore"]).astype(bool)
             npos = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
-            rows.append((np.asarray(e["dtScores"], float).reshape(-1),
-                         (dtm & ~dt_ig).reshape(n_thr, -1), (~dtm & ~dt_ig).reshape(n_thr, -1),
-                         npos))  # fmt: skip
+            rows.append(
+                (
+                    np.asarray(e["dtScores"], float).reshape(-1),
+                    (dtm & ~dt_ig).reshape(n_thr, -1),
+                    (~dtm & ~dt_ig).reshape(n_thr, -1),
+                    npos,
+                )
+            )
         classes.append(_table(cname, rows, np.float64, n_thr))
     return DatasetTable(name, "hbox", classes, len(gt_images))
 
@@ -176,8 +185,9 @@ def rotated_table(
     classes = []
     n_thr = len(iou_thrs)
     for k, cname in enumerate(class_names):
-        cls_dets, cls_gts, cls_ign = (get_cls_results(det_results, annotations, k, "rbox")
-                                      if det_results else ([], [], []))  # fmt: skip
+        cls_dets, cls_gts, cls_ign = (
+            get_cls_results(det_results, annotations, k, "rbox") if det_results else ([], [], [])
+        )
         rows = []
         for d, g, ig in zip(cls_dets, cls_gts, cls_ign, strict=True):
             if len(d):
@@ -412,11 +422,24 @@ def ground_truth(
     items = image_items(read_manifest(manifest), dataset, split, ignore_difficult)
     out = []
     for k, it in enumerate(items):
-        objs = [{"bbox": i["bbox"], "label": i["bbox_label"],
-                 "difficult": bool(i["ignore_flag"]), "poly": i["poly"] if oriented else None}
-                for i in it["instances"]]  # fmt: skip
-        out.append({"id": k + 1, "width": it["width"], "height": it["height"],
-                    "objects": objs, "file": it["img_id"]})  # fmt: skip
+        objs = [
+            {
+                "bbox": i["bbox"],
+                "label": i["bbox_label"],
+                "difficult": bool(i["ignore_flag"]),
+                "poly": i["poly"] if oriented else None,
+            }
+            for i in it["instances"]
+        ]
+        out.append(
+            {
+                "id": k + 1,
+                "width": it["width"],
+                "height": it["height"],
+                "objects": objs,
+                "file": it["img_id"],
+            }
+        )
     return out
 
 

@@ -160,21 +160,34 @@ def plot_orientation(per_dataset: Mapping[str, Sequence[dict[str, Any]]], target
         found = [r for r in per_dataset.get(name, []) if r["found"]]
         ax = row[0]
         if found:
-            sc = ax.scatter([r["gt_axis_deg"] for r in found],
-                            [r["axis_error_deg"] for r in found],
-                            c=[r["rotated_iou"] for r in found], cmap="viridis", vmin=0, vmax=1,
-                            s=18)  # fmt: skip
+            sc = ax.scatter(
+                [r["gt_axis_deg"] for r in found],
+                [r["axis_error_deg"] for r in found],
+                c=[r["rotated_iou"] for r in found],
+                cmap="viridis",
+                vmin=0,
+                vmax=1,
+                s=18,
+            )
             fig.colorbar(sc, ax=ax, label="rotated IoU")
-        ax.set(xlim=(0, 180), ylim=(0, 90), xlabel="true long-axis angle (°)",
-               ylabel="long-axis error (°)", title=f"{name}: found objects")  # fmt: skip
+        ax.set(
+            xlim=(0, 180),
+            ylim=(0, 90),
+            xlabel="true long-axis angle (°)",
+            ylabel="long-axis error (°)",
+            title=f"{name}: found objects",
+        )
         ax.grid(alpha=0.3)
         ax = row[1]
         if found:
             ax.scatter([r["gt_aspect"] for r in found], [r["pred_aspect"] for r in found], s=18)
             top = max(max(r["gt_aspect"] for r in found), max(r["pred_aspect"] for r in found))
             ax.plot([1, top], [1, top], color="grey", lw=1, ls="--")
-        ax.set(xlabel="true aspect (long / short)", ylabel="predicted aspect",
-               title=f"{name}: aspect ratio")  # fmt: skip
+        ax.set(
+            xlabel="true aspect (long / short)",
+            ylabel="predicted aspect",
+            title=f"{name}: aspect ratio",
+        )
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, target)

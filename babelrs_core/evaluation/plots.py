@@ -108,8 +108,11 @@ def draw_detections(
             draw.polygon([float(v) for v in p["polygon"]], outline=PRED_COLOR, width=2)
         else:
             draw.rectangle([p["x1"], p["y1"], p["x2"], p["y2"]], outline=PRED_COLOR, width=2)
-        draw.text((p["x1"] + 2, max(p["y1"] - 11, 0)), f"{p['class_name']} {p['score']:.2f}",
-                  fill=PRED_COLOR)  # fmt: skip
+        draw.text(
+            (p["x1"] + 2, max(p["y1"] - 11, 0)),
+            f"{p['class_name']} {p['score']:.2f}",
+            fill=PRED_COLOR,
+        )
     return im
 
 
@@ -149,12 +152,16 @@ def plot_training_curves(
     keys = sorted({k for r in rows for k in r if "loss" in k and k != "loss" and "scale" not in k})
 
     def series(key: str) -> tuple[list[float], list[float]]:
-        pts = [(float(r[x_key]), float(r[key])) for r in rows
-               if isinstance(r.get(key), int | float) and np.isfinite(float(r[key]))]  # fmt: skip
+        pts = [
+            (float(r[x_key]), float(r[key]))
+            for r in rows
+            if isinstance(r.get(key), int | float) and np.isfinite(float(r[key]))
+        ]
         return [p[0] for p in pts], [p[1] for p in pts]
 
-    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True,
-                                         gridspec_kw={"height_ratios": [3, 1]})  # fmt: skip
+    fig, (ax_loss, ax_lr) = plt.subplots(
+        2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     for key in keys[:12]:
         ax_loss.plot(*series(key), lw=1, alpha=0.75, label=key)
     ax_loss.plot(*series("loss"), lw=2.2, color="black", label="loss")

@@ -58,8 +58,11 @@ def results_table(rows: Sequence[dict[str, Any]], with_paper: bool = True) -> st
         cells = [PAPER_ROW["label"]]
         for d in dss:
             cells += [f"{PAPER_ROW[d][0]:.2f}", f"{PAPER_ROW[d][1]:.2f}"]
-        cells += [f"{PAPER_ROW['overall'][0]:.2f}", f"{PAPER_ROW['overall'][1]:.2f}",
-                  f"{PAPER_ROW['hmap']:.2f}"]  # fmt: skip
+        cells += [
+            f"{PAPER_ROW['overall'][0]:.2f}",
+            f"{PAPER_ROW['overall'][1]:.2f}",
+            f"{PAPER_ROW['hmap']:.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -91,24 +94,52 @@ def settings_table(rows: Sequence[dict[str, Any]]) -> str:
         ("init", lambda t, i, d: t.get("init")),
         ("encoder (pretraining)", lambda t, i, d: f"{t.get('encoder')} ({_pretraining(t, i, d)})"),
         ("iterations", lambda t, i, d: t.get("iters")),
-        ("batch (SAR:DOTA:DV)", lambda t, i, d: f"{t['settings']['batch_size']} (" + ":".join(
-            str(v) for _, v in _ordered(t["settings"]["source_ratio"], list(DATASETS))) + ")"),
-        ("image long side", lambda t, i, d: ", ".join(
-            f"{m} {v}" for m, v in _ordered(t["settings"]["image_sizes"], MODALITIES))),
-        ("heads", lambda t, i, d: ", ".join(
-            f"{k} {v}" for k, v in _ordered(t["settings"]["heads"], list(DATASETS)))),
-        ("lr / precision", lambda t, i, d: f"{t['settings']['lr']:g} / "
-            f"{t['settings']['precision']}"),
-        ("loss first → peak → final", lambda t, i, d: f"{t['first_loss']:.2f} → "
-            f"{t['peak_loss']:.2f} → {t['final_loss']:.2f}" if t.get("peak_loss") else "–"),
+        (
+            "batch (SAR:DOTA:DV)",
+            lambda t, i, d: (
+                f"{t['settings']['batch_size']} ("
+                + ":".join(
+                    str(v) for _, v in _ordered(t["settings"]["source_ratio"], list(DATASETS))
+                )
+                + ")"
+            ),
+        ),
+        (
+            "image long side",
+            lambda t, i, d: ", ".join(
+                f"{m} {v}" for m, v in _ordered(t["settings"]["image_sizes"], MODALITIES)
+            ),
+        ),
+        (
+            "heads",
+            lambda t, i, d: ", ".join(
+                f"{k} {v}" for k, v in _ordered(t["settings"]["heads"], list(DATASETS))
+            ),
+        ),
+        (
+            "lr / precision",
+            lambda t, i, d: f"{t['settings']['lr']:g} / {t['settings']['precision']}",
+        ),
+        (
+            "loss first → peak → final",
+            lambda t, i, d: (
+                f"{t['first_loss']:.2f} → {t['peak_loss']:.2f} → {t['final_loss']:.2f}"
+                if t.get("peak_loss")
+                else "–"
+            ),
+        ),
         ("non-finite steps", lambda t, i, d: t.get("nonfinite_steps")),
         ("mean grad cosine (encoder)", lambda t, i, d: _cosines(t)),
         ("train time", lambda t, i, d: _train_time(t)),
         ("threads / device", lambda t, i, d: f"{t.get('threads')} / {t.get('device')}"),
-        ("eval splits", lambda t, i, d: ", ".join(
-            f"{k} {v}" for k, v in _ordered(i.get("splits", {}), list(DATASETS)))),
+        (
+            "eval splits",
+            lambda t, i, d: ", ".join(
+                f"{k} {v}" for k, v in _ordered(i.get("splits", {}), list(DATASETS))
+            ),
+        ),
         ("eval time", lambda t, i, d: f"{i.get('eval_s')} s"),
-    ]  # fmt: skip
+    ]
     head = ["setting"] + [r["label"] for r in rows]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---" * len(rows) + "|"]
     for name, fn in keys:
@@ -123,8 +154,11 @@ def settings_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _cosines(train: dict[str, Any]) -> str:
-    c = {k.split(".", 2)[2]: v for k, v in train.get("grad_cosine_mean", {}).items()
-         if k.startswith("gradcos.encoder.")}  # fmt: skip
+    c = {
+        k.split(".", 2)[2]: v
+        for k, v in train.get("grad_cosine_mean", {}).items()
+        if k.startswith("gradcos.encoder.")
+    }
     return ", ".join(f"{k} {v:+.3f}" for k, v in sorted(c.items())) or "–"
 
 

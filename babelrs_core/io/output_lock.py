@@ -99,8 +99,12 @@ def _lock_one(
 def _write_holder(fh: IO[str], who: str) -> None:
     fh.seek(0)
     fh.truncate(0)
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "what": who,
-            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "what": who,
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     fh.write(json.dumps(info))
     fh.flush()
 

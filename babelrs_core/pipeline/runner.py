@@ -41,8 +41,13 @@ from babelrs_core.tracking import (
 PARENT_ENV = "BABELRS_PARENT_RUN_ID"
 _log = get_logger(__name__)
 #: MLflow's dataset-input context of the manifest, per stage that reads it
-INPUT_CONTEXT = {"pretrain": "training", "finetune": "training", "evaluate": "evaluation",
-                 "validate": "validation", "register": "evaluation"}  # fmt: skip
+INPUT_CONTEXT = {
+    "pretrain": "training",
+    "finetune": "training",
+    "evaluate": "evaluation",
+    "validate": "validation",
+    "register": "evaluation",
+}
 #: tag prefix of the content hash of each data input
 DATA_HASH_TAG = "babelrs.data_hash."
 
@@ -78,8 +83,12 @@ def execute_stage(
         return _launch_distributed(spec, params, track, parent_run_id, runner, log or _log.info)
     if not dist_util.is_main():  # rank 0 holds the data locks for the whole process group
         return call_stage(spec, params, progress)
-    with output_locks(spec.outputs(params), params.orchestration.output_lock_timeout_s,
-                      who=f"stage {spec.name}", inputs=spec.inputs(params)):  # fmt: skip
+    with output_locks(
+        spec.outputs(params),
+        params.orchestration.output_lock_timeout_s,
+        who=f"stage {spec.name}",
+        inputs=spec.inputs(params),
+    ):
         if tracker is None or not tracker.enabled:
             return call_stage(spec, params, progress)
         parent_run_id = parent_run_id or settings_env.read(PARENT_ENV) or None

@@ -52,12 +52,19 @@ def commit_stage(spec: StageSpec, params: Params, root: Path | None = None) -> b
     if why is not None:
         log.info("stage %s: not recorded in dvc.lock (%s)", spec.name, why)
         return False
-    with output_locks([], params.orchestration.output_lock_timeout_s,
-                      who=f"dvc commit {spec.name}", inputs=spec.outputs(params)):  # fmt: skip
+    with output_locks(
+        [],
+        params.orchestration.output_lock_timeout_s,
+        who=f"dvc commit {spec.name}",
+        inputs=spec.outputs(params),
+    ):
         done = subprocess.run(
             [_dvc(), "commit", "--force", "--quiet", spec.name],
-            cwd=root, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if done.returncode != 0:
         raise RuntimeError(
             f"stage {spec.name}: `dvc commit` failed ({done.returncode}): "

@@ -49,8 +49,14 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(ns.params)
     tracker = Tracker.from_params(params) if ns.track and dist_util.is_main() else None
-    result = execute_stage(stage(ns.stage), params, tracker=tracker, runner=ns.runner,
-                           parent_run_id=ns.parent_run_id, progress=False)  # fmt: skip
+    result = execute_stage(
+        stage(ns.stage),
+        params,
+        tracker=tracker,
+        runner=ns.runner,
+        parent_run_id=ns.parent_run_id,
+        progress=False,
+    )
     if dist_util.is_main():
         write_json(ns.result_json, json.loads(json.dumps(result, default=str)))
     elif dist_util.local_rank() == 0:  # rank 0 is on another node: a note for this launcher

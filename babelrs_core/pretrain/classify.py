@@ -122,10 +122,10 @@ def build_classifier(params: Params, data: PretrainData) -> RegionClassifier:
         params.model.encoder, pretrained=cfg.pretrained, weights=cfg.encoder_weights, bn=cfg.bn
     )
     layers = encoder.resolve_layers(cfg.lvsa.layers)
-    fusion = TapFusion([encoder.tap_info(k) for k in layers], cfg.lvsa.mode, cfg.lvsa.grid,
-                       cfg.lvsa.width)  # fmt: skip
-    model = RegionClassifier(encoder, layers, fusion, data.classes, cfg.pixel_shuffle,
-                             cfg.lvsa.tau)  # fmt: skip
+    fusion = TapFusion(
+        [encoder.tap_info(k) for k in layers], cfg.lvsa.mode, cfg.lvsa.grid, cfg.lvsa.width
+    )
+    model = RegionClassifier(encoder, layers, fusion, data.classes, cfg.pixel_shuffle, cfg.lvsa.tau)
     for p in model.parameters():
         p.requires_grad_(True)
     for p in model.encoder.parameters():
@@ -255,12 +255,19 @@ def run_classification(
             hook(step + 1, metrics)
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_after:
-            ckpt.save_checkpoint(ckpt_dir, done, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "rng": ckpt.rng_state(), "fingerprint": fp, "nonfinite_steps": nonfinite,
-            })  # fmt: skip
+            ckpt.save_checkpoint(
+                ckpt_dir,
+                done,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                    "rng": ckpt.rng_state(),
+                    "fingerprint": fp,
+                    "nonfinite_steps": nonfinite,
+                },
+            )
         if stop_after is not None and done >= stop_after and done < cfg.steps:
             return {"stopped_at": done, "out": str(out)}
     train_s, train_cpu_s = time.perf_counter() - t_train, time.process_time() - c_train

@@ -314,8 +314,11 @@ def _run(
     start, nonfinite = 0, 0
     latest = ckpt.latest_checkpoint(ckpt_dir) if resume else None
     # every rank loads the checkpoint: on several nodes they must all see the same one
-    dist_util.agree(latest and latest.name, f"the checkpoint to resume from in {ckpt_dir}",
-                    dist_util.SHARED_OUTPUTS_HINT.format(key="paths.pretrain_out"))  # fmt: skip
+    dist_util.agree(
+        latest and latest.name,
+        f"the checkpoint to resume from in {ckpt_dir}",
+        dist_util.SHARED_OUTPUTS_HINT.format(key="paths.pretrain_out"),
+    )
     if latest is not None:
         state = ckpt.load_checkpoint(latest, map_location=device)
         ckpt.check_fingerprint(latest, state["fingerprint"], fp)

@@ -29,11 +29,15 @@ def model_card(name: str, version: str, tags: dict[str, str], run_id: str | None
         if f"eval.{ds}.map" not in tags:
             continue
         hmap = _num(tags, "eval.overall.hmap") if ds == "overall" else ""
-        lines.append(f"| {ds} | {_num(tags, f'eval.{ds}.ap50')} | "
-                     f"{_num(tags, f'eval.{ds}.map')} | {hmap} |")  # fmt: skip
+        lines.append(
+            f"| {ds} | {_num(tags, f'eval.{ds}.ap50')} | {_num(tags, f'eval.{ds}.map')} | {hmap} |"
+        )
     decision = tags.get("gate.decision")
-    gate = (f"**{decision}**: {tags.get('gate.reason', '')}" if decision
-            else "not put through the promotion gate")  # fmt: skip
+    gate = (
+        f"**{decision}**: {tags.get('gate.reason', '')}"
+        if decision
+        else "not put through the promotion gate"
+    )
     dirty = " (uncommitted changes)" if tags.get("git.dirty") == "true" else ""
     lines += [
         "",
@@ -44,6 +48,8 @@ def model_card(name: str, version: str, tags: dict[str, str], run_id: str | None
         f"`{tags.get('git.commit', '?')}`{dirty}.",
     ]
     if run_id:
-        lines.append(f"MLflow run `{run_id}`: the model, `eval.json` and `eval_info.json` "
-                     "(PR curves and detection pictures in the evaluate stage's run).")  # fmt: skip
+        lines.append(
+            f"MLflow run `{run_id}`: the model, `eval.json` and `eval_info.json` "
+            "(PR curves and detection pictures in the evaluate stage's run)."
+        )
     return "\n".join(lines)

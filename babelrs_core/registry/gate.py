@@ -67,8 +67,13 @@ def decide(
     mine, theirs = dataset_maps(challenger), dataset_maps(champion)
     drops = {ds: round(m - mine.get(ds, 0.0), 4) for ds, m in theirs.items()}
     gain = round(hmap - champ_hmap, 4)
-    common: dict[str, Any] = {"challenger_hmap": hmap, **rules, "champion_hmap": champ_hmap,
-                              "champion_version": champion_version, "gain": gain}  # fmt: skip
+    common: dict[str, Any] = {
+        "challenger_hmap": hmap,
+        **rules,
+        "champion_hmap": champ_hmap,
+        "champion_version": champion_version,
+        "gain": gain,
+    }
     too_much = {ds: d for ds, d in drops.items() if d > max_drop}
     vs = f"champion v{champion_version}" if champion_version else "champion"
     if gain < margin:

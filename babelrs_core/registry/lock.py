@@ -78,8 +78,14 @@ class Owner:
     def me(cls) -> Owner:
         pid = os.getpid()
         host = socket.gethostname()
-        return cls(f"{host}:{pid}:{uuid.uuid4().hex[:8]}", host, pid, process_start(pid),
-                   boot_id(), time.time())  # fmt: skip
+        return cls(
+            f"{host}:{pid}:{uuid.uuid4().hex[:8]}",
+            host,
+            pid,
+            process_start(pid),
+            boot_id(),
+            time.time(),
+        )
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> Owner:

@@ -37,9 +37,21 @@ from babelrs_core.errors import BadInputError
 INPUT_COLUMNS = ("image", "modality", "image_id")
 POLYGON_COLUMNS = ("px1", "py1", "px2", "py2", "px3", "py3", "px4", "py4")
 OUTPUT_COLUMNS = (
-    "image_index", "image_id", "x1", "y1", "x2", "y2", "score", "label", "class_name",
-    "soi_name", "dataset", "modality", *POLYGON_COLUMNS, "angle",
-)  # fmt: skip
+    "image_index",
+    "image_id",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "score",
+    "label",
+    "class_name",
+    "soi_name",
+    "dataset",
+    "modality",
+    *POLYGON_COLUMNS,
+    "angle",
+)
 
 
 def flat_polygon(det: dict[str, Any]) -> dict[str, float]:

@@ -168,9 +168,16 @@ def place(
 
 
 def image_fields(
-    dataset: str, modality: str, split: str, name: str, image: Path, width: int, height: int,
-    source: str, crop: int = 0,
-) -> dict[str, Any]:  # fmt: skip
+    dataset: str,
+    modality: str,
+    split: str,
+    name: str,
+    image: Path,
+    width: int,
+    height: int,
+    source: str,
+    crop: int = 0,
+) -> dict[str, Any]:
     """The columns every row of one image shares (``image_id = dataset/split/name``; ``crop``:
     the border cut off on every side, so ``width`` x ``height`` is what is left)."""
     return dict(
