@@ -30,8 +30,6 @@ again with another seed is not in it (the seed spread is reported beside it).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 import math
@@ -50,6 +48,8 @@ from babelrs_core.evaluation.metrics import (
     DatasetScore,
     coco_class_score,
     coco_ground_truth,
+    coco_matches,
+    gt_image,
     harmonic_mean,
     rotated_inputs,
 )
@@ -114,8 +114,6 @@ def coco_table(
     :func:`~babelrs_core.evaluation.metrics.coco_ground_truth`, ``dets`` COCO results as
     :func:`~babelrs_core.evaluation.metrics.coco_detections` makes them), as
     :func:`~babelrs_core.evaluation.metrics.evaluate_coco` runs it."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     ids = [int(img["id"]) for img in gt_images]
     if any(b <= a for a, b in itertools.pairwise(ids)):
@@ -124,17 +122,7 @@ def coco_table(
     n_thr = len(IOU_THRESHOLDS)
     found: dict[tuple[int, int], dict[str, Any]] = {}
     if dets and gt["images"]:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO()
-            coco.dataset = {k: list(v) for k, v in gt.items()}
-            coco.createIndex()
-            keep = ("image_id", "category_id", "bbox", "score")
-            res = coco.loadRes([{k: d[k] for k in keep} for d in dets])
-            ev = COCOeval(coco, res, "bbox")
-            ev.params.maxDets = [1, 10, max_dets]
-            ev.params.iouThrs = IOU_THRESHOLDS
-            ev.params.recThrs = RECALL_POINTS
-            ev.evaluate()
+        ev = coco_matches(gt, list(dets), max_dets)
         area_all = list(ev.params.areaRng[0])
         for e in ev.evalImgs:
             if e is not None and list(e["aRng"]) == area_all:
@@ -420,27 +408,7 @@ def ground_truth(
     from babelrs_core.detector.data import image_items
 
     items = image_items(read_manifest(manifest), dataset, split, ignore_difficult)
-    out = []
-    for k, it in enumerate(items):
-        objs = [
-            {
-                "bbox": i["bbox"],
-                "label": i["bbox_label"],
-                "difficult": bool(i["ignore_flag"]),
-                "poly": i["poly"] if oriented else None,
-            }
-            for i in it["instances"]
-        ]
-        out.append(
-            {
-                "id": k + 1,
-                "width": it["width"],
-                "height": it["height"],
-                "objects": objs,
-                "file": it["img_id"],
-            }
-        )
-    return out
+    return [gt_image(it, k + 1, oriented) for k, it in enumerate(items)]
 
 
 def eval_tables(

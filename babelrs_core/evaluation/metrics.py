@@ -148,27 +148,34 @@ def coco_detections(preds: Mapping[int, Sequence[dict[str, Any]]]) -> list[dict[
     return out
 
 
-def evaluate_coco(
-    name: str,
-    gt: dict[str, Any],
-    dets: list[dict[str, Any]],
-    max_dets: int = 100,
-) -> DatasetScore:
-    """Per-class AP@50 / AP(.5:.95) of one dataset with pycocotools (output silenced)."""
+def gt_image(item: dict[str, Any], image_id: int, oriented: bool) -> dict[str, Any]:
+    """The ground-truth record the metrics read of a detector data item
+    (:func:`babelrs_core.detector.data.image_items`): its objects (box, label, DOTA difficult
+    flag, polygon for oriented heads) and size, under ``image_id``."""
+    objs = [
+        {
+            "bbox": i["bbox"],
+            "label": i["bbox_label"],
+            "difficult": bool(i["ignore_flag"]),
+            "poly": i["poly"] if oriented else None,
+        }
+        for i in item["instances"]
+    ]
+    return {
+        "id": image_id,
+        "width": item["width"],
+        "height": item["height"],
+        "objects": objs,
+        "file": item["img_id"],
+    }
+
+
+def coco_matches(gt: dict[str, Any], dets: Sequence[dict[str, Any]], max_dets: int) -> Any:
+    """pycocotools' per-image matching (``COCOeval.evaluate``) of ``dets`` against the COCO
+    ground truth ``gt`` at :data:`IOU_THRESHOLDS` / :data:`RECALL_POINTS`, quietly."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    cats = gt["categories"]
-    counts = {c["id"]: 0 for c in cats}
-    for a in gt["annotations"]:
-        if not a["iscrowd"]:
-            counts[a["category_id"]] += 1
-    n_obj = sum(counts.values())
-    zero = [
-        ClassScore(c["name"], counts[c["id"]], 0.0, 0.0, [0.0] * len(RECALL_POINTS)) for c in cats
-    ]
-    if not dets or not gt["images"]:
-        return DatasetScore(name, zero, len(gt["images"]), n_obj, len(dets))
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = {k: list(v) for k, v in gt.items()}
@@ -180,6 +187,29 @@ def evaluate_coco(
         ev.params.iouThrs = IOU_THRESHOLDS
         ev.params.recThrs = RECALL_POINTS
         ev.evaluate()
+    return ev
+
+
+def evaluate_coco(
+    name: str,
+    gt: dict[str, Any],
+    dets: list[dict[str, Any]],
+    max_dets: int = 100,
+) -> DatasetScore:
+    """Per-class AP@50 / AP(.5:.95) of one dataset with pycocotools (output silenced)."""
+    cats = gt["categories"]
+    counts = {c["id"]: 0 for c in cats}
+    for a in gt["annotations"]:
+        if not a["iscrowd"]:
+            counts[a["category_id"]] += 1
+    n_obj = sum(counts.values())
+    zero = [
+        ClassScore(c["name"], counts[c["id"]], 0.0, 0.0, [0.0] * len(RECALL_POINTS)) for c in cats
+    ]
+    if not dets or not gt["images"]:
+        return DatasetScore(name, zero, len(gt["images"]), n_obj, len(dets))
+    ev = coco_matches(gt, dets, max_dets)
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.accumulate()
     precision = ev.eval["precision"]  # [T, R, K, A, M]
     classes = []

@@ -40,6 +40,7 @@ from babelrs_core.evaluation.metrics import (
     coco_ground_truth,
     evaluate_coco,
     evaluate_rotated,
+    gt_image,
     per_class_rows,
     summarize,
 )
@@ -177,27 +178,11 @@ def predict_split(
         dets = detector.predict_batch(arrays, dataset)
         for k, (it, arr, d) in enumerate(zip(chunk, arrays, dets, strict=True)):
             image_id = start + k + 1
-            objs = [
-                {
-                    "bbox": i["bbox"],
-                    "label": i["bbox_label"],
-                    "difficult": bool(i["ignore_flag"]),
-                    "poly": i["poly"] if oriented else None,
-                }
-                for i in it["instances"]
-            ]
-            gt_images.append(
-                {
-                    "id": image_id,
-                    "width": it["width"],
-                    "height": it["height"],
-                    "objects": objs,
-                    "file": it["img_id"],
-                }
-            )
+            record = gt_image(it, image_id, oriented)
+            gt_images.append(record)
             preds[image_id] = d
             if visit is not None:
-                visit(start + k, it, arr, objs, d)
+                visit(start + k, it, arr, record["objects"], d)
     return gt_images, preds
 
 
