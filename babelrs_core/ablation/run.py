@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from babelrs_core.ablation import jobs
 from babelrs_core.ablation.label_efficiency import label_efficiency_rows
 from babelrs_core.ablation.plan import FinetuneJob, Plan, PretrainJob, build_plan
 from babelrs_core.ablation.report import RUN_JSON, write_report
-from babelrs_core.config import ConfigError, Params, flatten
+from babelrs_core.config import Params, flatten
 from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import write_json
 from babelrs_core.logs import get_logger
@@ -64,13 +64,9 @@ def runner_names() -> list[str]:
 
 def get_runner(name: str = "prefect") -> AblationRunner:
     """The ablation runner called ``name``; a clear error lists the installed ones."""
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            return ep.load()
-    raise ConfigError(
-        f"no ablation runner {name!r}; installed: {', '.join(runner_names()) or 'none'} (plugins "
-        f"are entry points of the group {GROUP!r}: `make setup` reinstalls the package's own)"
-    )
+    from babelrs_core.pipeline.runners import plugin
+
+    return cast(AblationRunner, plugin(GROUP, name, "ablation runner"))
 
 
 def ensure_data(params: Params, log: Callable[[str], None] | None = None) -> None:

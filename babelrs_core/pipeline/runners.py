@@ -9,11 +9,11 @@ stage through :func:`~babelrs_core.pipeline.runner.execute_stage` and has the si
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from babelrs_core.config import ConfigError, Params, flatten, load_params
 from babelrs_core.pipeline.runner import execute_stage, lineage_tags
@@ -90,14 +90,21 @@ def runner_names() -> list[str]:
     return ["local", *sorted(ep.name for ep in entry_points(group=GROUP))]
 
 
+def plugin(group: str, name: str, what: str, builtin: Sequence[str] = ()) -> Any:
+    """The entry point ``name`` of ``group`` (a ``what``), loaded; a clear error lists the
+    installed ones (``builtin`` names are listed first)."""
+    for ep in entry_points(group=group):
+        if ep.name == name:
+            return ep.load()
+    names = [*builtin, *sorted(ep.name for ep in entry_points(group=group))]
+    raise ConfigError(
+        f"no {what} {name!r}; installed: {', '.join(names) or 'none'} (plugins are entry points "
+        f"of the group {group!r}: `make setup` reinstalls the package's own)"
+    )
+
+
 def get_runner(name: str) -> PipelineRunner:
     """The runner called ``name``; a clear error lists the installed ones."""
     if name == "local":
         return run_local
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            return ep.load()
-    raise ConfigError(
-        f"no pipeline runner {name!r}; installed: {', '.join(runner_names())} (plugins are "
-        f"entry points of the group {GROUP!r}: `make setup` reinstalls the package's own)"
-    )
+    return cast(PipelineRunner, plugin(GROUP, name, "pipeline runner", builtin=["local"]))

@@ -120,3 +120,26 @@ def check_fingerprint(path: Path, saved: dict[str, Any], current: dict[str, Any]
             f"{path}: written with different params ({shown}); delete {path.parent} or run "
             f"without resume to start over"
         )
+
+
+def resume_from(
+    path: Path,
+    fingerprint: dict[str, Any],
+    device: str | torch.device,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+) -> tuple[int, int]:
+    """Load the training state of checkpoint ``path`` (refused when its fingerprint is not the
+    run's) into the model, optimiser, schedule, loss scaler and random generators; returns the
+    step it was written at and the non-finite steps counted so far."""
+    state = load_checkpoint(path, map_location=device)
+    check_fingerprint(path, state["fingerprint"], fingerprint)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return int(state["step"]), int(state.get("nonfinite_steps", 0))

@@ -201,15 +201,7 @@ def run_classification(
     start, nonfinite = 0, 0
     latest = ckpt.latest_checkpoint(ckpt_dir) if resume else None
     if latest is not None:
-        state = ckpt.load_checkpoint(latest, map_location=device)
-        ckpt.check_fingerprint(latest, state["fingerprint"], fp)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        start, nonfinite = int(state["step"]), int(state.get("nonfinite_steps", 0))
+        start, nonfinite = ckpt.resume_from(latest, fp, device, model, optimizer, scheduler, scaler)
         logger.truncate_after(start)
     else:
         for old in ckpt.list_checkpoints(ckpt_dir):
@@ -305,13 +297,7 @@ def run_classification(
         "region_accuracy": {m: v["region"]["accuracy"] for m, v in heldout.items()},
         "region_chance": {m: v["region"]["chance"] for m, v in heldout.items()},
         "examples": [],
-        "data": {
-            "train_prompts": len(data.train),
-            "heldout_prompts": len(data.heldout),
-            "train_images": len({e.image for e in data.train}),
-            "heldout_images": len({e.image for e in data.heldout}),
-            "classes": data.classes,
-        },
+        "data": data.counts(),
         "timing": {k: (round(v, 2) if isinstance(v, float) else v) for k, v in timing.items()},
         "samples_per_s": cfg.batch_size * timing["steps_this_run"] / train_s if train_s else None,
         "params": {

@@ -13,6 +13,7 @@ from array import array
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -135,6 +136,17 @@ class PretrainData:
     region_prefix_dropout: float = 0.0  # region prompts: P(image tokens hidden)
     region_roi_dropout: float = 0.0  # region prompts: P(RoI feature hidden, box size kept)
     _weights: torch.Tensor | None = None
+
+    def counts(self) -> dict[str, Any]:
+        """Prompts and images of the training and held-out sets, and the classes offered (the
+        ``data`` block of a pretraining run's ``metrics.json``)."""
+        return {
+            "train_prompts": len(self.train),
+            "heldout_prompts": len(self.heldout),
+            "train_images": len({e.image for e in self.train}),
+            "heldout_images": len({e.image for e in self.heldout}),
+            "classes": self.classes,
+        }
 
     # -- sampling -------------------------------------------------------------------------------
     def sampling_weights(self) -> torch.Tensor:

@@ -108,13 +108,7 @@ def export_outputs(
             m: v["region"]["chance"] for m, v in heldout["heldout"].items() if "region" in v
         },
         "examples": heldout["examples"],
-        "data": {
-            "train_prompts": len(data.train),
-            "heldout_prompts": len(data.heldout),
-            "train_images": len({e.image for e in data.train}),
-            "heldout_images": len({e.image for e in data.heldout}),
-            "classes": data.classes,
-        },
+        "data": data.counts(),
         "timing": {k: (round(v, 2) if isinstance(v, float) else v) for k, v in timing.items()},
         "samples_per_s": (cfg.batch_size * timing["steps_this_run"] / timing["train_s"])
         if timing.get("train_s") and timing.get("steps_this_run")

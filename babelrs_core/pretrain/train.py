@@ -320,15 +320,7 @@ def _run(
         dist_util.SHARED_OUTPUTS_HINT.format(key="paths.pretrain_out"),
     )
     if latest is not None:
-        state = ckpt.load_checkpoint(latest, map_location=device)
-        ckpt.check_fingerprint(latest, state["fingerprint"], fp)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        start, nonfinite = int(state["step"]), int(state.get("nonfinite_steps", 0))
+        start, nonfinite = ckpt.resume_from(latest, fp, device, model, optimizer, scheduler, scaler)
         if main:
             logger.truncate_after(start)
     elif main:
