@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from babelrs_core.concepts import DATASETS
+from babelrs_core.errors import BadInputError
 from babelrs_core.evaluation.metrics import (
     IOU_THRESHOLDS,
     RECALL_POINTS,
@@ -389,7 +390,7 @@ def paired_difference(
 # -- reading an evaluation's outputs ----------------------------------------------------------
 
 
-class MissingPredictionsError(FileNotFoundError):
+class MissingPredictionsError(BadInputError, FileNotFoundError):
     """An evaluation folder without ``predictions/<dataset>.json`` (written before they were)."""
 
 

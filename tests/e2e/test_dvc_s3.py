@@ -224,7 +224,9 @@ def test_push_interrupted_by_stopping_the_server(tmp_path: Path) -> None:
     # 4.8 MB push lasts ~2.5 s). Closing the proxy is the outage: every connection drops and new
     # ones are refused, while the server behind keeps what it received (moto keeps data in memory,
     # so stopping the moto process itself would empty the bucket).
-    proxy = ThrottledProxy(server.port, bytes_per_s=2_000_000)
+    # slow enough (~10 s for the whole push) that the watcher below sees it half done even on a
+    # loaded machine
+    proxy = ThrottledProxy(server.port, bytes_per_s=500_000)
     try:
         repo = Repo(tmp_path / "repo", proxy.url, {"AWS_MAX_ATTEMPTS": "1"})
         blobs = repo.path / "data" / "blobs"
