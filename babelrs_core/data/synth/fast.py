@@ -358,10 +358,8 @@ def _render_ir(
         temp = ground.arrays["temp"][shadow] - settings.shadow_dk
         app[shadow] = ir.apparent_k(temp, _COVER_EPS[scene.cover[shadow]], settings.sky_k)
 
-    signs = [
+    for o, (win, parts), ring in zip(scene.objects, masks, rings, strict=True):
         _paint_ir_object(o, settings, app, win, parts, ring)
-        for o, (win, parts), ring in zip(scene.objects, masks, rings, strict=True)
-    ]
     pad = int(4.0 * settings.blur_sigma_px + 0.5)  # gaussian_filter's reach (truncate = 4)
     for y0, y1, x0, x1 in regions:
         py0, py1, px0, px1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
@@ -369,14 +367,15 @@ def _render_ir(
         seen[y0:y1, x0:x1] = blurred[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0]
 
     attrs: list[dict[str, Any]] = []
-    for o, ring, sign in zip(scene.objects, rings, signs, strict=True):
+    for o, ring in zip(scene.objects, rings, strict=True):
         state = dict(settings.objects[o.index])
-        m = ring.measure(seen)
+        m = ring.measure(seen)  # through the optics, as full mode records it
         if m is None:  # enclosed by other objects: no background to compare with
             attrs.append({**state, "contrast": None})
             continue
-        attrs.append({**state, "t_target_k": m[0], "t_background_k": m[1], "contrast": sign,
-                      "contrast_k": m[0] - m[1]})  # fmt: skip
+        delta = m[0] - m[1]
+        attrs.append({**state, "t_target_k": m[0], "t_background_k": m[1],
+                      "contrast": 1 if delta > 0 else -1, "contrast_k": delta})  # fmt: skip
 
     seen += np.float32(settings.netd_k) * bank.noise(rng, scene.dataset, 0)
     p_lo, p_hi = _percentiles(seen, (1.0, 99.0), step=4)
@@ -423,9 +422,9 @@ def _paint_ir_object(
     win: shapes.Window,
     parts: shapes.Parts,
     ring: _Ring,
-) -> int:
+) -> None:
     """Paint one object's parts (apparent temperature) and push its contrast against the ring
-    around it to ``_IR_CONTRAST_MARGIN x min_contrast_k``; return the contrast's sign."""
+    around it to ``_IR_CONTRAST_MARGIN x min_contrast_k``, keeping the sign the scene has."""
     state = settings.objects[o.index]
     region = app[win.slices]
 
@@ -456,4 +455,3 @@ def _paint_ir_object(
         for key in ("t_body_k", "t_engine_k", "t_roof_k"):
             if key in state:
                 state[key] += shift
-    return sign or 1
