@@ -511,7 +511,7 @@ def _accept(
     """Whether the footprint's land cover suits ``mode``: only allowed covers; a harbor half to
     90 % over water; a bridge with both ends on land and its middle over water."""
     if mode in ALLOWED_COVERS:
-        return bool(np.isin(cover_px, list(ALLOWED_COVERS[mode])).all())
+        return bool(_ALLOWED_TABLE[mode][cover_px].all())
     wet = cover_px == WATER
     if mode == "shore":
         return 0.5 <= wet.mean() <= 0.9
@@ -591,8 +591,12 @@ def _probe_rejects(
     allowed = _ALLOWED_TABLE.get(mode)
     if allowed is None:
         return False
-    on_fp = shapes.union(shapes.parts(kind, shapes.Window(0, 0, 0, 0, s, t), lp, wp))
-    return not bool(allowed[cover[ri, ci][on_fp]].all())
+    bad = ~allowed[cover[ri, ci]]
+    if not bad.any():
+        return False
+    # a pixel of a forbidden cover rules the pose out if it is on the footprint
+    on_fp = shapes.union(shapes.parts(kind, shapes.Window(0, 0, 0, 0, s[bad], t[bad]), lp, wp))
+    return bool(on_fp.any())
 
 
 def sample_objects(
@@ -618,8 +622,9 @@ def sample_objects(
     occupied = np.zeros(shape, dtype=bool)
     placed: list[SceneObject] = []
     for cls, kind in classes:
+        options = _modes(kind, layout)
         for _ in range(cfg.max_tries):
-            mode = _pick(rng, _modes(kind, layout))
+            mode = _pick(rng, options)
             pose = _propose(rng, kind, mode, layout, shape, gsd_m, max_diag_m)
             if pose is None:
                 continue
