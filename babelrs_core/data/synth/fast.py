@@ -12,10 +12,11 @@ The same scene graphs, formats and label statistics as the full renderers, sever
   sampling on that ground (with a cheap probe that rules most poses out from a few pixels and
   changes no outcome). The part masks rasterised for placement are the ones rendered: no object
   is drawn twice.
-* **The sensor is cheaper**: speckle and NETD noise are crops of per-process noise fields, IR
-  contrast is set from the ground around each object instead of iterating through the optics, IR
-  optics blur only the windows objects change, percentiles (dB range, AGC) come from a quarter of
-  the pixels, RGB skips the JPEG round trip, and PNGs are written at
+* **The sensor is cheaper**: speckle and NETD noise are crops of per-process noise fields; IR
+  optics blur only the windows objects change, and IR contrast is enforced through the blur of
+  each object's own window (against an AGC range estimated before the optics) instead of blurring
+  the whole frame every round; percentiles (dB range, AGC) come from a sample of about 16k pixels;
+  SAR sidelobes reach 3 nulls; RGB skips the JPEG round trip; PNGs are written by a plain writer at
   ``soi_mini.fast.png_compress_level``.
 
 Deterministic: every draw comes from the image's generator or from a bank item's own seed.
@@ -52,12 +53,12 @@ Masks = list[tuple[shapes.Window, shapes.Parts]]
 #: Third seed word of bank grounds and noise fields (an image's seed has four words, so no bank
 #: item shares an image's random stream).
 _GROUND_STREAM, _NOISE_STREAM = 1, 2
-#: Percentiles are taken over every second row and column.
-_PERCENTILE_STEP = 2
-#: IR: an object's contrast is pushed to this multiple of ``min_contrast_k`` before the optics
-#: (the blur takes some of it; the contrast recorded is measured after the blur).
+#: Percentiles (dB range, AGC, sidelobe threshold) are taken over every k-th row and column,
+#: k such that about this many pixels remain (every second at 256 x 256, fourth at 640 x 512).
+_PERCENTILE_PIXELS = 16384
+#: IR: an object's contrast is first pushed to this multiple of ``min_contrast_k`` before the
+#: optics (the blur takes some of it), then checked through the optics.
 _IR_CONTRAST_MARGIN = 1.5
-_IR_CONTRAST_ROUNDS = 2
 #: SAR sidelobes are drawn out to this many nulls (full mode: sar.SIDELOBE_NULLS).
 _SAR_SIDELOBE_NULLS = 3
 
@@ -215,9 +216,15 @@ def _layers(scene: Scene, masks: Masks) -> np.ndarray:
     return layers
 
 
-def _percentiles(img: np.ndarray, q: tuple[float, float], step: int = 2) -> tuple[float, float]:
-    """Percentiles of every ``step``-th row and column."""
-    lo, hi = np.percentile(img[::step, ::step], q)
+def _step(shape: tuple[int, ...]) -> int:
+    """Every how many rows and columns percentiles look (:data:`_PERCENTILE_PIXELS`)."""
+    return max(1, round(math.sqrt(shape[0] * shape[1] / _PERCENTILE_PIXELS)))
+
+
+def _percentiles(img: np.ndarray, q: tuple[float, float]) -> tuple[float, float]:
+    """Percentiles of every :func:`_step`-th row and column."""
+    k = _step(img.shape)
+    lo, hi = np.percentile(img[::k, ::k], q)
     return float(lo), float(hi)
 
 
@@ -245,7 +252,9 @@ def _render_sar(
     sigma = ground.arrays["sigma0"].copy()
     shadow, attrs = sar.add_targets(scene, settings, rng, sigma, layers, masks)
     blurred = ndimage.gaussian_filter(sigma, settings.psf_sigma_px, mode="nearest")
-    blurred += sar.sidelobes(blurred, settings.psf_sigma_px, _SAR_SIDELOBE_NULLS, step=2)
+    blurred += sar.sidelobes(
+        blurred, settings.psf_sigma_px, _SAR_SIDELOBE_NULLS, _step(sigma.shape)
+    )
     nesz = 10.0 ** (settings.nesz_db / 10.0)
     intensity = blurred * bank.noise(rng, scene.dataset, settings.looks)
     intensity += nesz * bank.noise(rng, scene.dataset, settings.looks)
@@ -265,14 +274,12 @@ def _render_sar(
 def _render_rgb(scene: Scene, settings: rgb.RgbSettings, ground: Ground, masks: Masks) -> Render:
     img = ground.arrays["rgb"].copy()  # float32
     layers = _layers(scene, masks)
-    shadows, shadow = rgb.paint_objects(img, scene, settings, layers, masks)
-    shaded_by = np.zeros(scene.shape, dtype=np.uint8)
-    for sh in shadows:  # an object's own shadow leaves its footprint out
-        shaded_by += sh
+    _shadows, shadow = rgb.paint_objects(img, scene, settings, layers, masks)
     attrs = []
     for o, (win, _p) in zip(scene.objects, masks, strict=True):
+        # an object's own shadow leaves its footprint out: what shades it is the others'
         own = layers[win.slices] == o.index
-        shaded = float((shaded_by[win.slices][own] > 0).sum() / max(own.sum(), 1))
+        shaded = float(shadow[win.slices][own].sum() / max(own.sum(), 1))
         size = math.sqrt(o.length_px * o.width_px)
         difficult = (
             size < settings.difficult_min_px or shaded >= settings.difficult_shadowed_fraction
@@ -335,11 +342,15 @@ def _render_ir(
     bank: Bank,
 ) -> Render:
     shape = scene.shape
-    h, w = shape
+    w = shape[1]
+    sigma = settings.blur_sigma_px
     app = ground.arrays["app"].copy()  # float32
     seen = ground.arrays["seen"].copy()
     layers = _layers(scene, masks)
-    rings = [_Ring(o, layers) for o in scene.objects]
+    boxes = np.full(shape, -1, dtype=np.int16)
+    for o, (win, _p) in zip(scene.objects, masks, strict=True):
+        boxes[win.slices][shapes.box_mask(win, o.length_px, o.width_px)] = o.index
+    rings = [_Ring(o, boxes, sigma) for o in scene.objects]
     regions = [r.bounds for r in rings]  # what the blur must redo: box, ring and shadow
     shadow = np.zeros(shape, dtype=bool)
     if settings.sun_elevation_deg is not None:
@@ -358,27 +369,30 @@ def _render_ir(
         temp = ground.arrays["temp"][shadow] - settings.shadow_dk
         app[shadow] = ir.apparent_k(temp, _COVER_EPS[scene.cover[shadow]], settings.sky_k)
 
-    for o, (win, parts), ring in zip(scene.objects, masks, rings, strict=True):
-        _paint_ir_object(o, settings, app, win, parts, ring)
-    pad = int(4.0 * settings.blur_sigma_px + 0.5)  # gaussian_filter's reach (truncate = 4)
-    for y0, y1, x0, x1 in regions:
-        py0, py1, px0, px1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
-        blurred = ir.blur_k(app[py0:py1, px0:px1], settings.blur_sigma_px)
-        seen[y0:y1, x0:x1] = blurred[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0]
+    painters = [
+        _IrObject(o, settings, app, win, parts, ring)
+        for o, (win, parts), ring in zip(scene.objects, masks, rings, strict=True)
+    ]
+    # the AGC range to expect: the blurred ground, and the objects as painted (cheap: sampled)
+    k = _step(shape)
+    sample = np.where(layers[::k, ::k] >= 0, app[::k, ::k], seen[::k, ::k])
+    _enforce_contrast(painters, settings, _percentiles(sample, settings.agc_percentiles))
+    _optics(app, seen, regions, sigma)
 
     attrs: list[dict[str, Any]] = []
     for o, ring in zip(scene.objects, rings, strict=True):
         state = dict(settings.objects[o.index])
-        m = ring.measure(seen)  # through the optics, as full mode records it
-        if m is None:  # enclosed by other objects: no background to compare with
+        if ring.empty:  # enclosed by other objects: no background to compare with
             attrs.append({**state, "contrast": None})
             continue
-        delta = m[0] - m[1]
-        attrs.append({**state, "t_target_k": m[0], "t_background_k": m[1],
+        region = seen[ring.slices]  # through the optics, as full mode records it
+        inside, around = float(region[ring.box].mean()), float(region[ring.ring].mean())
+        delta = inside - around
+        attrs.append({**state, "t_target_k": inside, "t_background_k": around,
                       "contrast": 1 if delta > 0 else -1, "contrast_k": delta})  # fmt: skip
 
     seen += np.float32(settings.netd_k) * bank.noise(rng, scene.dataset, 0)
-    p_lo, p_hi = _percentiles(seen, (1.0, 99.0), step=4)
+    p_lo, p_hi = _percentiles(seen, (1.0, 99.0))
     seen += rng.normal(0.0, settings.fixed_pattern * (p_hi - p_lo), size=(1, w)).astype(np.float32)
     lo, hi = (round(v, 3) for v in _percentiles(seen, settings.agc_percentiles))
     hi = max(hi, lo + 1e-3)
@@ -386,72 +400,177 @@ def _render_ir(
     return Render(_to_uint8(seen, lo, hi), layers, shadow, settings.to_json(), attrs)
 
 
-class _Ring:
-    """An object's box and the ring around it that stands for its background (1-4 px outside
-    the box, no object), in a window of the box grown by the ring."""
+def _optics(
+    app: np.ndarray, seen: np.ndarray, regions: list[tuple[int, int, int, int]], sigma: float
+) -> np.ndarray:
+    """Blur ``app`` into ``seen`` over ``regions`` (exactly what a whole-frame blur gives there);
+    return ``seen``."""
+    h, w = app.shape
+    pad = _blur_reach(sigma)
+    for y0, y1, x0, x1 in regions:
+        py0, py1, px0, px1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
+        blurred = ir.blur_k(app[py0:py1, px0:px1], sigma)
+        seen[y0:y1, x0:x1] = blurred[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0]
+    return seen
 
-    def __init__(self, o: Any, layers: np.ndarray) -> None:
+
+def _blur_reach(sigma: float) -> int:
+    """How far ``gaussian_filter`` reads (its default ``truncate`` of 4 standard deviations)."""
+    return int(4.0 * sigma + 0.5)
+
+
+class _Ring:
+    """An object's box and the ring around it that stands for its background, defined as full
+    mode defines it (:func:`ir.contrast_ring`: 1-4 px outside the box, other boxes grown by a
+    pixel left out), in a window of the box grown by the ring; and the padded window the optics
+    blur of that window reads."""
+
+    def __init__(self, o: Any, boxes: np.ndarray, sigma: float) -> None:
         reach = ir.RING_PX[1] + 1
         win = shapes.make_window(o.cx, o.cy, o.length_px + 2 * reach, o.width_px + 2 * reach,
-                                 o.angle_deg, layers.shape)  # fmt: skip
+                                 o.angle_deg, boxes.shape)  # fmt: skip
         if win is None:  # cannot happen: sampled objects lie inside the image
             raise ValueError(f"object {o.index} lies outside the image")
+        here = boxes[win.slices]
+        self.slices = win.slices
+        self.bounds = (win.y0, win.y1, win.x0, win.x1)
+        self.box = here == o.index
+        # the distance of each pixel centre from the box (ir.contrast_ring measures it from the
+        # nearest box pixel centre: the same ring within a fraction of a pixel, cheaper)
         ds = np.maximum(np.abs(win.s) - o.length_px / 2.0, 0.0)
         dt = np.maximum(np.abs(win.t) - o.width_px / 2.0, 0.0)
         dist = np.hypot(ds, dt)
-        self.slices = win.slices
-        self.bounds = (win.y0, win.y1, win.x0, win.x1)
-        self.box = dist == 0.0
-        self.ring = (dist > ir.RING_PX[0]) & (dist <= ir.RING_PX[1]) & (layers[win.slices] < 0)
+        others = (here >= 0) & ~self.box
+        grown = others.copy()  # grown by a pixel (4-neighbourhood, binary_dilation's default)
+        grown[1:] |= others[:-1]
+        grown[:-1] |= others[1:]
+        grown[:, 1:] |= others[:, :-1]
+        grown[:, :-1] |= others[:, 1:]
+        ring_px = ir.RING_PX
+        self.ring = (dist > ring_px[0]) & (dist <= ring_px[1]) & ~self.box & ~grown
         self.empty = not self.ring.any()
+        h, w = boxes.shape
+        pad = _blur_reach(sigma)
+        py0, px0 = max(win.y0 - pad, 0), max(win.x0 - pad, 0)
+        self.padded = (slice(py0, min(win.y1 + pad, h)), slice(px0, min(win.x1 + pad, w)))
+        self.inner = (slice(win.y0 - py0, win.y1 - py0), slice(win.x0 - px0, win.x1 - px0))
+        self.sigma = sigma
 
-    def measure(self, img: np.ndarray) -> tuple[float, float] | None:
-        """Mean of ``img`` over the box and over the ring (None: no ring)."""
-        if self.empty:
-            return None
-        region = img[self.slices]
-        return float(region[self.box].mean(dtype=np.float64)), float(
-            region[self.ring].mean(dtype=np.float64)
-        )
+    def contrast(
+        self, app: np.ndarray, agc: tuple[float, float], blur: bool
+    ) -> tuple[float, float]:
+        """(box mean - ring mean, the same after the AGC range clips it), through the optics
+        (``blur``) or of ``app`` as it is."""
+        region = ir.blur_k(app[self.padded], self.sigma)[self.inner] if blur else app[self.slices]
+        box, ring = region[self.box], region[self.ring]
+        shown_box, shown_ring = np.clip(box, *agc), np.clip(ring, *agc)
+        return float(box.mean() - ring.mean()), float(shown_box.mean() - shown_ring.mean())
 
 
-def _paint_ir_object(
-    o: Any,
-    settings: ir.IrSettings,
-    app: np.ndarray,
-    win: shapes.Window,
-    parts: shapes.Parts,
-    ring: _Ring,
-) -> None:
-    """Paint one object's parts (apparent temperature) and push its contrast against the ring
-    around it to ``_IR_CONTRAST_MARGIN x min_contrast_k``, keeping the sign the scene has."""
-    state = settings.objects[o.index]
-    region = app[win.slices]
+class _IrObject:
+    """One object painted into the radiance image, with the part temperatures it can shift."""
 
-    def paint(name: str, t: float, e: float) -> None:
-        region[parts[name]] = ir.apparent_k(np.array(t), np.array(e), settings.sky_k)
+    def __init__(self, o: Any, settings: ir.IrSettings, app: np.ndarray, win: shapes.Window,
+                 parts: shapes.Parts, ring: _Ring) -> None:  # fmt: skip
+        self.o, self.settings, self.app, self.ring = o, settings, app, ring
+        self.state = settings.objects[o.index]
+        self.region, self.parts = app[win.slices], parts
+        self.temps = {}
+        for name in parts:
+            self.temps[name] = ir.part_state(o.kind, name, self.state, o.material,
+                                             o.attrs.get("cargo"))  # fmt: skip
+            self._paint(name)
+        self.sign = 0
+        self.agrees = True
+        self.first = self.snapshot()  # as drawn
 
-    temps = {}
-    for name in parts:
-        temps[name] = ir.part_state(o.kind, name, state, o.material, o.attrs.get("cargo"))
-        paint(name, *temps[name])
-    need = settings.min_contrast_k * _IR_CONTRAST_MARGIN
-    sign = 0
-    for _ in range(_IR_CONTRAST_ROUNDS):
-        m = ring.measure(app)
-        if m is None:
-            break
-        delta = m[0] - m[1]
-        if not sign:  # as in full mode: the scene's own sign, or by state when near zero
-            sign = (1 if state["running"] else -1) if abs(delta) < 0.5 else int(np.sign(delta))
-        shortfall = need - sign * delta
-        if shortfall <= 0:
-            break
-        shift = sign * shortfall * 1.5
-        for name, (t, e) in temps.items():
-            if e > 0.5:  # bare metal mirrors the sky whatever its temperature
-                temps[name] = (t + shift, e)
-                paint(name, t + shift, e)
+    def _paint(self, name: str) -> None:
+        t, e = self.temps[name]
+        self.region[self.parts[name]] = ir.apparent_k(np.array(t), np.array(e), self.settings.sky_k)
+
+    def shortfall(self, agc: tuple[float, float], need: float, blur: bool) -> float:
+        """How far the contrast falls short of ``need`` (and of ``DISPLAY_SHARE`` of it after
+        the AGC clips), in the sign the scene has; <= 0: enough."""
+        if self.ring.empty:
+            return 0.0
+        delta, shown = self.ring.contrast(self.app, agc, blur)
+        if not self.sign:  # as in full mode: the scene's own sign, or by state when near zero
+            near_zero = abs(delta) < 0.5
+            self.sign = (1 if self.state["running"] else -1) if near_zero else int(np.sign(delta))
+        self.agrees = (delta > 0) == (shown > 0)  # the screen shows the sign that is recorded
+        return max(need - self.sign * delta, need * ir.DISPLAY_SHARE - self.sign * shown)
+
+    def snapshot(self) -> tuple[dict[str, tuple[float, float]], dict[str, Any], int]:
+        return dict(self.temps), dict(self.state), self.sign
+
+    def restore(self, snap: tuple[dict[str, tuple[float, float]], dict[str, Any], int]) -> None:
+        temps, state, self.sign = snap
+        self.temps = dict(temps)
+        self.state.update(state)
+        for name in self.temps:
+            self._paint(name)
+
+    def shift(self, dk: float) -> None:
+        """Warm (or cool) every emissive part by ``dk`` (bare metal mirrors the sky whatever its
+        temperature), as full mode does."""
+        for name, (t, e) in self.temps.items():
+            if e > 0.5:
+                self.temps[name] = (t + dk, e)
+                self._paint(name)
         for key in ("t_body_k", "t_engine_k", "t_roof_k"):
-            if key in state:
-                state[key] += shift
+            if key in self.state:
+                self.state[key] += dk
+
+
+def _overlap(a: tuple[slice, slice], b: tuple[slice, slice]) -> bool:
+    return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True))
+
+
+def _enforce_contrast(
+    objects: list[_IrObject], settings: ir.IrSettings, agc: tuple[float, float]
+) -> None:
+    """Give every object ``min_contrast_k`` against its ring through the optics, also after the
+    AGC range ``agc`` clips it (``DISPLAY_SHARE`` of it), as full mode does: first cheaply before
+    the optics with a margin, then checked through the blur of each object's window until every
+    object has it (a shift re-checks the objects whose rings its blur reaches).
+
+    An object still short then tries the other sign from its drawn temperatures: a target pushed
+    towards a background the AGC shows white (black) saturates, warms (cools) its own ring through
+    the blur and loses its contrast on screen however far it is pushed. If that falls short too,
+    it goes back to where the drawn sign got it.
+    """
+    need = settings.min_contrast_k
+    # whose measurement a shift of an object can change: itself and objects whose ring window
+    # its blurred footprint reaches
+    near = {obj: [other for other in objects if _overlap(obj.ring.padded, other.ring.slices)]
+            for obj in objects}  # fmt: skip
+
+    def push(
+        group: list[_IrObject], agc: tuple[float, float], blur: bool, margin: float, rounds: int
+    ) -> dict[_IrObject, float]:
+        """Push for up to ``rounds``; the objects still short after, with their shortfall."""
+        gaps = {obj: obj.shortfall(agc, need * margin, blur) for obj in group}
+        for _ in range(rounds):
+            short = [obj for obj in group if gaps[obj] > 0]
+            if not short:
+                break
+            for obj in short:
+                obj.shift(obj.sign * gaps[obj] * 1.5)  # overshoot, as full mode
+            changed = {other for obj in short for other in near[obj]} & set(group)
+            gaps.update({obj: obj.shortfall(agc, need * margin, blur) for obj in changed})
+        return {obj: gap for obj, gap in gaps.items() if gap > 0}
+
+    push(objects, agc, False, _IR_CONTRAST_MARGIN, 2)
+    stuck = push(objects, agc, True, 1.0, ir.CONTRAST_ROUNDS)
+    if not stuck:
+        return
+    before = {obj: (obj.snapshot(), obj.agrees) for obj in stuck}
+    for obj in stuck:
+        sign = obj.sign
+        obj.restore(obj.first)
+        obj.sign = -sign
+    after = push(objects, agc, True, 1.0, ir.CONTRAST_ROUNDS)  # neighbours feel the change
+    # short either way: the drawn sign, unless only the other one shows the sign it records
+    for obj in after:
+        if obj in before and not (obj.agrees and not before[obj][1]):
+            obj.restore(before[obj][0])

@@ -82,6 +82,18 @@ def test_fast_output_passes_the_full_mode_checks(
     check(fast_params, fast_generated)
 
 
+def test_ir_contrast_survives_at_the_real_frame(tmp_path: Path) -> None:
+    """At DroneVehicle's 640 x 512 frame and the shipped IR settings (TINY's frame is 160 x 128),
+    every vehicle's recorded contrast sign shows on the written JPEG, by several grey levels."""
+    params = load_params(ROOT / "params.yaml", {
+        "soi_mini.render": "fast", "soi_mini.dronevehicle.splits": {"train": 12},
+        "soi_mini.sardet.splits": {"train": 0}, "soi_mini.dota.splits": {"train": 0}})  # fmt: skip
+    raw = tmp_path / "raw"
+    counts = generate_soi_mini(params, raw, progress=False)
+    assert counts["dronevehicle"]["train"]["objects"] >= 100
+    ir_checks.test_contrast_sign_survives_the_sensor(params, (raw, counts))
+
+
 def test_fast_images_decode_at_the_real_sizes(fast_params: Params, fast_generated) -> None:
     raw, _ = fast_generated
     sm = fast_params.soi_mini
