@@ -93,10 +93,23 @@ def data_generate(
     params: ParamsOpt = DEFAULT_PARAMS,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="output root (default: paths.raw)")] = None,
+    images_per_dataset: Annotated[
+        int | None,
+        typer.Option(
+            "--images-per-dataset",
+            min=0,
+            help="N images in each dataset, shared among its splits in proportion to "
+            "soi_mini.<dataset>.splits (scale tests: with --set soi_mini.render=fast)",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Render SOI-mini (SAR, RGB, IR scenes) in the real SARDet / DOTA / DroneVehicle formats."""
     p = _params(params, set_)
+    if images_per_dataset is not None:
+        from babelrs_core.data.synth.generate import with_images_per_dataset
+
+        p = with_images_per_dataset(p, images_per_dataset)
     _echo_json(stages.generate(p, out, progress=not quiet))
 
 

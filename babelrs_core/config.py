@@ -154,6 +154,14 @@ class SceneLayout(Strict):
     max_tries: PosInt = 40  # rejection-sampling attempts per object
 
 
+class FastRender(Strict):
+    """``soi_mini.render: fast``: reuse and cheaper noise for scale tests (docs/soi_mini.md §7)."""
+
+    backgrounds_per_layout: PosInt = 4  # pre-rendered grounds per layout kind, reused per process
+    noise_tiles: PosInt = 2  # noise fields of twice the frame per process; images crop them
+    png_compress_level: Annotated[int, Field(ge=0, le=9)] = 1  # zlib level (full: Pillow's 6)
+
+
 class DatasetSpec(Strict):
     """How many images of each split, which classes, how many objects per image."""
 
@@ -187,6 +195,10 @@ class SoiMini(Strict):
     ir: IrSensor = IrSensor()
     rgb: RgbSensor = RgbSensor()
     layout: SceneLayout = SceneLayout()
+    # full: every image rendered from scratch (the default dataset); fast: scale tests, same
+    # formats and label statistics at a multiple of the speed (docs/soi_mini.md §7)
+    render: Literal["full", "fast"] = "full"
+    fast: FastRender = FastRender()
 
     @model_validator(mode="after")
     def _known_classes(self) -> SoiMini:

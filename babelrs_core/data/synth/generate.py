@@ -25,7 +25,7 @@ from tqdm import tqdm
 from babelrs_core.concepts import DATASET_NAMES, DATASETS, SPLITS
 from babelrs_core.config import DatasetSpec, Params
 from babelrs_core.data.layout import DATASET_DIRS, scenes_file
-from babelrs_core.data.synth import writers
+from babelrs_core.data.synth import fast, writers
 from babelrs_core.data.synth.ir import draw_ir_settings, render_ir
 from babelrs_core.data.synth.rgb import draw_rgb_settings, render_rgb
 from babelrs_core.data.synth.sar import draw_sar_settings, render_sar
@@ -44,6 +44,27 @@ def image_rng(seed: int, dataset: str, split: str, index: int) -> np.random.Gene
 def splits_of(spec: DatasetSpec) -> list[str]:
     """The splits of a dataset in canonical order."""
     return [s for s in SPLITS if s in spec.splits]
+
+
+def with_images_per_dataset(params: Params, n: int) -> Params:
+    """``params`` with ``n`` images in every dataset, shared among its splits in proportion to
+    their sizes in ``params`` (largest remainders; equally if they are all 0)."""
+    if n < 0:
+        raise ValueError(f"images per dataset must be >= 0, got {n}")
+    out = params.model_copy(deep=True)
+    for dataset in DATASET_NAMES:
+        spec: DatasetSpec = getattr(out.soi_mini, dataset)
+        names = splits_of(spec)
+        weights = [spec.splits[s] for s in names]
+        if not sum(weights):
+            weights = [1] * len(names)
+        quotas = [n * w / sum(weights) for w in weights]
+        counts = [int(q) for q in quotas]
+        by_remainder = sorted(range(len(names)), key=lambda i: (counts[i] - quotas[i], i))
+        for i in by_remainder[: n - sum(counts)]:
+            counts[i] += 1
+        spec.splits = dict(zip(names, counts, strict=True))
+    return out
 
 
 def naming(params: Params, dataset: str, split: str, index: int) -> tuple[str, str]:
@@ -73,25 +94,34 @@ def render_image(params: Params, dataset: str, split: str, index: int) -> tuple[
     spec: DatasetSpec = getattr(sm, dataset)
     rng = image_rng(params.seed, dataset, split, index)
     stem, rel = naming(params, dataset, split, index)
-    gsd = {"sardet": sm.sar.gsd_m, "dota": sm.rgb.gsd_m, "dronevehicle": sm.ir.gsd_m}[dataset]
-    scene = sample_scene(rng, dataset, split, index, stem, rel, spec, gsd, sm.layout)
+    gsd = fast.gsd_of(sm, dataset)
     render: Render
-    if dataset == "sardet":
-        sar = draw_sar_settings(rng, sm.sar)
-        if sar.jpeg_quality is not None:
-            scene.image_file = rel[: -len(".png")] + ".jpg"
-        render = render_sar(scene, sar, rng)
-    elif dataset == "dota":
-        render = render_rgb(scene, draw_rgb_settings(rng, sm.rgb, scene), rng)
+    masks: fast.Masks | None = None
+    if sm.render == "fast":
+        scene, render, masks = fast.render(params, dataset, split, index, rng, stem, rel)
     else:
-        render = render_ir(scene, draw_ir_settings(rng, sm.ir, scene), rng)
+        scene = sample_scene(rng, dataset, split, index, stem, rel, spec, gsd, sm.layout)
+        if dataset == "sardet":
+            sar = draw_sar_settings(rng, sm.sar)
+            if sar.jpeg_quality is not None:
+                scene.image_file = rel[: -len(".png")] + ".jpg"
+            render = render_sar(scene, sar, rng)
+        elif dataset == "dota":
+            render = render_rgb(scene, draw_rgb_settings(rng, sm.rgb, scene), rng)
+        else:
+            render = render_ir(scene, draw_ir_settings(rng, sm.ir, scene), rng)
     for o, extra in zip(scene.objects, render.object_attrs, strict=True):
         extra = dict(extra)
         colours = extra.pop("colours", None)
         if colours:
             extra["colour"] = next(iter(colours.values()))
         o.attrs.update(extra)
-        ys, xs = np.nonzero(render.layers == o.index)
+        if masks is None:
+            ys, xs = np.nonzero(render.layers == o.index)
+        else:  # the object's own window (the same pixels, without scanning the whole frame)
+            win = masks[o.index][0]
+            ys, xs = np.nonzero(render.layers[win.slices] == o.index)
+            ys, xs = ys + win.y0, xs + win.x0
         o.attrs["hbox"] = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
                            int(ys.max() - ys.min() + 1)]  # fmt: skip
     scene.sensor = {"modality": DATASETS[dataset].modality, "gsd_m": gsd, **render.sensor}
@@ -118,10 +148,12 @@ def _label_quirks(rng: np.random.Generator, scene: Scene, params: Params) -> Non
 
 def _write_image(tmp: Path, scene: Scene, render: Render, params: Params) -> None:
     path = tmp / scene.image_file
+    sm = params.soi_mini
+    png_level = sm.fast.png_compress_level if sm.render == "fast" else None
     if scene.dataset == "sardet":
-        writers.save_image(path, render.image, scene.sensor.get("jpeg_quality"))
+        writers.save_image(path, render.image, scene.sensor.get("jpeg_quality"), png_level)
     elif scene.dataset == "dota":
-        writers.save_image(path, render.image)
+        writers.save_image(path, render.image, png_level=png_level)
     else:
         padded = writers.pad_border(writers.gray_to_rgb(render.image), params.soi_mini.ir.border_px)
         writers.save_image(path, padded, params.soi_mini.ir.jpeg_quality)

@@ -15,8 +15,9 @@ recorded sign survives the sensor model, 8-bit output included.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -99,15 +100,19 @@ class IrSettings:
     agc_hi_k: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("objects")
-        return d
+        # asdict() without copying the per-object states first (only to drop them)
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+                if f.name != "objects"}  # fmt: skip
 
 
-def draw_ir_settings(rng: np.random.Generator, sensor: IrSensor, scene: Scene) -> IrSettings:
-    """Draw day/night, temperatures and each vehicle's running state for one image."""
+def draw_ir_settings(
+    rng: np.random.Generator, sensor: IrSensor, scene: Scene, night: bool | None = None
+) -> IrSettings:
+    """Draw day/night (unless ``night`` is given), temperatures and each vehicle's running state
+    for one image."""
     u = lambda r: float(rng.uniform(r.lo, r.hi))  # noqa: E731
-    night = bool(rng.random() < sensor.night_fraction)
+    if night is None:
+        night = bool(rng.random() < sensor.night_fraction)
     air = float(rng.uniform(*AIR_K["night" if night else "day"]))
     ground = {}
     for c in sorted(COVER_EPS):
@@ -142,7 +147,7 @@ def draw_ir_settings(rng: np.random.Generator, sensor: IrSensor, scene: Scene) -
     return settings
 
 
-def _part_state(kind: str, part: str, state: dict[str, Any], material: str, cargo: str | None
+def part_state(kind: str, part: str, state: dict[str, Any], material: str, cargo: str | None
                 ) -> tuple[float, float]:  # fmt: skip
     """Temperature (K) and emissivity of one part of an object."""
     t = state["t_body_k"]
@@ -169,14 +174,15 @@ def contrast_ring(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return (dist > RING_PX[0]) & (dist <= RING_PX[1]) & ~others
 
 
-def _blur_k(app: np.ndarray, sigma: float) -> np.ndarray:
+def blur_k(app: np.ndarray, sigma: float) -> np.ndarray:
     """Optics blur applies to radiance (~T^4), not to temperature."""
     return ndimage.gaussian_filter(app**4, sigma, mode="nearest") ** 0.25
 
 
-def render_ir(scene: Scene, settings: IrSettings, rng: np.random.Generator,
-              texture: bool = True) -> Render:  # fmt: skip
-    """Render the scene as an 8-bit (white-hot) thermal image of the *unpadded* frame."""
+def ground_k(
+    scene: Scene, settings: IrSettings, rng: np.random.Generator, texture: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Temperature (K, with weak texture) and emissivity of the land cover, no objects."""
     shape = scene.shape
     temp = np.zeros(shape)
     eps = np.zeros(shape)
@@ -188,6 +194,14 @@ def render_ir(scene: Scene, settings: IrSettings, rng: np.random.Generator,
         temp += settings.texture_k * fbm(
             rng, shape, beta=3.0, min_wavelength_px=TEXTURE_WAVELENGTH_PX
         )
+    return temp, eps
+
+
+def render_ir(scene: Scene, settings: IrSettings, rng: np.random.Generator,
+              texture: bool = True) -> Render:  # fmt: skip
+    """Render the scene as an 8-bit (white-hot) thermal image of the *unpadded* frame."""
+    shape = scene.shape
+    temp, eps = ground_k(scene, settings, rng, texture)
 
     layers, geo = footprints(scene)
     shadow = np.zeros(shape, dtype=bool)
@@ -204,7 +218,7 @@ def render_ir(scene: Scene, settings: IrSettings, rng: np.random.Generator,
     for o, (win, p) in zip(scene.objects, geo, strict=True):
         state = settings.objects[o.index]
         for name, m in p.items():
-            t, e = _part_state(o.kind, name, state, o.material, o.attrs.get("cargo"))
+            t, e = part_state(o.kind, name, state, o.material, o.attrs.get("cargo"))
             temp[win.slices][m] = t
             eps[win.slices][m] = e
         box = np.zeros(shape, dtype=bool)
@@ -213,7 +227,7 @@ def render_ir(scene: Scene, settings: IrSettings, rng: np.random.Generator,
 
     attrs = _enforce_contrast(scene, settings, temp, eps, geo, boxes)
     app = apparent_k(temp, eps, settings.sky_k)
-    seen = _blur_k(app, settings.blur_sigma_px)
+    seen = blur_k(app, settings.blur_sigma_px)
     seen = seen + rng.normal(0.0, settings.netd_k, size=shape)
     span = float(np.subtract(*np.percentile(seen, [99, 1])))
     seen = seen + rng.normal(0.0, settings.fixed_pattern * span, size=(1, shape[1]))
@@ -245,7 +259,7 @@ def _enforce_contrast(
 
     def measure() -> list[tuple[float, float, float] | None]:
         """Per object: (mean inside, mean of ring, display-domain contrast in K)."""
-        seen = _blur_k(apparent_k(temp, eps, settings.sky_k), settings.blur_sigma_px)
+        seen = blur_k(apparent_k(temp, eps, settings.sky_k), settings.blur_sigma_px)
         lo, hi = np.percentile(seen, settings.agc_percentiles)
         shown = np.clip(seen, lo, hi)  # what AGC can show: hotter / colder saturates
         out: list[tuple[float, float, float] | None] = []

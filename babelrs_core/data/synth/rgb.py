@@ -12,9 +12,10 @@ Google-Earth sources do).
 
 from __future__ import annotations
 
+import copy
 import io
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -116,9 +117,9 @@ class RgbSettings:
     objects: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("objects")
-        return d
+        # asdict() without copying the per-object states first (only to drop them)
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+                if f.name != "objects"}  # fmt: skip
 
 
 def _fleet(rng: np.random.Generator) -> RGB:
@@ -173,7 +174,7 @@ def draw_rgb_settings(rng: np.random.Generator, sensor: RgbSensor, scene: Scene)
     return settings
 
 
-def _ground(scene: Scene, settings: RgbSettings, rng: np.random.Generator) -> np.ndarray:
+def ground_rgb(scene: Scene, settings: RgbSettings, rng: np.random.Generator) -> np.ndarray:
     shape = scene.shape
     img = np.zeros((*shape, 3))
     lum = fbm(rng, shape, beta=2.2, min_wavelength_px=2.0)
@@ -252,32 +253,9 @@ def _wake(img: np.ndarray, scene: Scene, o: Any, free: np.ndarray) -> None:
 def render_rgb(scene: Scene, settings: RgbSettings, rng: np.random.Generator) -> Render:
     """Render the scene as an 8-bit RGB aerial image."""
     shape = scene.shape
-    img = _ground(scene, settings, rng)
+    img = ground_rgb(scene, settings, rng)
     layers, geo = footprints(scene)
-    free_water = (scene.cover == WATER) & (layers < 0)
-    for o in scene.objects:
-        if settings.objects[o.index].get("moving"):
-            _wake(img, scene, o, free_water)
-    for o, (win, p) in zip(scene.objects, geo, strict=True):
-        colours = settings.objects[o.index]["colours"]
-        region = img[win.slices]
-        for name, m in p.items():
-            region[m] = colours[name]
-
-    # Sun shadows: offset h / tan(e) opposite the sun azimuth (clockwise from north = up).
-    az, el = math.radians(settings.sun_azimuth_deg), math.radians(settings.sun_elevation_deg)
-    away = np.array([-math.sin(az), math.cos(az)])
-    shadows = []
-    for o, (win, _p) in zip(scene.objects, geo, strict=True):
-        length = o.height_m / math.tan(el) / scene.gsd_m
-        fp = layers[win.slices] == o.index
-        shadows.append(shadow_of(scene, o, win, fp, away[0] * length, away[1] * length))
-    shadow = np.zeros(shape, dtype=bool)
-    for sh in shadows:
-        shadow |= sh
-    dark = np.array([settings.shadow_factor] * 2 + [settings.shadow_factor + SHADOW_BLUE])
-    img[shadow] *= dark
-    _tank_crescents(img, scene, geo, settings, away, dark)
+    shadows, shadow = paint_objects(img, scene, settings, layers, geo)
 
     attrs = []
     for o in scene.objects:
@@ -303,6 +281,43 @@ def render_rgb(scene: Scene, settings: RgbSettings, rng: np.random.Generator) ->
     buf.seek(0)
     out = np.asarray(Image.open(buf).convert("RGB")).copy()
     return Render(out, layers, shadow, settings.to_json(), attrs)
+
+
+def paint_objects(
+    img: np.ndarray,
+    scene: Scene,
+    settings: RgbSettings,
+    layers: np.ndarray,
+    geo: list[tuple[shapes.Window, shapes.Parts]],
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Paint the objects, ship wakes and sun shadows onto the ground ``img`` (in place); return
+    each object's shadow (full-image masks) and their union."""
+    shape = scene.shape
+    free_water = (scene.cover == WATER) & (layers < 0)
+    for o in scene.objects:
+        if settings.objects[o.index].get("moving"):
+            _wake(img, scene, o, free_water)
+    for o, (win, p) in zip(scene.objects, geo, strict=True):
+        colours = settings.objects[o.index]["colours"]
+        region = img[win.slices]
+        for name, m in p.items():
+            region[m] = colours[name]
+
+    # Sun shadows: offset h / tan(e) opposite the sun azimuth (clockwise from north = up).
+    az, el = math.radians(settings.sun_azimuth_deg), math.radians(settings.sun_elevation_deg)
+    away = np.array([-math.sin(az), math.cos(az)])
+    shadows = []
+    for o, (win, _p) in zip(scene.objects, geo, strict=True):
+        length = o.height_m / math.tan(el) / scene.gsd_m
+        fp = layers[win.slices] == o.index
+        shadows.append(shadow_of(scene, o, win, fp, away[0] * length, away[1] * length))
+    shadow = np.zeros(shape, dtype=bool)
+    for sh in shadows:
+        shadow |= sh
+    dark = np.array([settings.shadow_factor] * 2 + [settings.shadow_factor + SHADOW_BLUE])
+    img[shadow] *= dark
+    _tank_crescents(img, scene, geo, settings, away, dark)
+    return shadows, shadow
 
 
 def _tank_crescents(img: np.ndarray, scene: Scene, geo: list, settings: RgbSettings,

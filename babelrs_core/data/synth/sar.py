@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from babelrs_core.config import SarSensor
+from babelrs_core.data.synth import shapes
 from babelrs_core.data.synth.scene import (
     ASPHALT,
     COVER_NAMES,
@@ -171,12 +172,11 @@ def _points(kind: str, win_s: np.ndarray, win_t: np.ndarray, fp: np.ndarray, ln:
     return points, lines
 
 
-def render_sar(
+def ground_sigma0(
     scene: Scene, settings: SarSettings, rng: np.random.Generator, texture: bool = True
-) -> Render:
-    """Render the scene as an 8-bit SAR image; ``texture=False`` gives flat land cover."""
+) -> np.ndarray:
+    """Linear sigma0 of the land cover (smooth texture, K-distributed clutter), no objects."""
     shape = scene.shape
-    inc = math.radians(settings.incidence_deg)
     sigma = np.zeros(shape)
     for c in SIGMA0_DB:
         sigma[scene.cover == c] = 10.0 ** (settings.cover_sigma0_db[COVER_NAMES[c]] / 10.0)
@@ -188,11 +188,52 @@ def render_sar(
             if m.any():
                 tau = gamma_texture(rng, shape, settings.clutter_nu[COVER_NAMES[c]], K_CORR_PX)
                 sigma[m] *= tau[m]
+    return sigma
+
+
+def render_sar(
+    scene: Scene, settings: SarSettings, rng: np.random.Generator, texture: bool = True
+) -> Render:
+    """Render the scene as an 8-bit SAR image; ``texture=False`` gives flat land cover."""
+    shape = scene.shape
+    sigma = ground_sigma0(scene, settings, rng, texture)
 
     background = sigma.copy()  # land cover only, to tell where objects change the image
     layers, geo = footprints(scene)
     objects = layers >= 0
-    shadow = np.zeros(shape, dtype=bool)
+    shadow, attrs = add_targets(scene, settings, rng, sigma, layers, geo)
+
+    blurred = ndimage.gaussian_filter(sigma, settings.psf_sigma_px, mode="nearest")
+    side = sidelobes(blurred, settings.psf_sigma_px)
+    clean = blurred + side
+    bare = ndimage.gaussian_filter(background, settings.psf_sigma_px, mode="nearest")
+    disturbed = objects | shadow | (np.abs(clean - bare) > DISTURBED_FRACTION * bare)
+
+    looks = settings.looks
+    speckle = rng.gamma(looks, 1.0 / looks, size=shape)
+    nesz = 10.0 ** (settings.nesz_db / 10.0)
+    intensity = clean * speckle + rng.gamma(looks, nesz / looks, size=shape)
+    db = 10.0 * np.log10(np.maximum(intensity, 1e-30))
+    lo, hi = (round(float(v), 2) for v in np.percentile(db, settings.clip_percentiles))
+    hi = max(hi, lo + 1.0)
+    settings.db_lo, settings.db_hi = lo, hi
+    image = to_db_uint8(intensity, lo, hi)
+    return Render(image, layers, shadow, settings.to_json(), attrs, disturbed)
+
+
+def add_targets(
+    scene: Scene,
+    settings: SarSettings,
+    rng: np.random.Generator,
+    sigma: np.ndarray,
+    layers: np.ndarray,
+    geo: list[tuple[shapes.Window, shapes.Parts]],
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Add far-range shadows and the targets (footprint sigma0, point and line scatterers) to the
+    ground ``sigma`` in place; return the shadow mask and each object's sensor attributes."""
+    inc = math.radians(settings.incidence_deg)
+    objects = layers >= 0
+    shadow = np.zeros(scene.shape, dtype=bool)
     for o, (win, _p) in zip(scene.objects, geo, strict=True):
         fp = layers[win.slices] == o.index
         length = o.height_m * math.tan(inc) / scene.gsd_m
@@ -220,36 +261,24 @@ def render_sar(
         attrs.append({"sigma0_db": 10.0 * math.log10(body),
                       "clutter_db": 10.0 * math.log10(clutter),
                       "n_points": int(pts.sum()), "n_line_px": int(lines.sum())})  # fmt: skip
-
-    blurred = ndimage.gaussian_filter(sigma, settings.psf_sigma_px, mode="nearest")
-    side = _sidelobes(blurred, settings.psf_sigma_px)
-    clean = blurred + side
-    bare = ndimage.gaussian_filter(background, settings.psf_sigma_px, mode="nearest")
-    disturbed = objects | shadow | (np.abs(clean - bare) > DISTURBED_FRACTION * bare)
-
-    looks = settings.looks
-    speckle = rng.gamma(looks, 1.0 / looks, size=shape)
-    nesz = 10.0 ** (settings.nesz_db / 10.0)
-    intensity = clean * speckle + rng.gamma(looks, nesz / looks, size=shape)
-    db = 10.0 * np.log10(np.maximum(intensity, 1e-30))
-    lo, hi = (round(float(v), 2) for v in np.percentile(db, settings.clip_percentiles))
-    hi = max(hi, lo + 1.0)
-    settings.db_lo, settings.db_hi = lo, hi
-    image = to_db_uint8(intensity, lo, hi)
-    return Render(image, layers, shadow, settings.to_json(), attrs, disturbed)
+    return shadow, attrs
 
 
-def _sidelobes(blurred: np.ndarray, psf_sigma: float) -> np.ndarray:
-    """Cross-shaped sinc^2 sidelobes (range and azimuth) of the brightest points."""
+def sidelobes(
+    blurred: np.ndarray, psf_sigma: float, nulls: int = SIDELOBE_NULLS, step: int = 1
+) -> np.ndarray:
+    """Cross-shaped sinc^2 sidelobes (range and azimuth) of the brightest points, out to
+    ``nulls`` nulls; ``step > 1`` finds the brightest from every ``step``-th row and column."""
+    sample = blurred[::step, ::step]
     thr = max(
-        float(np.percentile(blurred, SIDELOBE_PERCENTILE)),
-        float(np.median(blurred)) * 10.0 ** (SIDELOBE_MIN_DB / 10.0),
+        float(np.percentile(sample, SIDELOBE_PERCENTILE)),
+        float(np.median(sample)) * 10.0 ** (SIDELOBE_MIN_DB / 10.0),
     )
     bright = np.where(blurred > thr, blurred, 0.0)
     if not bright.any():
         return np.zeros_like(blurred)
     null = FWHM_PER_SIGMA * psf_sigma / SINC2_FWHM_PER_NULL
-    reach = math.ceil(SIDELOBE_NULLS * null)
+    reach = math.ceil(nulls * null)
     d = np.arange(-reach, reach + 1, dtype=np.float64)
     k = np.sinc(d / null) ** 2
     k[np.abs(d) < null] = 0.0  # the mainlobe is the Gaussian PSF already applied

@@ -10,6 +10,8 @@ Sensor renderers (:mod:`.sar`, :mod:`.ir`, :mod:`.rgb`) and label writers read t
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -309,14 +311,40 @@ def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     return float(rng.uniform(lo_hi[0], lo_hi[1]))
 
 
+@dataclass(frozen=True)
+class LayoutNeeds:
+    """What a land-cover map holds besides dry land (drawn from the object kinds)."""
+
+    river: bool  # a river (a bridge spans it)
+    water: bool  # a river or a sea
+    dry: bool  # some objects need dry land: a sea covers at most about half
+    road: bool
+    lot: bool  # a parking lot / apron
+
+
+def draw_needs(rng: np.random.Generator, kinds: list[str], cfg: SceneLayout) -> LayoutNeeds:
+    """What the object ``kinds`` need, and by chance water, a road or a lot besides."""
+    vehicles = any(k in shapes.VEHICLE_KINDS for k in kinds)
+    aircraft = any(k in ("plane", "helicopter") for k in kinds)
+    want_river = "bridge" in kinds
+    want_water = want_river or any(k in ("ship", "harbor") for k in kinds)
+    want_water = want_water or rng.random() < cfg.water_fraction
+    want_road = vehicles or rng.random() < cfg.road_fraction
+    want_lot = (vehicles or aircraft) and rng.random() < cfg.lot_fraction
+    dry = any(k not in WATER_KINDS for k in kinds)
+    return LayoutNeeds(want_river, want_water, dry, want_road, want_lot)
+
+
 def sample_layout(
     rng: np.random.Generator,
     kinds: list[str],
     shape: tuple[int, int],
     gsd_m: float,
     cfg: SceneLayout,
+    needs: LayoutNeeds | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Land-cover map and its description, with what the object ``kinds`` need."""
+    """Land-cover map and its description, with what the object ``kinds`` need (or ``needs``,
+    given: then ``kinds`` is not read)."""
     h, w = shape
     short = min(h, w)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
@@ -331,22 +359,17 @@ def sample_layout(
     cover[urban > np.quantile(urban, 1.0 - urban_share)] = URBAN
     layout: dict[str, Any] = {"water": None, "road": None, "lot": None}
 
-    vehicles = any(k in shapes.VEHICLE_KINDS for k in kinds)
-    aircraft = any(k in ("plane", "helicopter") for k in kinds)
-    want_river = "bridge" in kinds
-    want_water = want_river or any(k in ("ship", "harbor") for k in kinds)
-    want_water = want_water or rng.random() < cfg.water_fraction
-    want_road = vehicles or rng.random() < cfg.road_fraction
-    want_lot = (vehicles or aircraft) and rng.random() < cfg.lot_fraction
+    if needs is None:
+        needs = draw_needs(rng, kinds, cfg)
 
-    if want_road:
+    if needs.road:
         psi = float(rng.uniform(0.0, 180.0))
         off = float(rng.uniform(-_ROAD_OFFSET, _ROAD_OFFSET)) * short
         width_px = _uniform(rng, _ROAD_WIDTH_M) / gsd_m
         d = -xc * math.sin(math.radians(psi)) + yc * math.cos(math.radians(psi)) - off
         cover[np.abs(d) <= width_px / 2.0] = ASPHALT
         layout["road"] = {"angle_deg": psi, "offset_px": off, "width_px": width_px}
-    if want_lot:
+    if needs.lot:
         lot = {
             "cx": float(rng.uniform(0.3, 0.7)) * w,
             "cy": float(rng.uniform(0.3, 0.7)) * h,
@@ -363,19 +386,18 @@ def sample_layout(
             m = shapes.box_mask(win, lot["length_px"], lot["width_px"])
             cover[win.slices][m] = ASPHALT
         layout["lot"] = lot
-    if want_water:
+    if needs.water:
         phi = float(rng.uniform(0.0, 360.0))
         wobble = fbm(rng, shape, beta=4.0, min_wavelength_px=short / 4) * _SHORE_WOBBLE * short
         d = xc * math.cos(math.radians(phi)) + yc * math.sin(math.radians(phi)) + wobble
-        if want_river:
+        if needs.river:
             width_px = _uniform(rng, _RIVER_WIDTH) * short
             off = float(rng.uniform(-0.5, 0.5)) * (short - width_px) * 0.5
             water = np.abs(d - off) <= width_px / 2.0
             layout["water"] = {"type": "river", "normal_deg": phi, "offset_px": off,
                                "width_px": width_px}  # fmt: skip
         else:
-            dry = any(k not in WATER_KINDS for k in kinds)
-            off = _uniform(rng, _SEA_SHORE_MIXED if dry else _SEA_SHORE) * short
+            off = _uniform(rng, _SEA_SHORE_MIXED if needs.dry else _SEA_SHORE) * short
             water = d >= off
             layout["water"] = {"type": "sea", "normal_deg": phi, "offset_px": off}
         cover[water] = WATER
@@ -401,8 +423,12 @@ def _draw_size(
 
 
 def _pick(rng: np.random.Generator, options: tuple[tuple[str, float], ...]) -> str:
-    p = np.array([w for _, w in options], dtype=np.float64)
-    return options[int(rng.choice(len(options), p=p / p.sum()))][0]
+    # rng.choice(len(options), p=weights / sum) without its per-call overhead: the same single
+    # draw searched in the same cumulative sums, so the same pick
+    weights = [w for _, w in options]
+    total = sum(weights)
+    cdf = list(itertools.accumulate(w / total for w in weights))
+    return options[bisect.bisect_right([c / cdf[-1] for c in cdf], rng.random())][0]
 
 
 def _propose(
@@ -485,7 +511,7 @@ def _accept(
     """Whether the footprint's land cover suits ``mode``: only allowed covers; a harbor half to
     90 % over water; a bridge with both ends on land and its middle over water."""
     if mode in ALLOWED_COVERS:
-        return bool(np.isin(cover_px, list(ALLOWED_COVERS[mode])).all())
+        return bool(_ALLOWED_TABLE[mode][cover_px].all())
     wet = cover_px == WATER
     if mode == "shore":
         return 0.5 <= wet.mean() <= 0.9
@@ -504,6 +530,75 @@ def _modes(kind: str, layout: dict[str, Any]) -> tuple[tuple[str, float], ...]:
     return usable or (("land", 1.0),)
 
 
+def _off_image(cx: float, cy: float, lp: float, wp: float, angle: float, w: int, h: int) -> bool:
+    """Whether a corner of the box comes within ``_MARGIN_PX`` of the image edge (the arithmetic
+    of :func:`shapes.obb_polygon` on floats)."""
+    a = math.radians(angle)
+    ux, uy = math.cos(a), math.sin(a)
+    vx, vy = -math.sin(a), math.cos(a)
+    hl, hw = lp / 2.0, wp / 2.0
+    xs = (cx + hl * ux - hw * vx, cx + hl * ux + hw * vx, cx - hl * ux + hw * vx,
+          cx - hl * ux - hw * vx)  # fmt: skip
+    ys = (cy + hl * uy - hw * vy, cy + hl * uy + hw * vy, cy - hl * uy + hw * vy,
+          cy - hl * uy - hw * vy)  # fmt: skip
+    return min(*xs, *ys) < _MARGIN_PX or max(xs) > w - _MARGIN_PX or max(ys) > h - _MARGIN_PX
+
+
+#: Probe points of :func:`_probe_rejects`, as fractions of the box length and width.
+_PROBE_S, _PROBE_T = (g.ravel() for g in np.meshgrid([-0.4, -0.2, 0.0, 0.2, 0.4], [-0.3, 0.0, 0.3]))
+#: Placement mode -> allowed land covers as a lookup table indexed by cover code.
+_ALLOWED_TABLE = {
+    mode: np.isin(np.arange(len(COVER_NAMES)), sorted(covers))
+    for mode, covers in ALLOWED_COVERS.items()
+}
+
+
+def _probe_rejects(
+    kind: str,
+    mode: str,
+    pose: tuple[float, float, float, float, float],
+    gap: float,
+    cover: np.ndarray,
+    occupied: np.ndarray,
+) -> bool:
+    """Whether a few pixels of the box already rule the pose out (cheap; exact: a pixel it finds
+    on the footprint with a cover ``mode`` forbids, or in the keep-out box and occupied, makes
+    :func:`sample_objects`' full test reject the pose too). ``pose = (cx, cy, angle, lp, wp)``;
+    the box lies inside the image."""
+    cx, cy, angle, lp, wp = pose
+    a = math.radians(angle)
+    ux, uy = math.cos(a), math.sin(a)  # shapes.axes: u = (ux, uy), v = (-uy, ux)
+    vx = -math.sin(a)
+    # the centre's pixel first, in plain floats
+    col, row = math.floor(cx), math.floor(cy)
+    dx, dy = col + 0.5 - cx, row + 0.5 - cy
+    if (
+        occupied[row, col]
+        and abs(dx * ux + dy * uy) <= (lp + 2 * gap) / 2.0
+        and abs(dx * vx + dy * ux) <= (wp + 2 * gap) / 2.0
+    ):
+        return True
+    ps, pt = _PROBE_S * lp, _PROBE_T * wp
+    cols = np.floor(cx + ps * ux + pt * vx)
+    rows = np.floor(cy + ps * uy + pt * ux)
+    # the arithmetic of shapes.make_window, so these are the window's own s, t values
+    dxs, dys = cols + 0.5 - cx, rows + 0.5 - cy
+    s, t = dxs * ux + dys * uy, dxs * vx + dys * ux
+    ri, ci = rows.astype(np.intp), cols.astype(np.intp)
+    keep_out = (np.abs(s) <= (lp + 2 * gap) / 2.0) & (np.abs(t) <= (wp + 2 * gap) / 2.0)
+    if (keep_out & occupied[ri, ci]).any():
+        return True
+    allowed = _ALLOWED_TABLE.get(mode)
+    if allowed is None:
+        return False
+    bad = ~allowed[cover[ri, ci]]
+    if not bad.any():
+        return False
+    # a pixel of a forbidden cover rules the pose out if it is on the footprint
+    on_fp = shapes.union(shapes.parts(kind, shapes.Window(0, 0, 0, 0, s[bad], t[bad]), lp, wp))
+    return bool(on_fp.any())
+
+
 def sample_objects(
     rng: np.random.Generator,
     classes: list[tuple[str, str]],
@@ -511,8 +606,15 @@ def sample_objects(
     layout: dict[str, Any],
     gsd_m: float,
     cfg: SceneLayout,
+    probe: bool = False,
+    masks: list[tuple[shapes.Window, shapes.Parts]] | None = None,
 ) -> list[SceneObject]:
-    """Place ``(class, kind)`` objects by rejection sampling (inside, apart, on a fitting cover)."""
+    """Place ``(class, kind)`` objects by rejection sampling (inside, apart, on a fitting cover).
+
+    ``probe``: rule most poses out from a few pixels first (:func:`_probe_rejects`; the same
+    objects, faster). ``masks``: receives each placed object's window and part masks (the window
+    holds the keep-out margin too).
+    """
     shape = cover.shape
     h, w = shape
     max_diag_m = _FIT * min(h, w) * gsd_m
@@ -520,24 +622,23 @@ def sample_objects(
     occupied = np.zeros(shape, dtype=bool)
     placed: list[SceneObject] = []
     for cls, kind in classes:
+        options = _modes(kind, layout)
         for _ in range(cfg.max_tries):
-            mode = _pick(rng, _modes(kind, layout))
+            mode = _pick(rng, options)
             pose = _propose(rng, kind, mode, layout, shape, gsd_m, max_diag_m)
             if pose is None:
                 continue
             cx, cy, angle, length, width, height = pose
             lp, wp = length / gsd_m, width / gsd_m
-            poly = shapes.obb_polygon(cx, cy, lp, wp, angle)
-            if (
-                poly.min() < _MARGIN_PX
-                or (poly[:, 0] > w - _MARGIN_PX).any()
-                or (poly[:, 1] > h - _MARGIN_PX).any()
-            ):
+            if _off_image(cx, cy, lp, wp, angle, w, h):
+                continue
+            if probe and _probe_rejects(kind, mode, (cx, cy, angle, lp, wp), gap, cover, occupied):
                 continue
             win = shapes.make_window(cx, cy, lp + 2 * gap, wp + 2 * gap, angle, shape)
             if win is None:
                 continue
-            fp = shapes.union(shapes.parts(kind, win, lp, wp))
+            part_masks = shapes.parts(kind, win, lp, wp)
+            fp = shapes.union(part_masks)
             if not fp.any():
                 continue
             cover_px = cover[win.slices][fp]
@@ -556,6 +657,8 @@ def sample_objects(
                 )
             placed.append(SceneObject(len(placed), cls, kind, cx, cy, length, width, height,
                                       angle, gsd_m, material, mode, on, attrs))  # fmt: skip
+            if masks is not None:
+                masks.append((win, part_masks))
             break
     return placed
 
@@ -579,6 +682,12 @@ def draw_classes(
     return out
 
 
+def placement_order(classes: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Bridges and harbors first, then big objects: they are the hardest to fit. The stable sort
+    keeps the draw deterministic."""
+    return sorted(classes, key=lambda ck: (ck[1] not in PLACE_FIRST, -SIZES[ck[1]].length_m[1]))
+
+
 def sample_scene(
     rng: np.random.Generator,
     dataset: str,
@@ -592,10 +701,7 @@ def sample_scene(
 ) -> Scene:
     """Draw one image's scene graph: land cover, then objects (no overlap, fully inside)."""
     shape = (spec.image_size.height, spec.image_size.width)
-    classes = draw_classes(rng, dataset, spec, cfg)
-    # Bridges and harbors first, then big objects: they are the hardest to fit. The stable sort
-    # keeps the draw deterministic.
-    classes.sort(key=lambda ck: (ck[1] not in PLACE_FIRST, -SIZES[ck[1]].length_m[1]))
+    classes = placement_order(draw_classes(rng, dataset, spec, cfg))
     cover, layout = sample_layout(rng, [k for _, k in classes], shape, gsd_m, cfg)
     objects = sample_objects(rng, classes, cover, layout, gsd_m, cfg)
     return Scene(dataset, split, index, stem, image_file, shape[1], shape[0], gsd_m, cover,

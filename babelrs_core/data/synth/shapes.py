@@ -83,8 +83,9 @@ def make_window(
     y1 = min(math.ceil(poly[:, 1].max()) + pad + 1, h)
     if x1 <= x0 or y1 <= y0:
         return None
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    dx, dy = xx + 0.5 - cx, yy + 0.5 - cy
+    # pixel-centre offsets as a row and a column; broadcasting makes the (rows, cols) grids
+    dx = np.arange(x0, x1, dtype=np.float64)[None, :] + 0.5 - cx
+    dy = np.arange(y0, y1, dtype=np.float64)[:, None] + 0.5 - cy
     u, v = axes(angle_deg)
     return Window(y0, y1, x0, x1, dx * u[0] + dy * u[1], dx * v[0] + dy * v[1])
 

@@ -14,7 +14,9 @@ that is swapped in atomically, so nothing half-written is ever visible.
 from __future__ import annotations
 
 import json
+import struct
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +39,37 @@ def pad_border(img: np.ndarray, border: int, value: int = 255) -> np.ndarray:
     return np.pad(img, pad, mode="constant", constant_values=value)
 
 
-def save_image(path: Path, img: np.ndarray, jpeg_quality: int | None = None) -> None:
-    """Save as PNG or JPEG (by suffix); grayscale is replicated to 3 channels."""
+def save_image(
+    path: Path, img: np.ndarray, jpeg_quality: int | None = None, png_level: int | None = None
+) -> None:
+    """Save as PNG or JPEG (by suffix); grayscale is replicated to 3 channels. ``png_level``:
+    a plain PNG (:func:`png_bytes`) at this zlib level instead of Pillow's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(gray_to_rgb(img))
+    rgb = gray_to_rgb(img)
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        im.save(path, format="JPEG", quality=jpeg_quality or 95)
+        Image.fromarray(rgb).save(path, format="JPEG", quality=jpeg_quality or 95)
+    elif png_level is None:
+        Image.fromarray(rgb).save(path, format="PNG")
     else:
-        im.save(path, format="PNG")
+        path.write_bytes(png_bytes(rgb, png_level))
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def png_bytes(img: np.ndarray, level: int = 1) -> bytes:
+    """A plain 8-bit RGB PNG of an (H, W, 3) uint8 image: no row filters, one zlib stream at
+    ``level`` (0-9). About twice as fast as Pillow's adaptive filters at level 1; any PNG
+    reader decodes it."""
+    h, w, c = img.shape
+    if c != 3 or img.dtype != np.uint8:
+        raise ValueError(f"png_bytes wants (H, W, 3) uint8, got {img.shape} {img.dtype}")
+    rows = np.zeros((h, 1 + 3 * w), dtype=np.uint8)  # each row: filter type 0, then RGB bytes
+    rows[:, 1:] = img.reshape(h, 3 * w)
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bit, truecolour, no interlace
+    chunks = [(b"IHDR", header), (b"IDAT", zlib.compress(rows.tobytes(), level)), (b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(_png_chunk(tag, data) for tag, data in chunks)
 
 
 # ---------------------------------------------------------------------------------------------
