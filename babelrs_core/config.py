@@ -740,7 +740,7 @@ class Images(Strict):
     """How every stage reads pixels (docs/data.md, "Image source")."""
 
     source: Literal["files", "shards"] = "files"  # loose files (manifest paths) | shards.index
-    cache_mb: NonNegFloat = 2048.0  # decoded-image LRU cache in all, MB; 0 = off
+    cache_mb: NonNegFloat = 512.0  # decoded-image LRU cache in all, MB; 0 = off
     loader_workers: NonNegInt = 0  # fine-tuning DataLoader processes; 0 = the training process
 
 
