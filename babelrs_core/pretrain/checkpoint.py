@@ -143,3 +143,23 @@ def resume_from(
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return int(state["step"]), int(state.get("nonfinite_steps", 0))
+
+
+def training_state(
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+    fingerprint: dict[str, Any],
+    nonfinite_steps: int,
+) -> dict[str, Any]:
+    """What a pretraining checkpoint holds (what :func:`resume_from` reads back)."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "rng": rng_state(),
+        "fingerprint": fingerprint,
+        "nonfinite_steps": nonfinite_steps,
+    }

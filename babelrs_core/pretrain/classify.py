@@ -250,15 +250,7 @@ def run_classification(
             ckpt.save_checkpoint(
                 ckpt_dir,
                 done,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                    "rng": ckpt.rng_state(),
-                    "fingerprint": fp,
-                    "nonfinite_steps": nonfinite,
-                },
+                ckpt.training_state(model, optimizer, scheduler, scaler, fp, nonfinite),
             )
         if stop_after is not None and done >= stop_after and done < cfg.steps:
             return {"stopped_at": done, "out": str(out)}

@@ -338,15 +338,7 @@ def _run(
         ckpt.save_checkpoint(
             ckpt_dir,
             step,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "rng": ckpt.rng_state(),
-                "fingerprint": fp,
-                "nonfinite_steps": nonfinite,
-            },
+            ckpt.training_state(model, optimizer, scheduler, scaler, fp, nonfinite),
         )
 
     trainable = [p for g in optimizer.param_groups for p in g["params"]]

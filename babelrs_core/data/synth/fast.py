@@ -280,12 +280,7 @@ def _render_rgb(scene: Scene, settings: rgb.RgbSettings, ground: Ground, masks: 
         # an object's own shadow leaves its footprint out: what shades it is the others'
         own = layers[win.slices] == o.index
         shaded = float(shadow[win.slices][own].sum() / max(own.sum(), 1))
-        size = math.sqrt(o.length_px * o.width_px)
-        difficult = (
-            size < settings.difficult_min_px or shaded >= settings.difficult_shadowed_fraction
-        )
-        attrs.append({**settings.objects[o.index], "shadowed_fraction": shaded,
-                      "difficult": int(difficult)})  # fmt: skip
+        attrs.append(rgb.object_attrs(o, shaded, settings))
     img = ndimage.gaussian_filter(img, (settings.blur_sigma_px, settings.blur_sigma_px, 0))
     img *= (np.array(settings.gains) * settings.brightness * (1 - settings.haze)).astype(np.float32)
     img += (np.array(rgb.HAZE_RGB) * settings.haze).astype(np.float32)

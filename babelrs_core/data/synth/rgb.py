@@ -122,6 +122,14 @@ class RgbSettings:
                 if f.name != "objects"}  # fmt: skip
 
 
+def object_attrs(o: Any, shaded: float, settings: RgbSettings) -> dict[str, Any]:
+    """An object's recorded attributes: its drawn ones, the share of it in other objects'
+    shadows, and DOTA's ``difficult`` flag (too small, or shadowed beyond the params' share)."""
+    size = math.sqrt(o.length_px * o.width_px)
+    difficult = size < settings.difficult_min_px or shaded >= settings.difficult_shadowed_fraction
+    return {**settings.objects[o.index], "shadowed_fraction": shaded, "difficult": int(difficult)}
+
+
 def _fleet(rng: np.random.Generator) -> RGB:
     p = np.array([w for _, w in FLEET])
     colour = FLEET[int(rng.choice(len(FLEET), p=p / p.sum()))][0]
@@ -265,12 +273,7 @@ def render_rgb(scene: Scene, settings: RgbSettings, rng: np.random.Generator) ->
             if j != o.index:
                 by_others |= sh
         shaded = float((own & by_others).sum() / max(own.sum(), 1))
-        size = math.sqrt(o.length_px * o.width_px)
-        difficult = (
-            size < settings.difficult_min_px or shaded >= settings.difficult_shadowed_fraction
-        )
-        attrs.append({**settings.objects[o.index], "shadowed_fraction": shaded,
-                      "difficult": int(difficult)})  # fmt: skip
+        attrs.append(object_attrs(o, shaded, settings))
 
     img = ndimage.gaussian_filter(img, (settings.blur_sigma_px, settings.blur_sigma_px, 0))
     img = img * np.array(settings.gains) * settings.brightness

@@ -30,7 +30,7 @@ from babelrs_core.data.layout import dataset_roots, scenes_file
 from babelrs_core.data.synth import fast
 from babelrs_core.data.synth import generate as gen
 from babelrs_core.data.synth.generate import generate_soi_mini, with_images_per_dataset
-from babelrs_core.data.validation import run_validation
+from babelrs_core.data.validation.stage import run_validation
 from tests.data.synth.conftest import TINY, tiny_params
 from tests.images import assert_png
 
