@@ -18,7 +18,6 @@ plus ``classifier.safetensors``, ``metrics.json`` (held-out region accuracy, tim
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -175,6 +174,7 @@ def run_classification(
         JsonlLogger,
         autocast_for,
         fingerprint,
+        guarded_step,
         lr_factor,
         seed_everything,
     )
@@ -221,19 +221,11 @@ def run_classification(
         with autocast_for(cfg.precision, device):
             logits = model(images, boxes, dss, step)
         loss = F.cross_entropy(logits, y)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm))
         value = float(loss.detach())
-        finite = math.isfinite(value) and math.isfinite(grad_norm)
-        if scaler.is_enabled():
-            scaler.step(optimizer)
-            scaler.update()
-        elif finite:
-            optimizer.step()
+        grad_norm, finite = guarded_step(
+            loss, value, scaler, optimizer, scheduler, trainable, cfg.clip_grad_norm
+        )
         nonfinite += int(not finite)
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
         metrics = {
             "loss": value,
             "accuracy": float((logits.argmax(1) == y).float().mean()),

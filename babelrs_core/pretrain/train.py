@@ -180,6 +180,32 @@ def param_groups(model: AlignModel, params: Params) -> list[dict[str, Any]]:
     return groups
 
 
+def guarded_step(
+    loss: torch.Tensor,
+    value: float,
+    scaler: Any,
+    optimizer: Any,
+    scheduler: Any,
+    trainable: Sequence[torch.Tensor],
+    max_norm: float,
+) -> tuple[float, bool]:
+    """Backward through the loss scaler, clip to ``max_norm``, step unless the loss ``value`` or
+    the gradient norm is not finite (the scaler skips such steps itself), advance the schedule.
+    Returns the pre-clip gradient norm and whether the step was finite."""
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
+    finite = math.isfinite(value) and math.isfinite(grad_norm)
+    if scaler.is_enabled():
+        scaler.step(optimizer)  # skips the update itself on inf / nan gradients
+        scaler.update()
+    elif finite:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return grad_norm, finite
+
+
 def autocast_for(precision: str, device: torch.device):
     if precision == "fp32":
         return nullcontext()
@@ -369,18 +395,10 @@ def _run(
         # global mean token loss once DDP has averaged the ranks' gradients (see module doc)
         loss = tok_losses.sum() * (world / n_tokens)
         global_loss = float(sums[0]) / n_tokens
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm))
-        finite = math.isfinite(global_loss) and math.isfinite(grad_norm)
-        if scaler.is_enabled():
-            scaler.step(optimizer)  # skips the update itself on inf / nan gradients
-            scaler.update()
-        elif finite:
-            optimizer.step()
+        grad_norm, finite = guarded_step(
+            loss, global_loss, scaler, optimizer, scheduler, trainable, cfg.clip_grad_norm
+        )
         nonfinite += int(not finite)
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
 
         metrics: dict[str, float] = {
             "loss": global_loss,
