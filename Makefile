@@ -68,7 +68,7 @@ faults: $(STAMP)  ## the fault suite: kill -9, corrupt / trapped checkpoints, fu
 		tests/orchestration/test_flow_killed.py \
 		tests/test_tracking.py::test_a_new_run_closes_the_runs_a_killed_process_left_running
 
-ablation: $(STAMP)  ## encoder-start ablation (5 inits x fp32/fp16 x 2 seeds) through the Prefect flow -> docs/results.md "Ablation"
+ablation: $(STAMP)  ## encoder-start ablation (6 starts + 2 controls x 3 seeds, 64 eval images per dataset) through the Prefect flow -> docs/results.md "Ablation"
 	@$(FOLLOW_UI); \
 	$(BABELRS) ablation run
 

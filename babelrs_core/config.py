@@ -556,12 +556,16 @@ class Ablation(Strict):
     variants: dict[str, AblationVariant] = Field(default_factory=_default_variants)
     expected_order: list[str] = ["ours", "last_layer", "tau0", "imagenet", "scratch"]
     precisions: list[Literal["fp32", "bf16", "fp16"]] = ["fp32", "fp16"]
-    seeds: list[NonNegInt] = [0, 1]  # fine-tuning seeds (at least two: a spread needs two)
+    seeds: list[NonNegInt] = [0, 1, 2]  # fine-tuning seeds (at least two: a spread needs two)
     iters: PosInt = 200  # fine-tuning iterations of every run (equal compute)
+    # the ablation's own SOI-mini (out_root/data): each dataset's evaluation split
+    # (evaluation.splits) grown to at least this many images, the other splits image for image
+    # the pipeline's; 0: the pipeline's data as it is
+    eval_images: NonNegInt = 64
     pretrain_seed: NonNegInt | None = None  # seed of every pretraining; null: the top-level seed
     pretrain_eval_max_per_task: PosInt = 16  # held-out prompts in the pretraining evaluation
     cpu_fp16: Literal["full", "probe", "skip"] = "probe"  # fp16 autocast on a CPU device
-    probe_iters: PosInt = 20  # iterations of a cpu_fp16 probe run (not evaluated)
+    probe_iters: PosInt = 10  # iterations of a cpu_fp16 probe run (not evaluated)
     log_every: PosInt = 1  # metrics.jsonl lines: 1 = every iteration (exact first non-finite)
     grad_cosine_every: PosInt = 10  # per-modality gradient cosines every N iterations
     workers: PosInt = 2  # runs at once (separate processes)
@@ -579,6 +583,7 @@ class Ablation(Strict):
     label_dataset: DatasetName = "dronevehicle"
     label_fractions: list[Annotated[float, Field(gt=0, le=1)]] = [0.1, 0.25, 1.0]
     label_variants: list[str] = ["ours", "no_language", "imagenet"]
+    label_seeds: PosInt = 2  # the first N of seeds run (and are scored) at every label fraction
 
     @model_validator(mode="after")
     def _consistent(self) -> Ablation:
@@ -599,6 +604,8 @@ class Ablation(Strict):
         unknown = [n for n in self.label_variants if n not in self.variants]
         if unknown:
             raise ValueError(f"label_variants: unknown variants {unknown}")
+        if self.label_seeds > len(self.seeds):
+            raise ValueError(f"label_seeds {self.label_seeds}: at most the {len(self.seeds)} seeds")
         if len(set(self.label_fractions)) != len(self.label_fractions):
             raise ValueError(f"label_fractions {self.label_fractions}: each once")
         for name, c in self.compute_controls.items():

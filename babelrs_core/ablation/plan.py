@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from babelrs_core.config import Params, ablation_section
+from babelrs_core.config import Params, ablation_section, captions_beside
 
 Mode = Literal["full", "probe"]
 
@@ -148,12 +148,45 @@ class Plan:
         }
 
 
+def data_root(params: Params) -> Path:
+    """Where the ablation keeps its own copy of SOI-mini (``ablation.eval_images`` > 0)."""
+    return Path(params.ablation.out_root) / "data"
+
+
+def ablation_params(params: Params) -> Params:
+    """The params every ablation run starts from (idempotent).
+
+    With ``ablation.eval_images`` > 0 the ablation runs on its own SOI-mini under
+    :func:`data_root`: each dataset's evaluation split (``evaluation.splits``) holds at least that
+    many images and every other split keeps its size. Each image is drawn from its own seeded
+    generator (``data/synth/generate.py:image_rng``), so the training splits are the pipeline's
+    image for image and the pipeline's evaluation images are the first of the larger split; no
+    run trains on an evaluation image. 0 leaves the pipeline's data and paths as they are.
+    """
+    n = params.ablation.eval_images
+    if n == 0:
+        return params
+    p = params.model_copy(deep=True)
+    for ds, split in p.evaluation.splits.items():
+        sizes = getattr(p.soi_mini, ds).splits
+        sizes[split] = max(sizes.get(split, 0), n)
+    root = data_root(params)
+    p.paths.raw = root / "raw"
+    p.paths.manifest = root / "manifest.parquet"
+    p.paths.captions = captions_beside(p.paths.manifest)
+    p.paths.preview = root / "preview.png"
+    p.images.source = "files"  # the ablation makes no shards of its copy
+    return p
+
+
 def build_plan(params: Params, device: str | None = None) -> Plan:
-    """The plan for ``params.ablation`` on ``device`` (default: ``finetune.device`` resolved)."""
+    """The plan for ``params.ablation`` on ``device`` (default: ``finetune.device`` resolved);
+    ``plan.params`` are :func:`ablation_params` of ``params``."""
     if device is None:
         from babelrs_core.detector.config import resolve_device
 
         device = resolve_device(params.finetune.device)
+    params = ablation_params(params)
     ab = params.ablation
     root = Path(ab.out_root)
     plan = Plan(params, device, Path(params.paths.manifest), root)
@@ -238,7 +271,7 @@ def _add_label_runs(plan: Plan, owner: dict[str, str]) -> None:
             continue
         label = ab.variants[variant].label
         for fraction in sorted(f for f in ab.label_fractions if f < 1):
-            for seed in ab.seeds:
+            for seed in ab.seeds[: ab.label_seeds]:
                 job = _finetune_job(
                     plan.params,
                     variant,
@@ -274,6 +307,7 @@ def _finetune_job(
     ft.threads = ab.threads
     ft.log_every = ab.log_every
     ft.grad_cosine_every = ab.grad_cosine_every
+    ft.val_every = 0  # the evaluation follows every full run
     p.finetune = ft
     p.seed = seed
     out = root / "runs" / variant / precision / f"seed{seed}"

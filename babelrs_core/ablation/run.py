@@ -105,8 +105,8 @@ class AblationRun:
     ) -> None:
         self.t0 = time.perf_counter()
         self.log = log or _log.info
-        ensure_data(params, self.log)
         self.plan = build_plan(params, device)
+        ensure_data(self.plan.params, self.log)
         self.errors: dict[str, str] = {}
         self.counts = {"ran": 0, "reused": 0}
         self._ready: set[str] = set()  # pretrainings finished (this time or before)

@@ -72,6 +72,7 @@ def _params_file(tmp: Path, manifest: Path, variants: dict[str, Any], name: str)
             "label_variants": [],
             "precisions": ["fp32", "fp16"],
             "seeds": [0, 1],
+            "eval_images": 0,  # the fake manifest above (its own SOI-mini: test_plan.py)
             "iters": 4,
             "probe_iters": 2,
             "pretrain_eval_max_per_task": 1,

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _plan(tmp: Path, **overrides: object) -> Plan:
-    manifest = tmp / "manifest.parquet"
-    tmp.mkdir(parents=True, exist_ok=True)
+    manifest = tmp / "ab" / "data" / "manifest.parquet"  # the ablation's own SOI-mini
+    manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.touch()  # AblationRun makes the data only when the manifest is missing
-    where = {"ablation.out_root": str(tmp / "ab"), "paths.manifest": str(manifest)}
+    where = {"ablation.out_root": str(tmp / "ab")}
     params = load_params(ROOT / "params.yaml", {**where, **overrides})
     return build_plan(params, device="cpu")
 
@@ -37,14 +37,16 @@ def test_default_plan_has_the_controls(tmp_path: Path) -> None:
     assert plan.pretrain_job("ours").params.pretrain.objective == "language"
     # imagenet_long: the imagenet start, fp32 (fp16 is only probed on CPU), iterations pending
     long = [j for j in plan.finetunes if j.variant == "imagenet_long"]
-    assert [(j.precision, j.seed) for j in long] == [("fp32", 0), ("fp32", 1)]
+    assert [(j.precision, j.seed) for j in long] == [("fp32", 0), ("fp32", 1), ("fp32", 2)]
     assert all(j.pending and j.pretrain is None for j in long)
     assert {j.params.finetune.init for j in long} == {"imagenet"}
     assert long[0].compute is not None and long[0].compute.pretrain == "ours"
-    assert long[0].compute.measured == ("imagenet/fp32/seed0", "imagenet/fp32/seed1")
-    # label efficiency: 3 variants x (0.1, 0.25) x 2 seeds; only DroneVehicle subsampled
+    assert long[0].compute.measured == tuple(f"imagenet/fp32/seed{k}" for k in range(3))
+    # label efficiency: 3 variants x (0.1, 0.25) x the first label_seeds (2) seeds; only
+    # DroneVehicle subsampled
     runs = plan.label_runs
     assert len(runs) == 12 and {j.mode for j in runs} == {"full"}
+    assert {j.seed for j in runs} == {0, 1}
     assert {(j.variant, j.label_fraction) for j in runs} == {
         (v, f) for v in ("ours", "no_language", "imagenet") for f in (0.1, 0.25)}  # fmt: skip
     for j in runs:
@@ -117,7 +119,7 @@ def _finetuned(ft: Path, cpu: list[float], wall: float = 9.0, done: bool = True)
 
 
 def test_imagenet_long_iterations_from_the_recorded_cpu_time(tmp_path: Path) -> None:
-    plan = _plan(tmp_path)
+    plan = _plan(tmp_path, **{"ablation.seeds": [0, 1]})
     # pretraining resumed at step 50: 100 steps took 200 CPU s -> 300 s for its 150 steps
     _pretrained(plan.pretrain_job("ours").out, cpu_s=200.0, wall_s=999.0, ran=100)
     runs = {j.key: j for j in plan.finetunes}
@@ -146,7 +148,7 @@ def test_the_run_submits_imagenet_long_once_its_inputs_ran_and_records_why(
 ) -> None:
     from babelrs_core.ablation.run import AblationRun
 
-    plan = _plan(tmp_path)
+    plan = _plan(tmp_path, **{"ablation.seeds": [0, 1]})
     with AblationRun(plan.params, track=False, device="cpu", log=lambda s: None) as run:
         plan = run.plan
         assert run.deferred_to_run() == []

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from babelrs_core.ablation.plan import build_plan
-from babelrs_core.config import ConfigError, load_params
+from babelrs_core import stages
+from babelrs_core.ablation.plan import ablation_params, build_plan
+from babelrs_core.config import ConfigError, captions_beside, load_params
+from babelrs_core.io.hashing import file_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +27,7 @@ def test_default_plan_on_cpu_probes_fp16_and_keeps_compute_equal() -> None:
     assert plan.pretrain_job("ours").params.pretrain.lvsa.mode == "lvsa"
     full = [j for j in plan.finetunes if j.mode == "full" and j.compute is None]
     probes = [j for j in plan.finetunes if j.mode == "probe"]
-    assert len(full) == 6 * 2 and {j.precision for j in full} == {"fp32"}
+    assert len(full) == 6 * 3 and {j.precision for j in full} == {"fp32"}
     assert len(probes) == 6 and {(j.precision, j.seed) for j in probes} == {("fp16", 0)}
     assert {j.params.finetune.iters for j in probes} == {params.ablation.probe_iters}
     # equal compute: every full run has the same fine-tuning params but init and seed
@@ -46,11 +48,11 @@ def test_plan_on_a_gpu_runs_fp16_in_full_and_skip_drops_it() -> None:
     params = load_params(ROOT / "params.yaml")
     gpu = build_plan(params, device="cuda")
     variants = [j for j in gpu.finetunes if j.compute is None]
-    assert len(variants) == 6 * 2 * 2 and {j.mode for j in gpu.finetunes} == {"full"}
+    assert len(variants) == 6 * 2 * 3 and {j.mode for j in gpu.finetunes} == {"full"}
     # imagenet_long runs at every precision imagenet runs in full
-    assert len(gpu.finetunes) - len(variants) == 2 * 2
+    assert len(gpu.finetunes) - len(variants) == 2 * 3
     skip = build_plan(load_params(ROOT / "params.yaml", {"ablation.cpu_fp16": "skip"}), "cpu")
-    assert len([j for j in skip.finetunes if j.compute is None]) == 12
+    assert len([j for j in skip.finetunes if j.compute is None]) == 18
     assert {(s["variant"], s["precision"]) for s in skip.skipped} == {
         (v, "fp16") for v in params.ablation.variants
     }
@@ -104,11 +106,49 @@ def test_cli_plan_prints_the_runs_and_bad_params_exit_2(tmp_path: Path) -> None:
     out = _cli("plan", "--set", "ablation.cpu_fp16=skip", "--set", "finetune.device=cpu")
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
-    # 6 variants x 2 seeds + imagenet_long x 2 + 3 label variants x 2 fractions x 2 seeds
-    assert len(plan["finetune"]) == 12 + 2 + 12 and len(plan["skipped"]) == 6
+    # 6 variants x 3 seeds + imagenet_long x 3 + 3 label variants x 2 fractions x 2 seeds
+    assert len(plan["finetune"]) == 18 + 3 + 12 and len(plan["skipped"]) == 6
     assert sorted(plan["pretrain"]) == ["last_layer", "no_language", "ours", "tau0"]
     root = tmp_path / "ab"
     bad = _cli("run", "--set", "ablation.seeds=[3]", "--set", f"ablation.out_root={root}")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "ablation" in bad.stderr and "at least two distinct seeds" in bad.stderr
     assert not root.exists(), "nothing may be written for invalid params"
+
+
+def test_the_ablation_evaluates_on_its_own_larger_split_never_trained_on(tmp_path: Path) -> None:
+    tiny = {
+        "ablation.out_root": str(tmp_path / "ab"),
+        "ablation.eval_images": 3,
+        "soi_mini.render": "fast",
+        "paths.raw": str(tmp_path / "pipeline" / "raw"),
+        "soi_mini.sardet.splits": {"train": 2, "val": 1, "test": 2},
+        "soi_mini.dota.splits": {"train": 2, "val": 2},
+        "soi_mini.dronevehicle.splits": {"train": 1, "val": 1, "test": 1},
+    }
+    params = load_params(ROOT / "params.yaml", tiny)
+    ab = ablation_params(params)
+    assert ab.soi_mini.sardet.splits == {"train": 2, "val": 1, "test": 3}
+    assert ab.soi_mini.dota.splits == {"train": 2, "val": 3}  # DOTA is scored on val
+    assert ab.soi_mini.dronevehicle.splits == {"train": 1, "val": 1, "test": 3}
+    data = tmp_path / "ab" / "data"
+    assert ab.paths.manifest == data / "manifest.parquet" and ab.paths.raw == data / "raw"
+    assert ab.paths.captions == captions_beside(ab.paths.manifest)
+    assert ablation_params(ab) == ab, "idempotent"
+    plan = build_plan(params, device="cpu")
+    assert plan.manifest == ab.paths.manifest and plan.params == ab
+    assert {j.params.paths.manifest for j in plan.all_finetunes()} == {ab.paths.manifest}
+    assert {j.params.finetune.val_every for j in plan.all_finetunes()} == {0}
+    as_is = load_params(ROOT / "params.yaml", {**tiny, "ablation.eval_images": 0})
+    assert ablation_params(as_is) == as_is
+    # every image drawn from its own seeded generator: the training splits are the pipeline's,
+    # byte for byte, and the pipeline's evaluation images are the first of the larger split
+    stages.generate(params, progress=False)
+    stages.generate(ab, progress=False)
+    ours = {p.relative_to(params.paths.raw): p for p in params.paths.raw.rglob("*") if p.is_file()}
+    theirs = {p.relative_to(ab.paths.raw): p for p in ab.paths.raw.rglob("*") if p.is_file()}
+    train = [r for r in ours if "train" in str(r).lower()]
+    assert train and all(file_sha256(ours[r]) == file_sha256(theirs[r]) for r in train)
+    images = [r for r in ours if r.suffix in (".png", ".jpg", ".tif", ".tiff")]
+    assert images and all(file_sha256(ours[r]) == file_sha256(theirs[r]) for r in images)
+    assert len(theirs) > len(ours)
