@@ -124,8 +124,11 @@ class MmcvBuild:
                 "MAX_JOBS": env.get("MAX_JOBS", str(os.cpu_count() or 4)),
                 "CFLAGS": flags,
                 "CXXFLAGS": flags,
-                # host-side code of the .cu files; device code keeps ptxas's default -O3
-                "MMCV_CUDA_ARGS": env.get("MMCV_CUDA_ARGS", "-O1"),
+                # -O1: host-side code of the .cu files (device code keeps ptxas's -O3); the
+                # macro hushes CUDA 13's deprecation of double4 / longlong4 (filtered_lrelu.cu)
+                "MMCV_CUDA_ARGS": env.get(
+                    "MMCV_CUDA_ARGS", "-O1 -D__NV_NO_VECTOR_DEPRECATION_DIAG"
+                ),
             }
         )
         self.info = {
