@@ -36,6 +36,7 @@ import tarfile
 import tempfile
 import time
 import traceback
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,7 @@ class MmcvBuild:
             }
         )
         self.info = {
+            "setuptools": self.setuptools_path(env),
             "status": "running",
             "arch": env["TORCH_CUDA_ARCH_LIST"],
             "max_jobs": env["MAX_JOBS"],
@@ -152,6 +154,25 @@ class MmcvBuild:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() ends ninja and nvcc too
             )
+
+    def setuptools_path(self, env: dict[str, str]) -> str:
+        """onedl-mmcv's pyproject.toml needs setuptools >= 77 (a PEP 639 license string): when
+        the machine's is older, the wheel in ``.gpuwheels/build/`` goes first on the build's
+        PYTHONPATH. Returns the version the build uses."""
+        import setuptools
+
+        version = setuptools.__version__
+        if int(version.split(".")[0]) >= 77:
+            return version
+        wheels = sorted((WHEELS / "build").glob("setuptools-*.whl"))
+        if not wheels:
+            return f"{version} (too old, and no setuptools wheel in .gpuwheels/build/)"
+        site = BUILD / "buildsite"
+        if not (site / "setuptools").is_dir():
+            with zipfile.ZipFile(wheels[-1]) as zf:
+                zf.extractall(site)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH")) if p)
+        return f"{version} -> {wheels[-1].name}"
 
     def poll(self) -> bool:
         """True when the build is over (or was never started)."""
