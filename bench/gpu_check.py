@@ -63,6 +63,21 @@ def matmul_tflops(dtype: torch.dtype, n: int = 8192, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
 
 
+def base_overrides(work: Path, lm: str) -> dict[str, Any]:
+    """The params overrides every run of the check shares: SOI-mini under ``work``, the language
+    model ``lm``; on a CPU dry run a few images per split only."""
+    base: dict[str, Any] = {
+        "paths.raw": str(work / "raw"),
+        "paths.manifest": str(work / "manifest.parquet"),
+        "pretrain.language_model": lm,
+    }
+    if DEVICE != "cuda":  # dry run: a few images only
+        for ds, splits in (("sardet", ("train", "val")), ("dota", ("train", "val"))):
+            base[f"soi_mini.{ds}.splits"] = dict.fromkeys(splits, 4)
+        base["soi_mini.dronevehicle.splits"] = {"train": 4, "val": 4, "test": 4}
+    return base
+
+
 def pretrain_run(base: dict[str, Any], precision: str, steps: int, work: Path) -> dict[str, Any]:
     params = load_params(
         ROOT / "params.yaml",
@@ -171,15 +186,7 @@ def main() -> None:
     steps = int(os.environ.get("GPU_CHECK_STEPS", "300"))
     lm = os.environ.get("GPU_CHECK_LM", "minilm")
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    base = {
-        "paths.raw": str(work / "raw"),
-        "paths.manifest": str(work / "manifest.parquet"),
-        "pretrain.language_model": lm,
-    }
-    if DEVICE != "cuda":  # dry run: a few images only
-        for ds, splits in (("sardet", ("train", "val")), ("dota", ("train", "val"))):
-            base[f"soi_mini.{ds}.splits"] = dict.fromkeys(splits, 4)
-        base["soi_mini.dronevehicle.splits"] = {"train": 4, "val": 4, "test": 4}
+    base = base_overrides(work, lm)
     info = device_info() if DEVICE == "cuda" else {"gpu": "cpu dry run"}
     print(json.dumps(info))
     rows: list[dict[str, Any]] = []
