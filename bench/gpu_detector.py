@@ -125,10 +125,13 @@ class MmcvBuild:
                 "MAX_JOBS": env.get("MAX_JOBS", str(os.cpu_count() or 4)),
                 "CFLAGS": flags,
                 "CXXFLAGS": flags,
-                # -O1: host-side code of the .cu files (device code keeps ptxas's -O3); the
-                # macro hushes CUDA 13's deprecation of double4 / longlong4 (filtered_lrelu.cu)
-                "MMCV_CUDA_ARGS": env.get(
-                    "MMCV_CUDA_ARGS", "-O1 -D__NV_NO_VECTOR_DEPRECATION_DIAG"
+                # -O1: host-side code of the .cu files (device code keeps ptxas's -O3). mmcv
+                # hands MMCV_CUDA_ARGS to nvcc as ONE argument, so it holds one flag; the macro
+                # that hushes CUDA 13's double4 / longlong4 deprecation (filtered_lrelu.cu) goes
+                # through nvcc's own NVCC_APPEND_FLAGS
+                "MMCV_CUDA_ARGS": env.get("MMCV_CUDA_ARGS", "-O1"),
+                "NVCC_APPEND_FLAGS": env.get(
+                    "NVCC_APPEND_FLAGS", "-D__NV_NO_VECTOR_DEPRECATION_DIAG"
                 ),
             }
         )
