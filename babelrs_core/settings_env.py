@@ -212,7 +212,7 @@ def read(name: str, default: str | None = None) -> str | None:
 OFFLINE_ENV: dict[str, str] = {"HF_HUB_OFFLINE": "1"}
 
 #: No usage analytics or promotional content from a Prefect server, no tracking by the tools that
-#: honour ``DO_NOT_TRACK`` (the Makefile and ``infra/local/serve_scheduler.sh`` export the same).
+#: honour ``DO_NOT_TRACK`` (the Makefile and ``infra/local/_common.sh`` export the same).
 NO_TELEMETRY_ENV: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
