@@ -1,4 +1,4 @@
-"""Loss wrappers for the oriented heads."""
+"""Loss wrappers: float32 islands under autocast, and the oriented heads' box losses."""
 
 from __future__ import annotations
 
@@ -6,8 +6,38 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
 from torch import nn
+
+
+@MODELS.register_module()
+class Float32FocalLoss(FocalLoss):
+    """mmdet's sigmoid focal loss (same config keys) computed in float32 outside autocast.
+
+    On CUDA mmdet calls mmcv's ``sigmoid_focal_loss`` kernel, which has no bfloat16 version:
+    ``precision: bf16`` failed at the first step of the oriented heads on an H200
+    ("sigmoid_focal_loss_forward_cuda_kernel" not implemented for 'BFloat16',
+    docs/benchmarks.md "GPU check"). The loss's exp / log on a few thousand logits cost nothing
+    in float32; the heads' convolutions keep running in the autocast dtype.
+    """
+
+    def forward(  # type: ignore[override]
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        avg_factor: float | None = None,
+        reduction_override: str | None = None,
+    ) -> torch.Tensor:
+        with torch.autocast(pred.device.type, enabled=False):
+            return super().forward(
+                pred.float(),
+                target,
+                None if weight is None else weight.float(),
+                avg_factor,
+                reduction_override,
+            )
 
 
 @MODELS.register_module()
