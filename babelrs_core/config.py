@@ -781,17 +781,19 @@ class Params(Strict):
     @model_validator(mode="after")
     def _global_batches(self) -> Params:
         world = self.distributed.world_size
-        if self.pretrain.batch_size % world:
-            raise ValueError(
-                f"pretrain.batch_size ({self.pretrain.batch_size}) must be a multiple of the "
-                f"number of processes ({world} = distributed.nnodes x nproc_per_node)"
-            )
+        _require_multiple(
+            "pretrain.batch_size",
+            self.pretrain.batch_size,
+            world,
+            f"the number of processes ({world} = distributed.nnodes x nproc_per_node)",
+        )
         ratio = sum(self.finetune.source_ratio.values())
-        if self.finetune.batch_size % (world * ratio):
-            raise ValueError(
-                f"finetune.batch_size ({self.finetune.batch_size}) must be a multiple of "
-                f"processes x source_ratio sum ({world} x {ratio}): every process keeps the ratio"
-            )
+        _require_multiple(
+            "finetune.batch_size",
+            self.finetune.batch_size,
+            world * ratio,
+            f"processes x source_ratio sum ({world} x {ratio}): every process keeps the ratio",
+        )
         return self
 
     @model_validator(mode="after")
@@ -799,11 +801,12 @@ class Params(Strict):
         pt = self.pretrain
         if self.model.encoder.startswith("vit"):
             return self  # ViT grids follow image_size / patch; checked when the model is built
-        if pt.lvsa.grid % pt.pixel_shuffle:
-            raise ValueError(
-                f"pretrain.lvsa.grid ({pt.lvsa.grid}) must be a multiple of "
-                f"pretrain.pixel_shuffle ({pt.pixel_shuffle})"
-            )
+        _require_multiple(
+            "pretrain.lvsa.grid",
+            pt.lvsa.grid,
+            pt.pixel_shuffle,
+            f"pretrain.pixel_shuffle ({pt.pixel_shuffle})",
+        )
         return self
 
     @model_validator(mode="after")
@@ -812,6 +815,12 @@ class Params(Strict):
             ablation_section(self, name, "pretrain")
             ablation_section(self, name, "finetune")
         return self
+
+
+def _require_multiple(key: str, value: int, divisor: float, divisor_text: str) -> None:
+    """``ValueError`` "``key`` (value) must be a multiple of ``divisor_text``" unless it is."""
+    if value % divisor:
+        raise ValueError(f"{key} ({value}) must be a multiple of {divisor_text}")
 
 
 def ablation_section(params: Params, variant: str, section: str) -> Any:

@@ -34,6 +34,22 @@ class EnvVar:
     via: str = "env"  # env | secret | compose | manual
 
 
+def _docker_secret(
+    name: str,
+    reader: str,
+    help: str,
+    file_reader: str = "entrypoint",
+    file_help: str = "file of it",
+) -> tuple[EnvVar, EnvVar]:
+    """A secret handed over as a docker secret (``via="secret"``) and the ``<name>_FILE`` variable
+    compose sets to its file, read by ``file_reader`` (the image's entrypoint unless the service
+    reads it itself)."""
+    return (
+        EnvVar(name, reader, help, secret=True, via="secret"),
+        EnvVar(f"{name}_FILE", file_reader, file_help, via="compose"),
+    )
+
+
 ENV_VARS: tuple[EnvVar, ...] = (
     # -- babelrs itself ---------------------------------------------------------------------------
     EnvVar("MLFLOW_TRACKING_URI", "babelrs", "MLflow server; unset: local store outputs/mlflow"),
@@ -111,42 +127,29 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "Host headers the MLflow server answers (mlflow server --allowed-hosts); never *",
     ),
     EnvVar("MLFLOW_TRACKING_USERNAME", "mlflow", "MLflow user of the client (basic auth)"),
-    EnvVar("MLFLOW_TRACKING_PASSWORD", "mlflow", "that user's password", secret=True, via="secret"),
-    EnvVar("MLFLOW_TRACKING_PASSWORD_FILE", "entrypoint", "file of it", via="compose"),
+    *_docker_secret("MLFLOW_TRACKING_PASSWORD", "mlflow", "that user's password"),
     EnvVar("MLFLOW_AUTH_CONFIG_PATH", "mlflow", "basic-auth app config (server)", via="compose"),
-    EnvVar(
+    *_docker_secret(
         "MLFLOW_AUTH_ADMIN_PASSWORD",
         "mlflow",
         "basic-auth admin password, used at the server's first start",
-        secret=True,
-        via="secret",
     ),
-    EnvVar("MLFLOW_AUTH_ADMIN_PASSWORD_FILE", "entrypoint", "file of it", via="compose"),
-    EnvVar(
+    *_docker_secret(
         "MLFLOW_FLASK_SERVER_SECRET_KEY",
         "mlflow",
         "signs the basic-auth app's sessions / CSRF tokens (server)",
-        secret=True,
-        via="secret",
     ),
-    EnvVar("MLFLOW_FLASK_SERVER_SECRET_KEY_FILE", "entrypoint", "file of it", via="compose"),
     EnvVar("PREFECT_API_URL", "prefect", "Prefect server API; unset: an ephemeral server"),
-    EnvVar(
+    *_docker_secret(
         "PREFECT_API_AUTH_STRING",
         "prefect",
         "client side of the server's auth string (user:password)",
-        secret=True,
-        via="secret",
     ),
-    EnvVar("PREFECT_API_AUTH_STRING_FILE", "entrypoint", "file of it", via="compose"),
-    EnvVar(
+    *_docker_secret(
         "PREFECT_SERVER_API_AUTH_STRING",
         "prefect",
         "the Prefect server answers only requests with this basic-auth user:password",
-        secret=True,
-        via="secret",
     ),
-    EnvVar("PREFECT_SERVER_API_AUTH_STRING_FILE", "entrypoint", "file of it", via="compose"),
     EnvVar(
         "PREFECT_SERVER_DATABASE_CONNECTION_URL",
         "prefect",
@@ -159,14 +162,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("PREFECT_SERVER_DATABASE_PORT", "prefect", "database port", via="compose"),
     EnvVar("PREFECT_SERVER_DATABASE_NAME", "prefect", "Prefect's database", via="compose"),
     EnvVar("PREFECT_SERVER_DATABASE_USER", "prefect", "= POSTGRES_USER", via="compose"),
-    EnvVar(
-        "PREFECT_SERVER_DATABASE_PASSWORD",
-        "prefect",
-        "= the PostgreSQL password",
-        secret=True,
-        via="secret",
-    ),
-    EnvVar("PREFECT_SERVER_DATABASE_PASSWORD_FILE", "entrypoint", "file of it", via="compose"),
+    *_docker_secret("PREFECT_SERVER_DATABASE_PASSWORD", "prefect", "= the PostgreSQL password"),
     EnvVar("HF_HUB_OFFLINE", "transformers", "never download models (babelrs sets 1 by default)"),
     # set by the node script of infra/k8s/finetune-multinode.yaml (multi-node fine-tuning)
     EnvVar(
@@ -187,12 +183,16 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "BIND_ADDR", "compose", "interface of the published ports (default 127.0.0.1: this host)"
     ),
     EnvVar("POSTGRES_USER", "postgres", "database user (MLflow and Prefect backends)"),
-    EnvVar("POSTGRES_PASSWORD", "postgres", "database password", secret=True, via="secret"),
-    EnvVar("POSTGRES_PASSWORD_FILE", "postgres", "file of it", via="compose"),
+    *_docker_secret("POSTGRES_PASSWORD", "postgres", "database password", file_reader="postgres"),
     EnvVar("POSTGRES_DB", "postgres", "database created at first start (MLflow's)"),
     EnvVar("MINIO_ROOT_USER", "minio", "object-store admin (only minio-init signs in with it)"),
-    EnvVar("MINIO_ROOT_PASSWORD", "minio", "object-store admin secret", secret=True, via="secret"),
-    EnvVar("MINIO_ROOT_PASSWORD_FILE", "minio", "docker secret name of it", via="compose"),
+    *_docker_secret(
+        "MINIO_ROOT_PASSWORD",
+        "minio",
+        "object-store admin secret",
+        file_reader="minio",
+        file_help="docker secret name of it",
+    ),
 )
 
 ENV: dict[str, EnvVar] = {v.name: v for v in ENV_VARS}
@@ -212,7 +212,7 @@ def read(name: str, default: str | None = None) -> str | None:
 OFFLINE_ENV: dict[str, str] = {"HF_HUB_OFFLINE": "1"}
 
 #: No usage analytics or promotional content from a Prefect server, no tracking by the tools that
-#: honour ``DO_NOT_TRACK`` (the Makefile and ``infra/local/serve_scheduler.sh`` export the same).
+#: honour ``DO_NOT_TRACK`` (the Makefile and ``infra/local/_common.sh`` export the same).
 NO_TELEMETRY_ENV: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",

@@ -52,9 +52,10 @@ def _group_norm(channels: int) -> HeadCfg:
     return {"type": "GN", "num_groups": groups, "requires_grad": True}
 
 
-#: sigmoid focal loss of the anchor / point heads (RetinaNet's settings)
+#: sigmoid focal loss of the anchor / point heads (RetinaNet's settings), in float32 under
+#: autocast (mmcv's CUDA kernel has no bf16: losses.Float32FocalLoss)
 FOCAL_LOSS: HeadCfg = {
-    "type": "FocalLoss",
+    "type": "Float32FocalLoss",
     "use_sigmoid": True,
     "gamma": 2.0,
     "alpha": 0.25,

@@ -31,21 +31,9 @@ import torch
 from babelrs_core.concepts import SOI_DET_CLASSES
 from babelrs_core.detector import checkpoint as ckpt
 
-PRED_COLUMNS = (
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "score",
-    "label",
-    "class_name",
-    "soi_name",
-    "soi_label",
-    "dataset",
-    "modality",
-    "polygon",
-    "rbox",
-)
+#: What every detection has, whoever returns it (the inference API, the registered model's output).
+DETECTION_COLUMNS = ("x1", "y1", "x2", "y2", "score", "label", "class_name", "soi_name")
+PRED_COLUMNS = (*DETECTION_COLUMNS, "soi_label", "dataset", "modality", "polygon", "rbox")
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:

@@ -1,12 +1,43 @@
-"""Loss wrappers for the oriented heads."""
+"""Loss wrappers: float32 islands under autocast, and the oriented heads' box losses."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
 from torch import nn
+
+
+@MODELS.register_module()
+class Float32FocalLoss(FocalLoss):
+    """mmdet's sigmoid focal loss (same config keys) computed in float32 outside autocast.
+
+    On CUDA mmdet calls mmcv's ``sigmoid_focal_loss`` kernel, which has no bfloat16 version:
+    ``precision: bf16`` failed at the first step of the oriented heads on an H200
+    ("sigmoid_focal_loss_forward_cuda_kernel" not implemented for 'BFloat16',
+    docs/benchmarks.md "GPU check"). The loss's exp / log on a few thousand logits cost nothing
+    in float32; the heads' convolutions keep running in the autocast dtype.
+    """
+
+    def forward(  # type: ignore[override]
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        avg_factor: float | None = None,
+        reduction_override: str | None = None,
+    ) -> torch.Tensor:
+        with torch.autocast(pred.device.type, enabled=False):
+            return super().forward(
+                pred.float(),
+                target,
+                None if weight is None else weight.float(),
+                avg_factor,
+                reduction_override,
+            )
 
 
 @MODELS.register_module()
@@ -39,8 +70,46 @@ def _no_positive(weight: torch.Tensor | None, reduction: str) -> bool:
     return weight is not None and not torch.any(weight > 0) and reduction != "none"
 
 
+@dataclass(frozen=True)
+class BoxLossCall:
+    """The arguments of one mmdet box-loss call (``loss_bbox(pred, target, weight, ...)``)."""
+
+    pred: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor | None
+    avg_factor: float | None
+    reduction_override: str | None
+    kwargs: dict[str, Any]
+
+
+class _BoxLoss(nn.Module):
+    """A box loss in mmdet's calling convention that is zero (still in the graph) when a reduced
+    loss has no positive sample; otherwise :meth:`positive` computes it."""
+
+    reduction = "mean"
+
+    def forward(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        avg_factor: float | None = None,
+        reduction_override: str | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        if _no_positive(weight, reduction_override or self.reduction):
+            return (pred * 0).sum()  # zero, still in the graph
+        return self.positive(
+            BoxLossCall(pred, target, weight, avg_factor, reduction_override, kwargs)
+        )
+
+    def positive(self, call: BoxLossCall) -> torch.Tensor:
+        """The loss of a call with at least one positive sample (or an unreduced one)."""
+        raise NotImplementedError
+
+
 @MODELS.register_module()
-class PredictionKLDLoss(nn.Module):
+class PredictionKLDLoss(_BoxLoss):
     """KL(pred || target) between the boxes' Gaussians: mmrotate's KLD loss (``GDLoss``,
     ``loss_type='kld'``) with the two boxes' roles swapped.
 
@@ -65,29 +134,19 @@ class PredictionKLDLoss(nn.Module):
             }
         )
 
-    def forward(
-        self,
-        pred: torch.Tensor,
-        target: torch.Tensor,
-        weight: torch.Tensor | None = None,
-        avg_factor: float | None = None,
-        reduction_override: str | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        if _no_positive(weight, reduction_override or "mean"):
-            return (pred * 0).sum()  # zero, still in the graph
+    def positive(self, call: BoxLossCall) -> torch.Tensor:
         return self.inner(
-            target,
-            pred,
-            weight=weight,
-            avg_factor=avg_factor,
-            reduction_override=reduction_override,
-            **kwargs,
+            call.target,
+            call.pred,
+            weight=call.weight,
+            avg_factor=call.avg_factor,
+            reduction_override=call.reduction_override,
+            **call.kwargs,
         )
 
 
 @MODELS.register_module()
-class ModulatedRotatedL1Loss(nn.Module):
+class ModulatedRotatedL1Loss(_BoxLoss):
     """L1 on target-normalised rotated-box offsets, minimised over the two equivalent target
     representations ``(w, h, θ)`` and ``(h, w, θ + π/2)`` (the modulated rotation loss of RSDet,
     Qian et al., AAAI 2021), on decoded boxes as rotated ATSS gives them.
@@ -103,21 +162,12 @@ class ModulatedRotatedL1Loss(nn.Module):
         super().__init__()
         self.loss_weight, self.reduction = loss_weight, reduction
 
-    def forward(
-        self,
-        pred: torch.Tensor,
-        target: torch.Tensor,
-        weight: torch.Tensor | None = None,
-        avg_factor: float | None = None,
-        reduction_override: str | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
+    def positive(self, call: BoxLossCall) -> torch.Tensor:
         from mmdet.models.losses.utils import weight_reduce_loss
 
-        reduction = reduction_override or self.reduction
-        if _no_positive(weight, reduction):
-            return (pred * 0).sum()  # zero, still in the graph
-        pred, target = pred.reshape(-1, 5), target.reshape(-1, 5)
+        reduction = call.reduction_override or self.reduction
+        weight = call.weight
+        pred, target = call.pred.reshape(-1, 5), call.target.reshape(-1, 5)
         wt, ht = target[:, 2].clamp(min=1e-3), target[:, 3].clamp(min=1e-3)
         wp, hp = pred[:, 2].clamp(min=1e-3), pred[:, 3].clamp(min=1e-3)
         cos, sin = torch.cos(target[:, 4]), torch.sin(target[:, 4])
@@ -135,4 +185,4 @@ class ModulatedRotatedL1Loss(nn.Module):
         loss = centre + torch.minimum(same, swapped)
         if weight is not None:
             weight = weight.reshape(-1).float()
-        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, avg_factor)
+        return self.loss_weight * weight_reduce_loss(loss, weight, reduction, call.avg_factor)

@@ -105,6 +105,11 @@ def cache_key(spec: StageSpec, params: Params, hash_path: Callable[[Path], str] 
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
+def _artifacts(folder: str, *names: str) -> dict[str, Any]:
+    """``extra`` of a stage that logs ``names`` inside ``folder`` as MLflow artifacts."""
+    return {"artifacts": tuple(f"{folder}/{name}" for name in names)}
+
+
 PIPELINE: list[StageSpec] = [
     StageSpec(
         name="generate",
@@ -174,14 +179,13 @@ PIPELINE: list[StageSpec] = [
             "{validation.out_dir}/summary.json",
         ),
         outs=("{paths.pretrain_out}",),
-        extra={
-            "artifacts": (
-                "{paths.pretrain_out}/metrics.jsonl",
-                "{paths.pretrain_out}/metrics.json",
-                "{paths.pretrain_out}/config.yaml",
-                "{paths.pretrain_out}/loss_curves.png",
-            )
-        },
+        extra=_artifacts(
+            "{paths.pretrain_out}",
+            "metrics.jsonl",
+            "metrics.json",
+            "config.yaml",
+            "loss_curves.png",
+        ),
         gpu=True,
         distributed=True,
         retries=1,
@@ -213,16 +217,15 @@ PIPELINE: list[StageSpec] = [
                 ("{paths.finetune_out}/validation.csv",),
             ),
         ),
-        extra={
-            "artifacts": (
-                "{paths.finetune_out}/validation.csv",
-                "{paths.finetune_out}/metrics.jsonl",
-                "{paths.finetune_out}/train.json",
-                "{paths.finetune_out}/config.yaml",
-                "{paths.finetune_out}/mmengine_config.py",
-                "{paths.finetune_out}/loss_curves.png",
-            )
-        },
+        extra=_artifacts(
+            "{paths.finetune_out}",
+            "validation.csv",
+            "metrics.jsonl",
+            "train.json",
+            "config.yaml",
+            "mmengine_config.py",
+            "loss_curves.png",
+        ),
         gpu=True,
         distributed=True,
         retries=1,
@@ -257,13 +260,7 @@ PIPELINE: list[StageSpec] = [
                 tuple(f"{{paths.eval_out}}/plots/pr_{d}.csv" for d in DATASETS),
             ),
         ),
-        extra={
-            "artifacts": (
-                "{paths.eval_out}/plots",
-                "{paths.eval_out}/per_class.md",
-                "{paths.eval_out}/orientation.json",
-            )
-        },
+        extra=_artifacts("{paths.eval_out}", "plots", "per_class.md", "orientation.json"),
     ),
     StageSpec(
         name="register",

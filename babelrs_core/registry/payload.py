@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from babelrs_core.detector.inference import as_rgb_uint8
+from babelrs_core.detector.inference import DETECTION_COLUMNS, as_rgb_uint8
 from babelrs_core.errors import BadInputError
 
 INPUT_COLUMNS = ("image", "modality", "image_id")
@@ -39,14 +39,7 @@ POLYGON_COLUMNS = ("px1", "py1", "px2", "py2", "px3", "py3", "px4", "py4")
 OUTPUT_COLUMNS = (
     "image_index",
     "image_id",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "score",
-    "label",
-    "class_name",
-    "soi_name",
+    *DETECTION_COLUMNS,
     "dataset",
     "modality",
     *POLYGON_COLUMNS,

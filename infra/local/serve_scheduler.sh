@@ -34,22 +34,14 @@ mkdir -p "$STATE"
 STATE="$(cd "$STATE" && pwd)"
 
 log() { printf '[serve-scheduler] %s\n' "$*"; }
-# alive, stop_group, port_busy
-# shellcheck source=infra/local/processes.sh
-source "$ROOT/infra/local/processes.sh"
+# prefect_server_env, alive, stop_if_alive, port_busy, start_bg, wait_healthy
+# shellcheck source=infra/local/_common.sh
+source "$ROOT/infra/local/_common.sh"
 
-# Prefect settings for every process started here (no machine-wide profile is read or changed)
-export PREFECT_HOME="$STATE"
-export PREFECT_PROFILES_PATH="$STATE/profiles.toml"
-# own database file: `make run` (ephemeral server, same PREFECT_HOME) uses prefect.db; the task
-# cache ($PREFECT_HOME/storage) is shared with it
-export PREFECT_SERVER_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$STATE/scheduler.db"
-export PREFECT_SERVER_ANALYTICS_ENABLED=false
-export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT=false
-export PREFECT_SERVER_API_HOST=127.0.0.1
-export PREFECT_SERVER_API_PORT="$PORT"
-export DO_NOT_TRACK=1
-unset PREFECT_API_URL PREFECT_API_KEY
+# Prefect settings for every process started here; own database file: `make run` (ephemeral
+# server, same PREFECT_HOME) uses prefect.db; the task cache ($PREFECT_HOME/storage) is shared
+# with it
+prefect_server_env "$STATE" "$PORT" scheduler.db
 API="http://127.0.0.1:$PORT/api"
 
 GPU_LIMIT="$("$BIN/python" -c '
@@ -69,14 +61,8 @@ WORKER_PID=""
 
 cleanup() {
   trap - INT TERM EXIT
-  if alive "$WORKER_PID"; then
-    log "stopping the worker"
-    stop_group "$WORKER_PID" 20 INT INT
-  fi
-  if alive "$SERVER_PID"; then
-    log "stopping the Prefect server"
-    stop_group "$SERVER_PID" 20 INT TERM
-  fi
+  stop_if_alive "$WORKER_PID" "the worker" INT INT
+  stop_if_alive "$SERVER_PID" "the Prefect server" INT TERM
   log "stopped"
 }
 trap 'cleanup; exit 130' INT

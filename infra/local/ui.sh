@@ -36,21 +36,13 @@ STATE="$(cd "$STATE" && pwd)"
 API_FILE="$STATE/api_url"
 
 log() { printf '[ui] %s\n' "$*"; }
-# alive, stop_group, port_busy
-# shellcheck source=infra/local/processes.sh
-source "$ROOT/infra/local/processes.sh"
+# prefect_server_env, alive, stop_if_alive, port_busy, start_bg, wait_healthy
+# shellcheck source=infra/local/_common.sh
+source "$ROOT/infra/local/_common.sh"
 
-# Prefect settings for the server (no machine-wide profile is read or changed)
-export PREFECT_HOME="$STATE"
-export PREFECT_PROFILES_PATH="$STATE/profiles.toml"
-export PREFECT_SERVER_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$STATE/prefect.db"
-export PREFECT_SERVER_ANALYTICS_ENABLED=false
-export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT=false
-export PREFECT_SERVER_API_HOST=127.0.0.1
-export PREFECT_SERVER_API_PORT="$PREFECT_PORT"
-export DO_NOT_TRACK=1
+# Prefect settings for the server: the database of `make run` / `make ablation`
+prefect_server_env "$STATE" "$PREFECT_PORT" prefect.db
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
-unset PREFECT_API_URL PREFECT_API_KEY
 PREFECT_URL="http://127.0.0.1:$PREFECT_PORT"
 MLFLOW_URL="http://127.0.0.1:$MLFLOW_PORT"
 
@@ -90,14 +82,8 @@ PREFECT_PID=""
 cleanup() {
   trap - INT TERM EXIT
   rm -f "$API_FILE"
-  if alive "$MLFLOW_PID"; then
-    log "stopping the MLflow UI"
-    stop_group "$MLFLOW_PID" 20 INT TERM
-  fi
-  if alive "$PREFECT_PID"; then
-    log "stopping the Prefect server"
-    stop_group "$PREFECT_PID" 20 INT TERM
-  fi
+  stop_if_alive "$MLFLOW_PID" "the MLflow UI" INT TERM
+  stop_if_alive "$PREFECT_PID" "the Prefect server" INT TERM
   log "stopped"
 }
 trap 'cleanup; exit 130' INT

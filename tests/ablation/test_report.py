@@ -7,17 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from babelrs_core.ablation.report import (
-    aggregate,
-    bottleneck,
-    brief,
-    cosine_curves,
-    first_nonfinite,
-    ordering,
-    spread_of,
-    statement,
-    write_plots,
-)
+from babelrs_core.ablation.ordering import bottleneck, brief, ordering, statement
+from babelrs_core.ablation.plots import write_plots
+from babelrs_core.ablation.rows import aggregate, cosine_curves, first_nonfinite, spread_of
 from tests.images import assert_png
 
 

@@ -53,3 +53,24 @@ def test_prediction_kld_has_gradients_and_a_zero_for_no_positives() -> None:
     assert value.item() > 0 and pred.grad is not None and pred.grad.abs().sum() > 0
     zero = loss(pred, TARGET, weight=torch.zeros(1), avg_factor=1.0)
     assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_focal_loss_runs_in_float32_under_bf16_autocast() -> None:
+    """mmcv's CUDA focal-loss kernel has no bf16 (seen on an H200): the heads' focal loss is
+    computed in float32 whatever the autocast dtype, with the value of mmdet's on float32."""
+    from babelrs_core.detector.heads import FOCAL_LOSS
+
+    ours, plain = MODELS.build(FOCAL_LOSS), MODELS.build({**FOCAL_LOSS, "type": "FocalLoss"})
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 5, generator=g)
+    labels = torch.randint(0, 6, (64,), generator=g)  # 5 = background
+    weight = torch.rand(64, generator=g)
+    expected = plain(logits, labels, weight, avg_factor=10.0)
+    pred = logits.to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ours(pred, labels, weight.to(torch.bfloat16), avg_factor=10.0)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, expected, rtol=1e-2)  # inputs rounded to bf16, loss in float32
+    got.backward()
+    assert pred.grad is not None and pred.grad.dtype == torch.bfloat16
+    assert torch.isfinite(pred.grad.float()).all()

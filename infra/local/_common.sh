@@ -1,7 +1,25 @@
 # Shell helpers shared by infra/local/ui.sh and infra/local/serve_scheduler.sh (sourced; $BIN is
 # the virtualenv's bin folder, TIMEOUT the seconds to wait for a server, log() the caller's logger):
-# start a server in its own process group, wait until it is healthy, is a process alive, stop a
-# process group, is a loopback port busy.
+# the environment of a local Prefect server, start a server in its own process group, wait until
+# it is healthy, is a process alive, stop a process group (logging it when it runs), is a
+# loopback port busy.
+
+# prefect_server_env STATE PORT DB: export the settings of a Prefect server on 127.0.0.1:PORT and
+# of the processes started with it (no machine-wide profile is read or changed): PREFECT_HOME =
+# STATE, the SQLite database STATE/DB, analytics and promotional content off; no API URL or key
+# is inherited.
+prefect_server_env() {
+  local state="$1" port="$2" db="$3"
+  export PREFECT_HOME="$state"
+  export PREFECT_PROFILES_PATH="$state/profiles.toml"
+  export PREFECT_SERVER_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$state/$db"
+  export PREFECT_SERVER_ANALYTICS_ENABLED=false
+  export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT=false
+  export PREFECT_SERVER_API_HOST=127.0.0.1
+  export PREFECT_SERVER_API_PORT="$port"
+  export DO_NOT_TRACK=1
+  unset PREFECT_API_URL PREFECT_API_KEY
+}
 
 alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
 
@@ -21,6 +39,16 @@ stop_group() {
     kill -s KILL -- "-$pid" 2>/dev/null || kill -s KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
+}
+
+# stop_if_alive PID WHAT SIGNAL...: log "stopping WHAT" and stop_group PID (20 s grace) if it runs
+stop_if_alive() {
+  local pid="$1" what="$2"
+  shift 2
+  if alive "$pid"; then
+    log "stopping $what"
+    stop_group "$pid" 20 "$@"
+  fi
 }
 
 # port_busy PORT: true when something listens on 127.0.0.1:PORT
