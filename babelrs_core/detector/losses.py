@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,17 @@ import torch
 from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
 from torch import nn
+
+
+def in_float32(fn: Callable[..., Any], pred: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    """``fn(pred, *args, **kwargs)`` outside autocast with every floating tensor in float32
+    (integer tensors such as class labels pass as they are)."""
+
+    def f32(x: Any) -> Any:
+        return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+    with torch.autocast(pred.device.type, enabled=False):
+        return fn(f32(pred), *[f32(a) for a in args], **{k: f32(v) for k, v in kwargs.items()})
 
 
 @MODELS.register_module()
@@ -22,22 +34,8 @@ class Float32FocalLoss(FocalLoss):
     in float32; the heads' convolutions keep running in the autocast dtype.
     """
 
-    def forward(  # type: ignore[override]
-        self,
-        pred: torch.Tensor,
-        target: torch.Tensor,
-        weight: torch.Tensor | None = None,
-        avg_factor: float | None = None,
-        reduction_override: str | None = None,
-    ) -> torch.Tensor:
-        with torch.autocast(pred.device.type, enabled=False):
-            return super().forward(
-                pred.float(),
-                target,
-                None if weight is None else weight.float(),
-                avg_factor,
-                reduction_override,
-            )
+    def forward(self, pred: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return in_float32(super().forward, pred, *args, **kwargs)
 
 
 @MODELS.register_module()
@@ -52,17 +50,8 @@ class Float32Loss(nn.Module):
         super().__init__()
         self.loss = MODELS.build(loss)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        def f32(x: Any) -> Any:
-            return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-
-        with torch.autocast(pred.device.type, enabled=False):
-            return self.loss(
-                f32(pred),
-                f32(target),
-                *[f32(a) for a in args],
-                **{k: f32(v) for k, v in kwargs.items()},
-            )
+    def forward(self, pred: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return in_float32(self.loss, pred, *args, **kwargs)
 
 
 def _no_positive(weight: torch.Tensor | None, reduction: str) -> bool:
