@@ -35,9 +35,8 @@ from scipy import ndimage
 from babelrs_core.concepts import DATASET_NAMES
 from babelrs_core.config import DatasetSpec, Params, SoiMini
 from babelrs_core.data.synth import ir, rgb, sar, shapes
+from babelrs_core.data.synth.cover import COVER_NAMES, WATER
 from babelrs_core.data.synth.scene import (
-    COVER_NAMES,
-    WATER,
     LayoutNeeds,
     Render,
     Scene,

@@ -25,18 +25,8 @@ from scipy import ndimage
 
 from babelrs_core.config import IrSensor
 from babelrs_core.data.synth import shapes
-from babelrs_core.data.synth.scene import (
-    ASPHALT,
-    COVER_NAMES,
-    FIELD,
-    SOIL,
-    URBAN,
-    WATER,
-    Render,
-    Scene,
-    footprints,
-    shadow_of,
-)
+from babelrs_core.data.synth.cover import ASPHALT, COVER_NAMES, FIELD, SOIL, URBAN, WATER
+from babelrs_core.data.synth.scene import Render, Scene, footprints, shadow_of
 from babelrs_core.data.synth.textures import fbm
 
 #: Air temperature, K (temperate climate, day vs night).

@@ -22,18 +22,8 @@ from scipy import ndimage
 
 from babelrs_core.config import SarSensor
 from babelrs_core.data.synth import shapes
-from babelrs_core.data.synth.scene import (
-    ASPHALT,
-    COVER_NAMES,
-    FIELD,
-    SOIL,
-    URBAN,
-    WATER,
-    Render,
-    Scene,
-    footprints,
-    shadow_of,
-)
+from babelrs_core.data.synth.cover import ASPHALT, COVER_NAMES, FIELD, SOIL, URBAN, WATER
+from babelrs_core.data.synth.scene import Render, Scene, footprints, shadow_of
 from babelrs_core.data.synth.textures import fbm, gamma_texture
 
 #: Backscatter sigma0 per land cover, dB (approximate literature values, docs/soi_mini.md §6.1):

@@ -21,12 +21,9 @@ import numpy as np
 from babelrs_core.concepts import class_info
 from babelrs_core.config import DatasetSpec, SceneLayout
 from babelrs_core.data.synth import shapes
+from babelrs_core.data.synth.cover import ASPHALT, COVER_NAMES, FIELD, SOIL, URBAN, WATER
 from babelrs_core.data.synth.textures import fbm
 from babelrs_core.english import number_word, with_article
-
-# Land-cover codes of :attr:`Scene.cover`.
-FIELD, SOIL, URBAN, ASPHALT, WATER = range(5)
-COVER_NAMES = ("field", "soil", "urban", "asphalt", "water")
 
 #: Dataset class -> the shape kinds it may be drawn as (one is picked uniformly per object).
 CLASS_KINDS: dict[str, dict[str, tuple[str, ...]]] = {

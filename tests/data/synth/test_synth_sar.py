@@ -22,9 +22,10 @@ from scipy import ndimage
 from babelrs_core.config import Params
 from babelrs_core.data.layout import scenes_file
 from babelrs_core.data.synth import writers
+from babelrs_core.data.synth.cover import FIELD, SOIL
 from babelrs_core.data.synth.generate import render_image
 from babelrs_core.data.synth.sar import draw_sar_settings, from_uint8, render_sar
-from babelrs_core.data.synth.scene import FIELD, SOIL, empty_scene
+from babelrs_core.data.synth.scene import empty_scene
 
 TOL = 0.15
 #: Windows keep this far from other land covers: the PSF (sigma <= 1 px) spreads a cover up to

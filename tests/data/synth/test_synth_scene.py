@@ -10,11 +10,9 @@ import numpy as np
 from babelrs_core.concepts import class_info
 from babelrs_core.config import Params
 from babelrs_core.data.layout import scenes_file
+from babelrs_core.data.synth.cover import ASPHALT, FIELD, WATER
 from babelrs_core.data.synth.generate import generate_soi_mini, render_image
 from babelrs_core.data.synth.scene import (
-    ASPHALT,
-    FIELD,
-    WATER,
     SceneObject,
     caption,
     count_phrase,
