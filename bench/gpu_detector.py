@@ -294,20 +294,17 @@ class Check:
             self.save()
 
 
-#: the ablation's variant names for the encoder starts -> ``finetune.init``
-INIT_OF = {"ours": "csia"}
-
-
 def finetune_params(base: dict[str, Any], start: str, precision: str, iters: int) -> Any:
+    """The fine-tuning params of the ablation variant ``start`` (its ``init`` from
+    ``ablation.variants``) at ``precision`` for ``iters`` iterations."""
     from babelrs_core.config import load_params
 
-    return load_params(
+    params = load_params(
         ROOT / "params.yaml",
         {
             **base,
             "finetune.device": DEVICE,
             "finetune.precision": precision,
-            "finetune.init": INIT_OF.get(start, start),
             "finetune.iters": iters,
             "finetune.log_every": 1,  # every iteration: the exact first non-finite step
             "finetune.val_every": 0,  # throughput of training alone
@@ -315,13 +312,15 @@ def finetune_params(base: dict[str, Any], start: str, precision: str, iters: int
             "finetune.grad_cosine_every": 0,  # its extra backward passes would skew it/s
         },
     )
+    params.finetune.init = params.ablation.variants[start].init
+    return params
 
 
 def finetune_row(
     base: dict[str, Any], init: str, precision: str, iters: int, work: Path, encoder: Path
 ) -> dict[str, Any]:
     from babelrs_core import stages
-    from babelrs_core.ablation.report import first_nonfinite
+    from babelrs_core.ablation.rows import first_nonfinite
     from babelrs_core.detector.hooks import read_metrics
 
     params = finetune_params(base, init, precision, iters)
@@ -336,7 +335,7 @@ def finetune_row(
     train_s = float(summary["timing"]["train_s"])
     return {
         "init": init,
-        "finetune_init": INIT_OF.get(init, init),
+        "finetune_init": params.finetune.init,
         "precision": precision,
         "iters": iters,
         "iters_per_s": round(iters / max(train_s, 1e-9), 2),
