@@ -585,6 +585,11 @@ class Ablation(Strict):
     label_variants: list[str] = ["ours", "no_language", "imagenet"]
     label_seeds: PosInt = 2  # the first N of seeds run (and are scored) at every label fraction
 
+    @property
+    def label_run_seeds(self) -> list[int]:
+        """The seeds every label fraction runs and is scored with: the first ``label_seeds``."""
+        return self.seeds[: self.label_seeds]
+
     @model_validator(mode="after")
     def _consistent(self) -> Ablation:
         bad = [n for n in self.variants if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", n)]
@@ -817,7 +822,7 @@ class Params(Strict):
         return self
 
 
-def _require_multiple(key: str, value: int, divisor: float, divisor_text: str) -> None:
+def _require_multiple(key: str, value: int, divisor: int, divisor_text: str) -> None:
     """``ValueError`` "``key`` (value) must be a multiple of ``divisor_text``" unless it is."""
     if value % divisor:
         raise ValueError(f"{key} ({value}) must be a multiple of {divisor_text}")

@@ -49,8 +49,8 @@ def label_efficiency_rows(plan: Plan) -> list[dict[str, Any]]:
         precision = own[0].precision
         for fraction in sorted(ab.label_fractions):
             if fraction >= 1:  # the variant's own runs, of the seeds every fraction has
-                seeds_at_all = ab.seeds[: ab.label_seeds]
-                jobs = [j for j in own if j.precision == precision and j.seed in seeds_at_all]
+                run_seeds = ab.label_run_seeds
+                jobs = [j for j in own if j.precision == precision and j.seed in run_seeds]
             else:
                 jobs = [
                     j

@@ -271,7 +271,7 @@ def _add_label_runs(plan: Plan, owner: dict[str, str]) -> None:
             continue
         label = ab.variants[variant].label
         for fraction in sorted(f for f in ab.label_fractions if f < 1):
-            for seed in ab.seeds[: ab.label_seeds]:
+            for seed in ab.label_run_seeds:
                 job = _finetune_job(
                     plan.params,
                     variant,
