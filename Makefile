@@ -15,7 +15,7 @@ export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DO_NOT_TRACK := 1
 
-.PHONY: champion-figure setup run ui test test-fast test-slow faults ablation lint format preview lock clean help serve-scheduler gpu-check
+.PHONY: champion-figure setup run ui test test-fast test-slow faults ablation ablation-recipe lint format preview lock clean help serve-scheduler gpu-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -71,6 +71,10 @@ faults: $(STAMP)  ## the fault suite: kill -9, corrupt / trapped checkpoints, fu
 ablation: $(STAMP)  ## encoder-start ablation (6 starts + 2 controls x 3 seeds, 64 eval images per dataset) through the Prefect flow -> docs/results.md "Ablation"
 	@$(FOLLOW_UI); \
 	$(BABELRS) ablation run
+
+ablation-recipe: $(STAMP)  ## the pretraining-recipe study (256 px, unfrozen LM vs ours; reuses make ablation's ours runs) -> docs/results.md
+	@$(FOLLOW_UI); \
+	$(BABELRS) ablation run --study recipe
 
 champion-figure: $(STAMP)  ## after `make run`: the champion's detections on held-out images -> docs/img
 	$(PY) -m babelrs_core.registry.figure samples outputs/predict/samples

@@ -44,6 +44,14 @@ SetOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+StudyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--study",
+        help="an ablation.studies entry (e.g. recipe): its variants, in a section of its own "
+        "(= --set ablation.study=NAME)",
+    ),
+]
 
 
 def _parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -364,15 +372,17 @@ app.add_typer(ablation_app, name="ablation")
 def ablation_run(
     params: ParamsOpt = DEFAULT_PARAMS,
     set_: SetOpt = None,
+    study: StudyOpt = None,
     track: TrackOpt = True,
 ) -> None:
     """Pretrain the variants, fine-tune every variant x precision x seed (equal compute), evaluate,
     and regenerate the "Ablation" section of docs/results.md with its PNGs, through the
     babelrs-ablation Prefect flow (ephemeral Prefect unless PREFECT_API_URL is set). Finished runs
     are reused, interrupted ones resume; exit 1 if any run failed (the report lists it)."""
+    from babelrs_core.ablation.report import SUMMARY_JSON
     from babelrs_core.ablation.run import AblationError, get_runner
 
-    overrides = _parse_overrides(set_)
+    overrides = _study_overrides(study) | _parse_overrides(set_)
     p = load_params(params, overrides)  # fail fast, before Prefect starts or anything is written
     run = get_runner("prefect")
     _prefect_home()
@@ -382,25 +392,34 @@ def ablation_run(
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo("\n".join(summary["statements"]))
-    typer.echo(f"wrote {p.ablation.results_md} and {p.ablation.out_root / 'summary.json'}")
+    typer.echo(f"wrote {p.ablation.results_md} and {p.ablation.report_dir / SUMMARY_JSON}")
+
+
+def _study_overrides(study: str | None) -> dict[str, Any]:
+    return {} if study is None else {"ablation.study": study}
 
 
 @ablation_app.command("report")
-def ablation_report(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
-    """Regenerate the "Ablation" section and PNGs from the outputs of earlier runs."""
+def ablation_report(
+    params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None, study: StudyOpt = None
+) -> None:
+    """Regenerate the ablation's section and PNGs from the outputs of earlier runs."""
     from babelrs_core.ablation.run import report_ablation
 
-    p = _params(params, set_)
+    p = load_params(params, _study_overrides(study) | _parse_overrides(set_))
     summary = report_ablation(p)
     typer.echo("\n".join(summary["statements"]))
 
 
 @ablation_app.command("plan")
-def ablation_plan(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
+def ablation_plan(
+    params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None, study: StudyOpt = None
+) -> None:
     """Print the runs the ablation would do (nothing runs)."""
     from babelrs_core.ablation.plan import build_plan
 
-    _echo_json(build_plan(_params(params, set_)).describe())
+    p = load_params(params, _study_overrides(study) | _parse_overrides(set_))
+    _echo_json(build_plan(p).describe())
 
 
 results_app = typer.Typer(help="The generated sections of docs/results.md.", no_args_is_help=True)

@@ -550,8 +550,42 @@ def _default_compute_controls() -> dict[str, ComputeControl]:
     }
 
 
+#: ablation keys a study may not replace
+_STUDY_FIXED = frozenset({"study", "studies"})
+
+
+def _default_studies() -> dict[str, dict[str, Any]]:
+    return {
+        "recipe": {
+            "section": "Ablation: pretraining recipe",
+            "plots_dir": "docs/img/ablation/recipe",
+            "precisions": ["fp32"],
+            "expected_order": ["ours"],
+            "compute_controls": {},
+            "label_variants": [],
+            "variants": {
+                "ours": {"label": "CSIA + LVSA (ours)", "init": "csia"},
+                "pretrain_256": {
+                    "label": "CSIA at 256 px",
+                    "init": "csia",
+                    "pretrain": {"image_size": 256},
+                },
+                "lm_unfrozen": {
+                    "label": "CSIA, LM unfrozen",
+                    "init": "csia",
+                    "pretrain": {"freeze.lm_embeddings": False, "freeze.lm_layers": 0},
+                },
+            },
+        }
+    }
+
+
 class Ablation(Strict):
-    """``babelrs ablation run``: encoder starts x precisions x seeds, equal fine-tuning compute."""
+    """``babelrs ablation run``: encoder starts x precisions x seeds, equal fine-tuning compute.
+
+    ``study`` names one of ``studies``, whose keys then replace these (``babelrs ablation run
+    --study NAME``): the same machinery over other variants, reported in a section of its own.
+    """
 
     variants: dict[str, AblationVariant] = Field(default_factory=_default_variants)
     expected_order: list[str] = ["ours", "last_layer", "tau0", "imagenet", "scratch"]
@@ -584,11 +618,45 @@ class Ablation(Strict):
     label_fractions: list[Annotated[float, Field(gt=0, le=1)]] = [0.1, 0.25, 1.0]
     label_variants: list[str] = ["ours", "no_language", "imagenet"]
     label_seeds: PosInt = 2  # the first N of seeds run (and are scored) at every label fraction
+    section: str = Field(default="Ablation", min_length=1)  # heading (## ...) of the section in results_md
+    study: str | None = None  # a name of studies, applied over these keys; None: the ablation
+    studies: dict[str, dict[str, Any]] = Field(default_factory=_default_studies)
 
     @property
     def label_run_seeds(self) -> list[int]:
         """The seeds every label fraction runs and is scored with: the first ``label_seeds``."""
         return self.seeds[: self.label_seeds]
+
+    @property
+    def report_dir(self) -> Path:
+        """Where the run record and ``summary.json`` go: ``out_root``, or
+        ``out_root/studies/<study>`` (a study shares the runs and the data, not the report)."""
+        return self.out_root if self.study is None else self.out_root / "studies" / self.study
+
+    def with_study(self, name: str) -> Ablation:
+        """These settings with study ``name``'s keys in place (validated)."""
+        return Ablation.model_validate(
+            {**self.model_dump(mode="json", exclude={"study"}), "study": name}
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_study(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("study") is None:
+            return data
+        name, studies = data["study"], data.get("studies", _default_studies())
+        if name not in studies:
+            known = ", ".join(sorted(studies)) or "none"
+            raise ValueError(f"study {name!r}: not one of ablation.studies ({known})")
+        return {**data, **studies[name]}
+
+    @model_validator(mode="after")
+    def _studies(self) -> Ablation:
+        for name, keys in self.studies.items():
+            bad = sorted((set(keys) - set(type(self).model_fields)) | (set(keys) & _STUDY_FIXED))
+            if bad:
+                raise ValueError(f"studies.{name}: keys {bad} are not ablation settings it sets")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Ablation:
@@ -816,9 +884,17 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _ablation_variants(self) -> Params:
-        for name in self.ablation.variants:
-            ablation_section(self, name, "pretrain")
-            ablation_section(self, name, "finetune")
+        _check_variant_overrides(self)
+        if self.ablation.study is None:  # every study's settings and overrides are valid too
+            for study in self.ablation.studies:
+                try:
+                    ablation = self.ablation.with_study(study)
+                    _check_variant_overrides(self.model_copy(update={"ablation": ablation}))
+                except ValidationError as exc:
+                    msg = "; ".join(_error_text(e) for e in exc.errors())
+                    raise ValueError(f"ablation.studies.{study}: {msg}") from None
+                except ValueError as exc:
+                    raise ValueError(f"ablation.studies.{study}: {exc}") from None
         return self
 
 
@@ -826,6 +902,13 @@ def _require_multiple(key: str, value: int, divisor: int, divisor_text: str) -> 
     """``ValueError`` "``key`` (value) must be a multiple of ``divisor_text``" unless it is."""
     if value % divisor:
         raise ValueError(f"{key} ({value}) must be a multiple of {divisor_text}")
+
+
+def _check_variant_overrides(params: Params) -> None:
+    """Every ablation variant's pretrain / finetune overrides apply (ValueError naming the key)."""
+    for name in params.ablation.variants:
+        ablation_section(params, name, "pretrain")
+        ablation_section(params, name, "finetune")
 
 
 def ablation_section(params: Params, variant: str, section: str) -> Any:
@@ -841,12 +924,16 @@ def ablation_section(params: Params, variant: str, section: str) -> Any:
         return type(base).model_validate(data)
     except ValidationError as exc:
         where = f"ablation.variants.{variant}.{section}"
-        msgs = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in exc.errors()
-        )
+        msgs = "; ".join(_error_text(e) for e in exc.errors())
         raise ValueError(f"{where}: {msgs}") from None
+
+
+def _error_text(error: Any) -> str:
+    """``loc: message`` of one pydantic error (``unknown key`` for a forbidden extra key)."""
+    loc = ".".join(str(p) for p in error["loc"])
+    msg = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+    msg = msg.removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
 
 
 def _reject_nan(value: Any, key: str = "") -> None:

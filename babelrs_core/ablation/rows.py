@@ -122,13 +122,38 @@ def pretrain_info(plan: Plan) -> list[dict[str, Any]]:
                 "steps": cfg.steps,
                 "mode": cfg.lvsa.mode,
                 "tau": cfg.lvsa.tau,
+                "image_size": cfg.image_size,
+                "lm_frozen": _lm_frozen(cfg.freeze),
+                **_region_scores(m.get("heldout") or {}),
                 "final_loss": hist[-1]["loss"] if hist else None,
                 "nonfinite_steps": hist[-1].get("nonfinite_steps") if hist else None,
                 "train_s": (m.get("timing") or {}).get("train_s"),
+                "train_cpu_s": (m.get("timing") or {}).get("train_cpu_s"),
                 "total_s": (m.get("timing") or {}).get("total_s"),
             }
         )
     return out
+
+
+def _lm_frozen(freeze: Any) -> str:
+    """What of the language model a pretraining kept frozen, in words."""
+    parts = (["embeddings"] if freeze.lm_embeddings else []) + (
+        [f"{freeze.lm_layers} layers"] if freeze.lm_layers else []
+    )
+    return " + ".join(parts) or "nothing"
+
+
+def _region_scores(heldout: dict[str, Any]) -> dict[str, float | None]:
+    """Held-out region accuracy and its majority-answer baseline, pooled over the modalities
+    (weighted by their prompts; None where a run did not record one)."""
+    tasks = [t["region"] for t in heldout.values() if t.get("region", {}).get("n")]
+    n = sum(t["n"] for t in tasks)
+    return {
+        key: sum(t[field] * t["n"] for t in tasks) / n
+        if n and all(field in t for t in tasks)
+        else None
+        for key, field in (("region_accuracy", "accuracy"), ("region_majority", "majority"))
+    }
 
 
 # -- aggregation ----------------------------------------------------------------------------------

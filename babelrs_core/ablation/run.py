@@ -26,7 +26,7 @@ from typing import Any, Protocol, cast
 from babelrs_core.ablation import jobs
 from babelrs_core.ablation.label_efficiency import label_efficiency_rows
 from babelrs_core.ablation.plan import FinetuneJob, Plan, PretrainJob, build_plan
-from babelrs_core.ablation.report import RUN_JSON, write_report
+from babelrs_core.ablation.report import RUN_JSON, SUMMARY_JSON, write_report
 from babelrs_core.config import Params, flatten
 from babelrs_core.errors import BabelrsError
 from babelrs_core.io.atomic import write_json
@@ -273,7 +273,7 @@ class AblationRun:
             "compute_controls": {j.key: j.measured for j in self.plan.finetunes if j.compute},
             "label_efficiency": label_efficiency_rows(self.plan),
         }
-        write_json(self.plan.root / RUN_JSON, info)
+        write_json(params.ablation.report_dir / RUN_JSON, info)
         summary = write_report(self.plan, self.errors, info)
         if self.tracker is not None and self.parent is not None:
             _log_parent(self.tracker, self.parent, self.plan, summary)
@@ -377,5 +377,6 @@ def _log_parent(tracker: Any, parent: str, plan: Plan, summary: dict[str, Any]) 
     if nums:
         tracker.client.log_batch(parent, metrics=_metrics(nums))
     tracker.log_artifacts(
-        parent, [plan.root / "summary.json", Path(plan.params.ablation.plots_dir)]
+        parent,
+        [plan.params.ablation.report_dir / SUMMARY_JSON, Path(plan.params.ablation.plots_dir)],
     )

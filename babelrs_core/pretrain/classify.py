@@ -306,23 +306,29 @@ def run_classification(
 def evaluate(
     model: RegionClassifier, data: PretrainData, params: Params, device: torch.device
 ) -> dict[str, dict[str, Any]]:
-    """Held-out region accuracy per modality (no flips); chance = mean 1 / classes offered."""
+    """Held-out region accuracy per modality (no flips); chance = mean 1 / classes offered;
+    majority = always answering the modality's commonest held-out class."""
+    from babelrs_core.pretrain.evaluate import majority_baseline
+
     was = model.training
     model.eval()
     items = [e for e in data.heldout if e.task == "region"]
     hits: dict[str, list[bool]] = {}
     chance: dict[str, list[float]] = {}
+    truth: dict[str, list[str]] = {}
     for i in range(0, len(items), EVAL_BATCH):
         chunk = items[i : i + EVAL_BATCH]
         images, boxes, dss = _batch(data, chunk, [0] * len(chunk), device)
         pred = model(images, boxes, dss, params.pretrain.steps).argmax(1).cpu()
         for e, p, t in zip(chunk, pred.tolist(), targets(data, model, chunk).tolist(), strict=True):
             hits.setdefault(e.modality, []).append(p == t)
+            truth.setdefault(e.modality, []).append(str(t))
             chance.setdefault(e.modality, []).append(1 / len(data.classes[e.text.dataset]))
     model.train(was)
     out: dict[str, dict[str, Any]] = {}
     for m, h in sorted(hits.items()):
         score = {"accuracy": sum(h) / len(h), "chance": sum(chance[m]) / len(chance[m])}
+        score["majority"] = majority_baseline(truth[m])
         score["n"] = len(h)
         out[m] = {"region": score}
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from babelrs_core import stages
-from babelrs_core.ablation.plan import ablation_params, build_plan
+from babelrs_core.ablation.plan import FinetuneJob, Plan, ablation_params, build_plan
 from babelrs_core.config import ConfigError, captions_beside, load_params
 from babelrs_core.io.hashing import file_sha256
 
@@ -87,6 +87,14 @@ def test_variants_with_the_same_pretraining_share_one_run() -> None:
         ({"ablation.variants.Bad_Name": {"label": "x", "init": "scratch"}}, "Bad_Name"),
         ({"ablation.iters": 0}, "ablation.iters"),
         ({"ablation.cpu_fp16": "maybe"}, "ablation.cpu_fp16"),
+        ({"ablation.study": "nope"}, "study 'nope': not one of ablation.studies (recipe)"),
+        ({"ablation.studies.recipe.seedz": [0, 1]}, "studies.recipe: keys ['seedz']"),
+        ({"ablation.studies.recipe.studies": {}}, "studies.recipe: keys ['studies']"),
+        ({"ablation.studies.recipe.seeds": [0]}, "studies.recipe: seeds [0]: at least two"),
+        (
+            {"ablation.studies.recipe.variants.lm_unfrozen.pretrain": {"freeze.lm_layerz": 0}},
+            "studies.recipe: ablation.variants.lm_unfrozen.pretrain: freeze.lm_layerz",
+        ),
     ],
 )
 def test_invalid_ablation_params_name_the_key(overrides: dict, message: str) -> None:
@@ -94,6 +102,37 @@ def test_invalid_ablation_params_name_the_key(overrides: dict, message: str) -> 
         load_params(ROOT / "params.yaml", overrides)
     assert "params.yaml" in str(err.value)
     assert message in str(err.value)
+
+
+def test_a_study_shares_runs_and_data_but_reports_apart() -> None:
+    params = load_params(ROOT / "params.yaml")
+    study = load_params(ROOT / "params.yaml", {"ablation.study": "recipe"})
+    ab = study.ablation
+    assert list(ab.variants) == ["ours", "pretrain_256", "lm_unfrozen"]
+    assert ab.section != params.ablation.section and ab.plots_dir != params.ablation.plots_dir
+    assert ab.report_dir == params.ablation.out_root / "studies" / "recipe"
+    main, recipe = build_plan(params, device="cpu"), build_plan(study, device="cpu")
+    assert recipe.params.paths.manifest == main.params.paths.manifest  # the same data
+    # `ours` is the same job in both, so a study reuses the ablation's finished runs
+    mine = {j.key: j for j in main.finetunes if j.variant == "ours" and j.precision == "fp32"}
+    theirs = {j.key: j for j in recipe.finetunes if j.variant == "ours"}
+    assert mine.keys() == theirs.keys()
+    for key, job in mine.items():
+        assert theirs[key].out == job.out
+        assert _run_fingerprint(theirs[key], recipe) == _run_fingerprint(job, main)
+    assert recipe.pretrain_job("ours").fingerprint() == main.pretrain_job("ours").fingerprint()
+    big = recipe.pretrain_job("pretrain_256").params.pretrain
+    assert (big.image_size, big.lvsa.grid) == (256, params.pretrain.lvsa.grid)
+    thawed = recipe.pretrain_job("lm_unfrozen").params.pretrain.freeze
+    assert (thawed.lm_embeddings, thawed.lm_layers) == (False, 0)
+    assert {j.precision for j in recipe.finetunes} == {"fp32"}
+    assert not recipe.label_runs and all(j.compute is None for j in recipe.finetunes)
+
+
+def _run_fingerprint(job: FinetuneJob, plan: Plan) -> dict:
+    from babelrs_core.detector.train import fingerprint
+
+    return fingerprint(job.params, plan.manifest, None)
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess:

@@ -103,6 +103,10 @@ def test_brief_line_for_a_secondary_metric() -> None:
     assert "did not hold; 0 of 1 pairs" in line
     held = brief(ordering(aggregate(rows), ["img", "ours"], "ap50", "fp32"))
     assert "overall AP@50: img 18.00 > ours 10.00" in held and "held beyond the spreads" in held
+    # a study expects no ordering: the means only, no verdict
+    assert brief(ordering(aggregate(rows), ["ours"], "map", "fp32")) == (
+        "overall mAP: img 10.00 > ours 6.00"
+    )
 
 
 def test_bottleneck_names_the_lowest_map_dataset() -> None:

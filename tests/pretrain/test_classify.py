@@ -52,6 +52,8 @@ def test_classification_lowers_the_loss_and_writes_a_csia_shaped_encoder(
     assert saved["timing"]["train_cpu_s"] > 0 and saved["timing"]["steps_this_run"] == 30
     for mod, score in saved["region_accuracy"].items():
         assert 0 <= score <= 1 and saved["region_chance"][mod] == 0.5
+        region = saved["heldout"][mod]["region"]  # beside it, always answering the commonest class
+        assert 1 / 2 <= region["majority"] <= 1 and region["n"] > 0
 
     # its encoder is the detector's backbone, loaded strictly as a CSIA encoder is
     from babelrs_core.detector.backbone import BabelRSBackbone
