@@ -252,8 +252,8 @@ class PretrainFreeze(Strict):
 
     encoder: bool = False
     projector: bool = False  # tap adapters + the shared projector
-    lm_embeddings: bool = True  # token embeddings (tied to the LM output matrix)
-    lm_layers: NonNegInt = 4  # bottom N transformer layers of the language model
+    lm_embeddings: bool = False  # token embeddings (tied to the LM output matrix)
+    lm_layers: NonNegInt = 0  # bottom N transformer layers of the language model
     lm_head: bool = False  # LM head (BERT's prediction transform is freshly initialised)
 
 
@@ -287,7 +287,7 @@ class Pretrain(Strict):
     pretrained: bool = True  # load the encoder's pretrained weights (ImageNet for lite0)
     lm_dropout: Fraction | None = None  # language-model dropout; null: the model's own (0.1)
     bn: Literal["frozen", "train"] = "frozen"  # CNN BatchNorm statistics
-    image_size: PosInt = 128
+    image_size: PosInt = 256
     steps: PosInt = 150  # paper: 20k
     batch_size: PosInt = 8  # global: split over the distributed processes
     lr: PosFloat = 1e-3
@@ -554,7 +554,16 @@ def _default_compute_controls() -> dict[str, ComputeControl]:
 _STUDY_FIXED = frozenset({"study", "studies"})
 
 
+def _previous_recipe() -> dict[str, Any]:
+    return {
+        "label": "previous recipe (128 px, LM partly frozen)",
+        "init": "csia",
+        "pretrain": {"image_size": 128, "freeze.lm_embeddings": True, "freeze.lm_layers": 4},
+    }
+
+
 def _default_studies() -> dict[str, dict[str, Any]]:
+    ours = {"label": "CSIA + LVSA (ours)", "init": "csia"}
     return {
         "recipe": {
             "section": "Ablation: pretraining recipe",
@@ -564,19 +573,31 @@ def _default_studies() -> dict[str, dict[str, Any]]:
             "compute_controls": {},
             "label_variants": [],
             "variants": {
-                "ours": {"label": "CSIA + LVSA (ours)", "init": "csia"},
-                "pretrain_256": {
-                    "label": "CSIA at 256 px",
+                "ours": ours,
+                "pretrain_128": {
+                    "label": "CSIA at 128 px",
                     "init": "csia",
-                    "pretrain": {"image_size": 256},
+                    "pretrain": {"image_size": 128},
                 },
-                "lm_unfrozen": {
-                    "label": "CSIA, LM unfrozen",
+                "lm_frozen": {
+                    "label": "CSIA, LM embeddings + 4 layers frozen",
                     "init": "csia",
-                    "pretrain": {"freeze.lm_embeddings": False, "freeze.lm_layers": 0},
+                    "pretrain": {"freeze.lm_embeddings": True, "freeze.lm_layers": 4},
                 },
+                "previous": _previous_recipe(),
             },
-        }
+        },
+        "recipe_long": {
+            "section": "Ablation: pretraining recipe at 900 iterations",
+            "out_root": "outputs/ablation_long",
+            "plots_dir": "docs/img/ablation/recipe_long",
+            "iters": 900,
+            "precisions": ["fp32"],
+            "expected_order": ["ours"],
+            "compute_controls": {},
+            "label_variants": [],
+            "variants": {"ours": ours, "previous": _previous_recipe()},
+        },
     }
 
 
@@ -618,7 +639,7 @@ class Ablation(Strict):
     label_fractions: list[Annotated[float, Field(gt=0, le=1)]] = [0.1, 0.25, 1.0]
     label_variants: list[str] = ["ours", "no_language", "imagenet"]
     label_seeds: PosInt = 2  # the first N of seeds run (and are scored) at every label fraction
-    section: str = Field(default="Ablation", min_length=1)  # heading (## ...) of the section in results_md
+    section: str = Field(default="Ablation", min_length=1)  # heading (## ...) in results_md
     study: str | None = None  # a name of studies, applied over these keys; None: the ablation
     studies: dict[str, dict[str, Any]] = Field(default_factory=_default_studies)
 

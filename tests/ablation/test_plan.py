@@ -87,13 +87,16 @@ def test_variants_with_the_same_pretraining_share_one_run() -> None:
         ({"ablation.variants.Bad_Name": {"label": "x", "init": "scratch"}}, "Bad_Name"),
         ({"ablation.iters": 0}, "ablation.iters"),
         ({"ablation.cpu_fp16": "maybe"}, "ablation.cpu_fp16"),
-        ({"ablation.study": "nope"}, "study 'nope': not one of ablation.studies (recipe)"),
+        (
+            {"ablation.study": "nope"},
+            "study 'nope': not one of ablation.studies (recipe, recipe_long)",
+        ),
         ({"ablation.studies.recipe.seedz": [0, 1]}, "studies.recipe: keys ['seedz']"),
         ({"ablation.studies.recipe.studies": {}}, "studies.recipe: keys ['studies']"),
         ({"ablation.studies.recipe.seeds": [0]}, "studies.recipe: seeds [0]: at least two"),
         (
-            {"ablation.studies.recipe.variants.lm_unfrozen.pretrain": {"freeze.lm_layerz": 0}},
-            "studies.recipe: ablation.variants.lm_unfrozen.pretrain: freeze.lm_layerz",
+            {"ablation.studies.recipe.variants.lm_frozen.pretrain": {"freeze.lm_layerz": 0}},
+            "studies.recipe: ablation.variants.lm_frozen.pretrain: freeze.lm_layerz",
         ),
     ],
 )
@@ -108,7 +111,7 @@ def test_a_study_shares_runs_and_data_but_reports_apart() -> None:
     params = load_params(ROOT / "params.yaml")
     study = load_params(ROOT / "params.yaml", {"ablation.study": "recipe"})
     ab = study.ablation
-    assert list(ab.variants) == ["ours", "pretrain_256", "lm_unfrozen"]
+    assert list(ab.variants) == ["ours", "pretrain_128", "lm_frozen", "previous"]
     assert ab.section != params.ablation.section and ab.plots_dir != params.ablation.plots_dir
     assert ab.report_dir == params.ablation.out_root / "studies" / "recipe"
     main, recipe = build_plan(params, device="cpu"), build_plan(study, device="cpu")
@@ -121,12 +124,20 @@ def test_a_study_shares_runs_and_data_but_reports_apart() -> None:
         assert theirs[key].out == job.out
         assert _run_fingerprint(theirs[key], recipe) == _run_fingerprint(job, main)
     assert recipe.pretrain_job("ours").fingerprint() == main.pretrain_job("ours").fingerprint()
-    big = recipe.pretrain_job("pretrain_256").params.pretrain
-    assert (big.image_size, big.lvsa.grid) == (256, params.pretrain.lvsa.grid)
-    thawed = recipe.pretrain_job("lm_unfrozen").params.pretrain.freeze
-    assert (thawed.lm_embeddings, thawed.lm_layers) == (False, 0)
+    small = recipe.pretrain_job("pretrain_128").params.pretrain
+    assert (small.image_size, small.lvsa.grid) == (128, params.pretrain.lvsa.grid)
+    frozen = recipe.pretrain_job("lm_frozen").params.pretrain.freeze
+    assert (frozen.lm_embeddings, frozen.lm_layers) == (True, 4)
+    old = recipe.pretrain_job("previous").params.pretrain
+    assert (old.image_size, old.freeze.lm_layers) == (128, 4)
     assert {j.precision for j in recipe.finetunes} == {"fp32"}
     assert not recipe.label_runs and all(j.compute is None for j in recipe.finetunes)
+    # a longer study keeps runs of its own: iterations are not in a run's fingerprint
+    long = build_plan(load_params(ROOT / "params.yaml", {"ablation.study": "recipe_long"}), "cpu")
+    assert {j.params.finetune.iters for j in long.finetunes} == {900}
+    assert long.root != main.root and not {j.out for j in long.finetunes} & {
+        j.out for j in main.finetunes
+    }
 
 
 def _run_fingerprint(job: FinetuneJob, plan: Plan) -> dict:
