@@ -382,7 +382,7 @@ def ablation_run(
     from babelrs_core.ablation.report import SUMMARY_JSON
     from babelrs_core.ablation.run import AblationError, get_runner
 
-    overrides = _study_overrides(study) | _parse_overrides(set_)
+    overrides = _ablation_overrides(study, set_)
     p = load_params(params, overrides)  # fail fast, before Prefect starts or anything is written
     run = get_runner("prefect")
     _prefect_home()
@@ -395,8 +395,9 @@ def ablation_run(
     typer.echo(f"wrote {p.ablation.results_md} and {p.ablation.report_dir / SUMMARY_JSON}")
 
 
-def _study_overrides(study: str | None) -> dict[str, Any]:
-    return {} if study is None else {"ablation.study": study}
+def _ablation_overrides(study: str | None, items: list[str] | None) -> dict[str, Any]:
+    """``--study NAME`` (= ``ablation.study=NAME``) and the ``--set`` overrides, which win."""
+    return ({} if study is None else {"ablation.study": study}) | _parse_overrides(items)
 
 
 @ablation_app.command("report")
@@ -406,7 +407,7 @@ def ablation_report(
     """Regenerate the ablation's section and PNGs from the outputs of earlier runs."""
     from babelrs_core.ablation.run import report_ablation
 
-    p = load_params(params, _study_overrides(study) | _parse_overrides(set_))
+    p = load_params(params, _ablation_overrides(study, set_))
     summary = report_ablation(p)
     typer.echo("\n".join(summary["statements"]))
 
@@ -418,7 +419,7 @@ def ablation_plan(
     """Print the runs the ablation would do (nothing runs)."""
     from babelrs_core.ablation.plan import build_plan
 
-    p = load_params(params, _study_overrides(study) | _parse_overrides(set_))
+    p = load_params(params, _ablation_overrides(study, set_))
     _echo_json(build_plan(p).describe())
 
 
