@@ -212,6 +212,8 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.update(MLFLOW_TRACKING_URI=saved_env)
 
 
+#: tag of a failed run: the error's type and message (at most ERROR_TAG_CHARS characters)
+ERROR_TAG, ERROR_TAG_CHARS = "babelrs.error", 500
 #: tag prefix of the process that created a run (``host``, ``pid``, ``pid_start``, ``boot_id``)
 OWNER_TAG = "babelrs.owner"
 
@@ -338,8 +340,13 @@ class Tracker:
         tags = [InputTag("mlflow.data.context", context)]
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=tags)])
 
-    def finish(self, run_id: str, ok: bool) -> None:
-        """Close a run as FINISHED or FAILED."""
+    def finish(self, run_id: str, ok: bool, error: BaseException | None = None) -> None:
+        """Close a run as FINISHED or FAILED; a failed run's ``error`` becomes its tag
+        ``babelrs.error`` (type and message, secrets redacted), what a retry or a reader of the
+        MLflow UI needs to know about the attempt."""
+        if error is not None:
+            text = redact(f"{type(error).__name__}: {error}")[:ERROR_TAG_CHARS]
+            self.client.set_tag(run_id, ERROR_TAG, text)
         self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
     @classmethod

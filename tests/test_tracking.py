@@ -11,7 +11,14 @@ import pytest
 from babelrs_core.config import flatten, load_params
 from babelrs_core.pipeline import stage
 from babelrs_core.pipeline.runner import execute_stage
-from babelrs_core.tracking import MetricBuffer, Tracker, log_step, params_hash, redact
+from babelrs_core.tracking import (
+    ERROR_TAG,
+    MetricBuffer,
+    Tracker,
+    log_step,
+    params_hash,
+    redact,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,13 +80,21 @@ def test_execute_stage_makes_a_child_run_with_params_subset_and_lineage(
     assert 0 < child.data.metrics["stage_seconds"] < 600
 
 
-def test_failed_stage_marks_the_run_failed(tracker: Tracker, tmp_path: Path) -> None:
-    params = load_params(ROOT / "params.yaml", {"paths.manifest": str(tmp_path / "none.parquet")})
-    with pytest.raises(FileNotFoundError):
+def test_failed_stage_marks_the_run_failed_with_its_error(
+    tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-in-a-path")
+    missing = tmp_path / "s3cr3t-in-a-path" / "none.parquet"
+    params = load_params(ROOT / "params.yaml", {"paths.manifest": str(missing)})
+    with pytest.raises(FileNotFoundError) as raised:
         execute_stage(stage("validate"), params, tracker=tracker, progress=False)
     runs = tracker.client.search_runs([tracker.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert runs[0].data.tags["babelrs.stage"] == "validate" and runs[0].info.end_time is not None
+    # the error is on the run, its secret redacted
+    error = runs[0].data.tags[ERROR_TAG]
+    assert error == f"FileNotFoundError: {raised.value}".replace("s3cr3t-in-a-path", "***")
+    assert "none.parquet" in error and "s3cr3t" not in error
 
 
 def test_redact_hides_secret_env_values(monkeypatch: pytest.MonkeyPatch) -> None:

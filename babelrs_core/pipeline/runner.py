@@ -137,7 +137,7 @@ def _run_tracked(
     tags = {**extra_tags, **lineage_tags(params, runner), "babelrs.stage": spec.name}
     tags.update({f"{DATA_HASH_TAG}{path}": digest for path, digest in hashes.items()})
     run_id = tracker.start(run_name, tags, parent_run_id)
-    ok = False
+    error: BaseException | None = None
     try:
         tracker.log_params(run_id, flatten_dict(params_subset(params, spec.params)))
         manifest = Path(params.paths.manifest)
@@ -152,11 +152,13 @@ def _run_tracked(
         files = [spec.resolve(p, params) for p in (*spec.metrics, *spec.plots)]
         files += [spec.resolve(p, params) for p in spec.extra.get("artifacts", ())]
         tracker.log_artifacts(run_id, [Path(f) for f in files], artifact_dir=spec.name)
-        ok = True
         result["mlflow_run_id"] = run_id
         return result
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
-        tracker.finish(run_id, ok)
+        tracker.finish(run_id, error is None, error)
 
 
 def _launch_distributed(

@@ -24,12 +24,19 @@ from tests.servers import MotoServer, aws_env, free_port, s3_client
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 _CLEAN_PREFIXES = ("PREFECT_", "MLFLOW_", "AWS_", "BABELRS_")
+#: pytest's marker of a running test: MLflow switches on test-only session checks when it is set,
+#: so the processes under test would not run as they do for a user
+_TEST_ONLY_VARS = ("PYTEST_CURRENT_TEST",)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """``os.environ`` without Prefect / MLflow / AWS / babelrs settings, plus ``extra``;
     ``.venv/bin`` first on PATH and the analytics / promotional switches off."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEAN_PREFIXES)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(_CLEAN_PREFIXES) and k not in _TEST_ONLY_VARS
+    }
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
