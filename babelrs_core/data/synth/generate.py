@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from babelrs_core.concepts import DATASET_NAMES, DATASETS, SPLITS
+from babelrs_core.concepts import DATASET_NAMES, DATASETS, SPLITS, Split
 from babelrs_core.config import DatasetSpec, Params
 from babelrs_core.data.layout import DATASET_DIRS, scenes_file
 from babelrs_core.data.synth import fast, writers
@@ -41,7 +41,7 @@ def image_rng(seed: int, dataset: str, split: str, index: int) -> np.random.Gene
     return np.random.default_rng([seed, DATASET_NAMES.index(dataset), SPLITS.index(split), index])
 
 
-def splits_of(spec: DatasetSpec) -> list[str]:
+def splits_of(spec: DatasetSpec) -> list[Split]:
     """The splits of a dataset in canonical order."""
     return [s for s in SPLITS if s in spec.splits]
 
@@ -72,7 +72,8 @@ def naming(params: Params, dataset: str, split: str, index: int) -> tuple[str, s
     them: SARDet ``000001``.. and DOTA ``P0000``.. numbered across splits, DroneVehicle ``00001``..
     per split."""
     spec: DatasetSpec = getattr(params.soi_mini, dataset)
-    before = sum(spec.splits[s] for s in splits_of(spec)[: splits_of(spec).index(split)])
+    order = splits_of(spec)
+    before = sum(spec.splits[s] for s in order[: [str(s) for s in order].index(split)])
     root = DATASET_DIRS[dataset]
     if dataset == "sardet":
         stem = f"{before + index + 1:06d}"
@@ -161,12 +162,13 @@ def _write_image(tmp: Path, scene: Scene, render: Render, params: Params) -> Non
 
 def _write_labels(tmp: Path, scene: Scene, params: Params) -> None:
     if scene.dataset == "dota":
-        objs = [
-            (o.polygon().ravel(), o.cls, int(o.attrs.get("difficult", 0))) for o in scene.objects
+        polygons = [
+            (o.polygon().ravel().tolist(), o.cls, int(o.attrs.get("difficult", 0)))
+            for o in scene.objects
         ]
         path = tmp / DATASET_DIRS["dota"] / scene.split / "labelTxt" / f"{scene.stem}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(writers.dota_text(objs, params.soi_mini.rgb.gsd_m))
+        path.write_text(writers.dota_text(polygons, params.soi_mini.rgb.gsd_m))
     elif scene.dataset == "dronevehicle":
         b = params.soi_mini.ir.border_px
         objs = [
@@ -209,7 +211,9 @@ def generate_soi_mini(
     ):
         for dataset, split, n in jobs:
             root = tmp / DATASET_DIRS[dataset]
-            records, coco_images, coco_anns = [], [], []
+            records: list[dict[str, Any]] = []
+            coco_images: list[dict[str, Any]] = []
+            coco_anns: list[dict[str, Any]] = []
             n_obj = 0
             if dataset == "dota":
                 (root / split / "images").mkdir(parents=True, exist_ok=True)

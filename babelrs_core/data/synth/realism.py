@@ -70,7 +70,7 @@ class RealDataset:
     class_share: dict[str, Figure] = field(default_factory=dict)
 
 
-def _length_range(length_m: tuple[float, float], gsd_m: tuple[float, float]) -> tuple[float, ...]:
+def _length_range(length_m: tuple[float, float], gsd_m: tuple[float, float]) -> tuple[float, float]:
     """Pixels spanned by lengths ``length_m`` imaged at ground sample distances ``gsd_m``."""
     return round(length_m[0] / gsd_m[1], 1), round(length_m[1] / gsd_m[0], 1)
 

@@ -125,18 +125,23 @@ def _fleet(rng: np.random.Generator) -> RGB:
     colour = FLEET[int(rng.choice(len(FLEET), p=p / p.sum()))][0]
     if colour is None:
         hue = rng.random(3)
-        colour = tuple(float(v) for v in 0.15 + 0.7 * hue / hue.max())
-    return colour  # type: ignore[return-value]
+        r, g, b = (float(v) for v in 0.15 + 0.7 * hue / hue.max())
+        colour = (r, g, b)
+    return colour
 
 
 def _object_colours(rng: np.random.Generator, kind: str) -> dict[str, RGB]:
     if kind in shapes.VEHICLE_KINDS:
         body = _fleet(rng)
-        roof = tuple(min(c * ROOF_LIGHTER, 1.0) for c in body)
+        roof = (
+            min(body[0] * ROOF_LIGHTER, 1.0),
+            min(body[1] * ROOF_LIGHTER, 1.0),
+            min(body[2] * ROOF_LIGHTER, 1.0),
+        )
         cargo = _fleet(rng)
         return {"hood": body, "trunk": body, "roof": roof, "cab": body, "cargo": cargo,
                 "engine": roof, "roof_units": (0.55, 0.55, 0.56), "windshield": GLASS_RGB,
-                "rear_glass": GLASS_RGB, "cab_glass": GLASS_RGB}  # type: ignore[dict-item]  # fmt: skip
+                "rear_glass": GLASS_RGB, "cab_glass": GLASS_RGB}  # fmt: skip
     out = {}
     for part, choices in PALETTE[kind].items():
         out[part] = choices[int(rng.integers(len(choices)))]
