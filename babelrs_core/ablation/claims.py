@@ -15,6 +15,7 @@ from typing import Any
 
 from babelrs_core.ablation.plan import Plan
 from babelrs_core.concepts import DATASETS
+from babelrs_core.detections import GtImage
 from babelrs_core.evaluation.bootstrap import (
     LEVEL,
     MissingPredictionsError,
@@ -67,7 +68,7 @@ def compute_claims(plan: Plan, rows: Sequence[dict[str, Any]], precision: str) -
     if REFERENCE not in {j.variant for j in jobs}:
         out["problem"] = f"no evaluated `{REFERENCE}` run at {precision}"
         return out
-    gt_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    gt_cache: dict[tuple[Any, ...], list[GtImage]] = {}
     tables: dict[tuple[str, int], Any] = {}
     for j in jobs:
         try:

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from babelrs_core.concepts import SOI_DET_CLASSES
+from babelrs_core.detections import Detection
 from babelrs_core.detector import checkpoint as ckpt
 
 #: What every detection has, whoever returns it (the inference API, the registered model's output).
@@ -135,7 +136,7 @@ class Detector:
         images: Sequence[np.ndarray],
         modality: str,
         score_thr: float | None = None,
-    ) -> list[list[dict[str, Any]]]:
+    ) -> list[list[Detection]]:
         """Detections for each image of one sensor (one forward pass for the whole list)."""
         if not len(images):
             return []
@@ -152,7 +153,7 @@ class Detector:
 
     def predict(
         self, image: np.ndarray, modality: str, score_thr: float | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Detection]:
         """Detections of one image: a list of dicts, highest score first."""
         return self.predict_batch([image], modality, score_thr)[0]
 
@@ -164,7 +165,7 @@ class Detector:
 
     def _records(
         self, pred: Any, dataset: str, shape: tuple[int, int], score_thr: float | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Detection]:
         from babelrs_core.detector.rbox import rbox_to_poly, regularize
         from babelrs_core.geometry import poly_to_hbox
 
@@ -185,7 +186,7 @@ class Detector:
         scores = pred.scores.detach().float().cpu().numpy()
         labels = pred.labels.detach().cpu().numpy().astype(int)
         order = np.argsort(-scores, kind="stable")
-        out = []
+        out: list[Detection] = []
         for i in order:
             if score_thr is not None and scores[i] < score_thr:
                 continue

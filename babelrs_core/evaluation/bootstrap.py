@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from babelrs_core.concepts import DATASETS
+from babelrs_core.detections import Detection, GtImage
 from babelrs_core.errors import BadInputError
 from babelrs_core.evaluation.metrics import (
     IOU_THRESHOLDS,
@@ -105,7 +106,7 @@ def _table(
 
 def coco_table(
     name: str,
-    gt_images: Sequence[dict[str, Any]],
+    gt_images: Sequence[GtImage],
     dets: Sequence[dict[str, Any]],
     class_names: Sequence[str],
     ignore_difficult: bool = True,
@@ -159,8 +160,8 @@ def coco_table(
 
 def rotated_table(
     name: str,
-    gt_images: Sequence[dict[str, Any]],
-    preds: Mapping[int, Sequence[dict[str, Any]]],
+    gt_images: Sequence[GtImage],
+    preds: Mapping[int, Sequence[Detection]],
     class_names: Sequence[str],
     ignore_difficult: bool = True,
     iou_thrs: Sequence[float] = tuple(IOU_THRESHOLDS),
@@ -402,7 +403,7 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
 
 def ground_truth(
     manifest: Path, dataset: str, split: str, ignore_difficult: bool, oriented: bool
-) -> list[dict[str, Any]]:
+) -> list[GtImage]:
     """The evaluated images of one dataset as the evaluation stage builds them (same order and
     ids: ``1..n`` in the order of ``detector.data.image_items``), from the manifest."""
     from babelrs_core.data.manifest import read_manifest
@@ -414,7 +415,7 @@ def ground_truth(
 
 def eval_tables(
     eval_dir: Path,
-    gt_cache: dict[tuple[Any, ...], list[dict[str, Any]]] | None = None,
+    gt_cache: dict[tuple[Any, ...], list[GtImage]] | None = None,
     manifest: Path | None = None,
 ) -> tuple[list[DatasetTable], dict[str, Any]]:
     """The matching tables of one evaluation folder (``eval_info.json``, ``predictions/``), the
@@ -440,9 +441,21 @@ def eval_tables(
             dets.append({**d, "image_id": ids[d["image"]]})
         names = DATASETS[ds].class_names
         if oriented:
-            preds: dict[int, list[dict[str, Any]]] = {img["id"]: [] for img in gt}
-            for d in dets:
-                preds[d["image_id"]].append({**d, "label": int(d["category_id"]) - 1})
+            preds: dict[int, list[Detection]] = {img["id"]: [] for img in gt}
+            for d in dets:  # COCO results back to detections (x, y, w, h -> corners)
+                x, y, w, h = (float(v) for v in d["bbox"])
+                preds[d["image_id"]].append(
+                    Detection(
+                        x1=x,
+                        y1=y,
+                        x2=x + w,
+                        y2=y + h,
+                        score=float(d["score"]),
+                        label=int(d["category_id"]) - 1,
+                        polygon=d.get("polygon"),
+                        rbox=d.get("rbox"),
+                    )
+                )
             tables.append(rotated_table(ds, gt, preds, names, ignore))
         else:
             tables.append(coco_table(ds, gt, dets, names, ignore, max_dets))

@@ -31,6 +31,8 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
+from babelrs_core.detections import Detection, GtImage, GtObject
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
@@ -102,7 +104,7 @@ class DatasetScore:
 
 
 def coco_ground_truth(
-    images: Sequence[dict[str, Any]], class_names: Sequence[str], ignore_difficult: bool = True
+    images: Sequence[GtImage], class_names: Sequence[str], ignore_difficult: bool = True
 ) -> dict[str, Any]:
     """A COCO ``instances`` dict. ``images``: ``{"id", "width", "height", "objects": [{"bbox":
     [x1, y1, x2, y2], "label": int, "difficult": bool}]}``; category ids are ``label + 1``."""
@@ -128,31 +130,33 @@ def coco_ground_truth(
     return {"images": out_images, "annotations": anns, "categories": cats}
 
 
-def coco_detections(preds: Mapping[int, Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+def coco_detections(preds: Mapping[int, Sequence[Detection]]) -> list[dict[str, Any]]:
     """COCO results from ``{image id: [{"x1".."y2", "score", "label"}]}``; oriented detections
     keep their ``polygon`` and ``rbox`` (ignored by the COCO evaluation)."""
     out = []
     for image_id, dets in preds.items():
         for d in dets:
             w, h = d["x2"] - d["x1"], d["y2"] - d["y1"]
-            rec = {
+            rec: dict[str, Any] = {
                 "image_id": image_id,
                 "category_id": int(d["label"]) + 1,
                 "bbox": [float(d["x1"]), float(d["y1"]), float(w), float(h)],
                 "score": float(d["score"]),
             }
-            for key in ("polygon", "rbox"):
-                if d.get(key) is not None:
-                    rec[key] = [float(v) for v in d[key]]
+            polygon, rbox = d.get("polygon"), d.get("rbox")
+            if polygon is not None:
+                rec["polygon"] = [float(v) for v in polygon]
+            if rbox is not None:
+                rec["rbox"] = [float(v) for v in rbox]
             out.append(rec)
     return out
 
 
-def gt_image(item: dict[str, Any], image_id: int, oriented: bool) -> dict[str, Any]:
+def gt_image(item: dict[str, Any], image_id: int, oriented: bool) -> GtImage:
     """The ground-truth record the metrics read of a detector data item
     (:func:`babelrs_core.detector.data.image_items`): its objects (box, label, DOTA difficult
     flag, polygon for oriented heads) and size, under ``image_id``."""
-    objs = [
+    objs: list[GtObject] = [
         {
             "bbox": i["bbox"],
             "label": i["bbox_label"],
@@ -240,7 +244,7 @@ def precision_at_recalls(recall: np.ndarray, precision: np.ndarray) -> list[floa
     return [float(env[i]) if i < len(env) else 0.0 for i in idx]
 
 
-def detection_rboxes(dets: Sequence[dict[str, Any]]) -> np.ndarray:
+def detection_rboxes(dets: Sequence[Detection]) -> np.ndarray:
     """``(N, 5)`` rotated boxes of inference-API detections: the head's own ``rbox`` when every
     detection has one, else the ``polygon`` converted to le90."""
     from babelrs_core.detector.rbox import poly_to_rbox
@@ -251,8 +255,8 @@ def detection_rboxes(dets: Sequence[dict[str, Any]]) -> np.ndarray:
 
 
 def rotated_inputs(
-    images: Sequence[dict[str, Any]],
-    preds: Mapping[int, Sequence[dict[str, Any]]],
+    images: Sequence[GtImage],
+    preds: Mapping[int, Sequence[Detection]],
     num_classes: int,
     ignore_difficult: bool = True,
 ) -> tuple[list[list[np.ndarray]], list[dict[str, np.ndarray]]]:
@@ -347,8 +351,8 @@ def rotated_ap(
 
 def evaluate_rotated(
     name: str,
-    images: Sequence[dict[str, Any]],
-    preds: Mapping[int, Sequence[dict[str, Any]]],
+    images: Sequence[GtImage],
+    preds: Mapping[int, Sequence[Detection]],
     class_names: Sequence[str],
     ignore_difficult: bool = True,
     iou_thrs: Sequence[float] = tuple(IOU_THRESHOLDS),

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from babelrs_core.detections import Detection, GtImage
+
 
 def long_axis_deg(rboxes: np.ndarray) -> np.ndarray:
     """Direction of each box's long side in degrees, in [0, 180) (an undirected line)."""
@@ -52,8 +54,8 @@ def _rotated_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def match_objects(
-    images: Sequence[dict[str, Any]],
-    preds: Mapping[int, Sequence[dict[str, Any]]],
+    images: Sequence[GtImage],
+    preds: Mapping[int, Sequence[Detection]],
     class_names: Sequence[str],
     ignore_difficult: bool = True,
     min_aspect: float = 1.5,

@@ -33,6 +33,7 @@ import numpy as np
 from babelrs_core.concepts import DATASET_NAMES, DATASETS
 from babelrs_core.config import Params
 from babelrs_core.data.image_source import FileSource, ImageRef, ImageSource, open_source
+from babelrs_core.detections import Detection, GtImage
 from babelrs_core.evaluation import plots
 from babelrs_core.evaluation.metrics import (
     DatasetScore,
@@ -162,7 +163,7 @@ def predict_split(
     batch_size: int,
     visit: Callable[[int, dict, np.ndarray, list, list], None] | None = None,
     source: ImageSource | None = None,
-) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+) -> tuple[list[GtImage], dict[int, list[Detection]]]:
     """Run ``detector`` over the evaluation ``items`` of one dataset in batches: the ground-truth
     image records and ``{image id: detections}`` that the metrics read. ``visit(index, item,
     image, objects, detections)`` sees every image (hashing, drawn samples). Pixels come from
@@ -170,8 +171,8 @@ def predict_split(
     source = source or FileSource()
 
     oriented = detector.box_types[dataset] == "obox"
-    gt_images: list[dict[str, Any]] = []
-    preds: dict[int, list[dict[str, Any]]] = {}
+    gt_images: list[GtImage] = []
+    preds: dict[int, list[Detection]] = {}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         arrays = [source.load(ImageRef.of_item(it)) for it in chunk]
@@ -188,8 +189,8 @@ def predict_split(
 
 def score_split(
     dataset: str,
-    gt_images: Sequence[dict[str, Any]],
-    preds: dict[int, list[dict[str, Any]]],
+    gt_images: Sequence[GtImage],
+    preds: dict[int, list[Detection]],
     oriented: bool,
     ignore_difficult: bool,
     max_dets: int,
@@ -212,7 +213,7 @@ def _item_key(dataset: str, item: dict[str, Any]) -> str:
     return json.dumps([dataset, item["img_id"], objs], default=float)
 
 
-def _write_predictions(target: Path, images: list[dict], dets: list[dict]) -> None:
+def _write_predictions(target: Path, images: list[GtImage], dets: list[dict[str, Any]]) -> None:
     names = {img["id"]: img["file"] for img in images}
     write_json(target, [{**d, "image": names[d["image_id"]]} for d in dets])
 
