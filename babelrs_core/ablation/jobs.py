@@ -3,7 +3,8 @@ JSON-able dict out), and the checks that let a finished run be reused.
 
 A pretraining job writes ``job.json`` (its params fingerprint) before training and marks it done
 after; a fine-tuning job is finished when ``run.json`` matches its params and its outputs exist.
-Interrupted runs resume from their newest checkpoint; runs whose params changed start over.
+Interrupted runs resume from their newest checkpoint; runs whose params or length changed start
+over (:func:`starts_over`).
 """
 
 from __future__ import annotations
@@ -48,10 +49,17 @@ def finetune_finished(job: FinetuneJob, manifest: Path, encoder: Path | None) ->
     return json.loads((ft / "train.json").read_text()).get("iters") == job.params.finetune.iters
 
 
-def _same_params(run_json: Path, current: dict[str, Any]) -> bool:
-    if not run_json.exists():
-        return True  # nothing to compare: a fresh folder, or a run stopped before writing it
-    return json.loads(run_json.read_text()) == json.loads(json.dumps(current))
+def starts_over(finetune_dir: Path, current: dict[str, Any], iters: int) -> bool:
+    """True when the fine-tuning folder holds another run than the one planned: other params
+    (``run.json``), or a run finished at another number of iterations (``train.json``). The
+    detector stage would extend the latter, but its learning-rate schedule (warmup, decay) was
+    laid over its own length, so an extended run is not the run the plan names (``imagenet_long``
+    gets ``iters`` from measured seconds, which change with the pretraining recipe): it starts
+    over. A run stopped before finishing resumes."""
+    run_json, train_json = finetune_dir / "run.json", finetune_dir / "train.json"
+    if run_json.exists() and json.loads(run_json.read_text()) != json.loads(json.dumps(current)):
+        return True
+    return train_json.exists() and json.loads(train_json.read_text()).get("iters") != iters
 
 
 def _job_params(params_json: dict[str, Any], **paths: Path) -> Params:
@@ -120,7 +128,7 @@ def run_finetune_job(
     enc = Path(encoder) if encoder else None
     folders = {"manifest": Path(manifest), "finetune_out": ft, "eval_out": ev}
     params = _job_params(params_json, **folders, **({"pretrain_out": enc} if enc else {}))
-    if not _same_params(ft / "run.json", fingerprint(params, Path(manifest), enc)):
+    if starts_over(ft, fingerprint(params, Path(manifest), enc), params.finetune.iters):
         shutil.rmtree(ft)
     key = str(Path(out).relative_to(Path(out).parents[2]))  # <variant>/<precision>/seed<k>
     summary = _run("finetune", params, tracking, key)
