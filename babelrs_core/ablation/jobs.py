@@ -43,10 +43,8 @@ def finetune_finished(job: FinetuneJob, manifest: Path, encoder: Path | None) ->
         need += [ft / "detector.json", job.eval_dir / "metrics" / "eval.json"]
     if not all(p.exists() for p in need):
         return False
-    now = json.loads(json.dumps(fingerprint(job.params, manifest, encoder)))
-    if json.loads((ft / "run.json").read_text()) != now:
-        return False
-    return json.loads((ft / "train.json").read_text()).get("iters") == job.params.finetune.iters
+    current = fingerprint(job.params, manifest, encoder)
+    return not starts_over(ft, current, job.params.finetune.iters)
 
 
 def starts_over(finetune_dir: Path, current: dict[str, Any], iters: int) -> bool:

@@ -41,9 +41,9 @@ def image_rng(seed: int, dataset: str, split: str, index: int) -> np.random.Gene
     return np.random.default_rng([seed, DATASET_NAMES.index(dataset), SPLITS.index(split), index])
 
 
-def splits_of(spec: DatasetSpec) -> list[Split]:
+def splits_of(spec: DatasetSpec) -> tuple[Split, ...]:
     """The splits of a dataset in canonical order."""
-    return [s for s in SPLITS if s in spec.splits]
+    return tuple(s for s in SPLITS if s in spec.splits)
 
 
 def with_images_per_dataset(params: Params, n: int) -> Params:
@@ -73,7 +73,7 @@ def naming(params: Params, dataset: str, split: str, index: int) -> tuple[str, s
     per split."""
     spec: DatasetSpec = getattr(params.soi_mini, dataset)
     order = splits_of(spec)
-    before = sum(spec.splits[s] for s in order[: [str(s) for s in order].index(split)])
+    before = sum(spec.splits[s] for s in order[: order.index(split)])
     root = DATASET_DIRS[dataset]
     if dataset == "sardet":
         stem = f"{before + index + 1:06d}"
