@@ -175,7 +175,8 @@ class ThrottledProxy:
 
     ``close()`` drops every connection and refuses new ones while the server behind keeps
     running with everything it stored: an outage as clients see it. A new proxy on the same
-    ``port`` ends it."""
+    ``port`` ends it. ``hold_after(n)`` stalls every upload once ``n`` bytes have passed, until
+    ``close()``: a test then cuts a transfer in the middle however fast or slow the machine is."""
 
     def __init__(self, upstream_port: int, bytes_per_s: float, port: int = 0) -> None:
         self.upstream_port = upstream_port
@@ -183,6 +184,7 @@ class ThrottledProxy:
         self.forwarded = 0
         self._lock = threading.Lock()
         self._next_send = time.monotonic()
+        self._hold_after = float("inf")
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         deadline = time.monotonic() + 30
@@ -197,6 +199,7 @@ class ThrottledProxy:
         self._sock.listen(64)
         self.port = self._sock.getsockname()[1]
         self._stopped = threading.Event()
+        self._released = threading.Event()
         self._conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -219,7 +222,14 @@ class ThrottledProxy:
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
+    def hold_after(self, n_bytes: int) -> None:
+        """Stall uploads once ``n_bytes`` have been forwarded, until ``close()``."""
+        self._hold_after = n_bytes
+
     def _throttle(self, n: int) -> None:
+        if self.forwarded + n > self._hold_after:
+            self._released.wait()
+            raise OSError("proxy closed while holding the upload")
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next_send)
@@ -248,6 +258,7 @@ class ThrottledProxy:
 
     def close(self) -> None:
         self._stopped.set()
+        self._released.set()
         self._sock.close()
         for s in self._conns:
             with contextlib.suppress(OSError):

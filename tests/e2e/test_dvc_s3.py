@@ -220,13 +220,13 @@ def _objects(s3_url: str, bucket: str) -> dict[str, tuple[str, object]]:
 
 def test_push_interrupted_by_stopping_the_server(tmp_path: Path) -> None:
     server = start_moto()
-    # Clients reach the server only through a local proxy with a bandwidth cap (2 MB/s: the
-    # 4.8 MB push lasts ~2.5 s). Closing the proxy is the outage: every connection drops and new
-    # ones are refused, while the server behind keeps what it received (moto keeps data in memory,
-    # so stopping the moto process itself would empty the bucket).
-    # slow enough (~10 s for the whole push) that the watcher below sees it half done even on a
-    # loaded machine
-    proxy = ThrottledProxy(server.port, bytes_per_s=500_000)
+    # Clients reach the server only through a local proxy with a bandwidth cap. Closing the proxy
+    # is the outage: every connection drops and new ones are refused, while the server behind
+    # keeps what it received (moto keeps data in memory, so stopping the moto process itself would
+    # empty the bucket). The proxy holds every upload after 2 MB of the 4.8 MB, so the push is
+    # still under way when the watcher below cuts it, on a fast machine as on a loaded one.
+    proxy = ThrottledProxy(server.port, bytes_per_s=2_000_000)
+    proxy.hold_after(2_000_000)
     try:
         repo = Repo(tmp_path / "repo", proxy.url, {"AWS_MAX_ATTEMPTS": "1"})
         blobs = repo.path / "data" / "blobs"
@@ -250,13 +250,14 @@ def test_push_interrupted_by_stopping_the_server(tmp_path: Path) -> None:
             text=True,
         )
         arrived = 0
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while push.poll() is None and time.monotonic() < deadline:
             arrived = len(repo.remote_keys(server.url))
             if arrived >= 5:
                 break
-            time.sleep(0.05)
-        assert push.poll() is None, "the push finished before the server could be stopped"
+            time.sleep(0.2)
+        assert arrived >= 5, f"only {arrived} objects arrived before the push stalled"
+        assert push.poll() is None, "the push finished although the proxy held its uploads"
         proxy.close()  # the outage, in the middle: some objects are up, the rest in flight
         output = push.communicate(timeout=300)[0]
         assert push.returncode == 1, output[-3000:]
