@@ -620,9 +620,9 @@ class Ablation(Strict):
     pretrain_seed: NonNegInt | None = None  # seed of every pretraining; null: the top-level seed
     pretrain_eval_max_per_task: PosInt = 16  # held-out prompts in the pretraining evaluation
     cpu_fp16: Literal["full", "probe", "skip"] = "probe"  # fp16 autocast on a CPU device
-    probe_iters: PosInt = 10  # iterations of a cpu_fp16 probe run (not evaluated)
+    probe_iters: PosInt = 5  # iterations of a cpu_fp16 probe run (not evaluated)
     log_every: PosInt = 1  # metrics.jsonl lines: 1 = every iteration (exact first non-finite)
-    grad_cosine_every: PosInt = 10  # per-modality gradient cosines every N iterations
+    grad_cosine_every: PosInt = 20  # per-modality gradient cosines every N iterations
     workers: PosInt = 2  # runs at once (separate processes)
     threads: NonNegInt = 1  # torch threads per run; 0: torch's default
     spread: Literal["half_range", "std"] = "half_range"  # over seeds: (max - min) / 2 or std

@@ -13,9 +13,11 @@ Prefect adds:
 * ``ablation.workers`` task runs at once, each in a worker process
   (``ProcessPoolTaskRunner(max_workers=ablation.workers)``, also for ``workers: 1``: the stage
   timeouts need the task in a process of its own, not a thread of the flow's);
-* the pretrainings and the fine-tunings that need none are submitted first, a variant's
-  fine-tunings as soon as its pretraining task completed, with ``wait_for`` on that task (the
-  dependency the UI draws); a failed pretraining's fine-tunings do not run;
+* a job is submitted when a worker is free, the first ready one in
+  :meth:`~babelrs_core.ablation.run.AblationRun.priority`'s order (pretrainings, then the runs a
+  compute control waits for, then the longest runs, the short fp16 probes last); a variant's
+  fine-tunings are ready once its pretraining task completed and carry ``wait_for`` on that task
+  (the dependency the UI draws); a failed pretraining's fine-tunings do not run;
 * a compute control (``imagenet_long``) is submitted once the pretraining and the runs it is
   measured against have finished, with the iterations decided from their records;
 * a failed run is recorded and the others go on; after the report is written the flow fails
@@ -124,35 +126,34 @@ def schedule(run: AblationRun, runner: TaskRunner) -> None:
     )
     pending: dict[PrefectFuture[Any], tuple[PretrainJob | FinetuneJob, float]] = {}
     finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
+    # Jobs wait here, not in the runner's queue, until a worker is free: then the next one is
+    # the first in AblationRun.priority's order among those ready, whenever it became ready.
+    ready: list[tuple[PretrainJob | FinetuneJob, PrefectFuture[Any] | None]] = []
 
-    def submit_finetunes(name: str | None, after: PrefectFuture[Any] | None = None) -> None:
-        for job in run.finetunes_to_run(name):
-            fut = runner.submit(
-                finetune.with_options(task_run_name=f"finetune/{job.key}"),
-                run.finetune_args(job),
-                wait_for=[after] if after is not None else None,
-            )
+    def fill() -> None:
+        while ready and len(pending) < run.plan.params.ablation.workers:
+            ready.sort(key=lambda item: run.priority(item[0]))
+            job, after = ready.pop(0)
+            if isinstance(job, PretrainJob):
+                fut = runner.submit(
+                    pretrain.with_options(task_run_name=f"pretrain/{job.name}"),
+                    run.pretrain_args(job),
+                )
+            else:
+                fut = runner.submit(
+                    finetune.with_options(task_run_name=f"finetune/{job.key}"),
+                    run.finetune_args(job),
+                    wait_for=[after] if after is not None else None,
+                )
             pending[fut] = (job, time.perf_counter())
             fut.add_done_callback(finished.put)
 
-    def submit_deferred() -> None:  # compute controls, once the runs they measure have run
-        for job in run.deferred_to_run():
-            fut = runner.submit(
-                finetune.with_options(task_run_name=f"finetune/{job.key}"), run.finetune_args(job)
-            )
-            pending[fut] = (job, time.perf_counter())
-            fut.add_done_callback(finished.put)
-
-    for pj in run.pretrains_to_run():
-        fut = runner.submit(
-            pretrain.with_options(task_run_name=f"pretrain/{pj.name}"), run.pretrain_args(pj)
-        )
-        pending[fut] = (pj, time.perf_counter())
-        fut.add_done_callback(finished.put)
-    submit_finetunes(None)
-    for name in run.ready_pretrains():  # reused pretrainings: their fine-tunings start now
-        submit_finetunes(name)
-    submit_deferred()
+    ready += [(pj, None) for pj in run.pretrains_to_run()]
+    ready += [(job, None) for job in run.finetunes_to_run(None)]
+    for name in run.ready_pretrains():  # reused pretrainings: their fine-tunings are ready now
+        ready += [(job, None) for job in run.finetunes_to_run(name)]
+    ready += [(job, None) for job in run.deferred_to_run()]
+    fill()
     while pending:
         fut = finished.get()
         job, queued = pending.pop(fut)
@@ -163,8 +164,10 @@ def schedule(run: AblationRun, runner: TaskRunner) -> None:
         else:
             run.done(job, result, queued)
         if isinstance(job, PretrainJob):
-            submit_finetunes(job.name, after=fut)
-        submit_deferred()
+            ready += [(ft, fut) for ft in run.finetunes_to_run(job.name)]
+        # compute controls, once the runs they measure have run
+        ready += [(ft, None) for ft in run.deferred_to_run()]
+        fill()
 
 
 @flow(name="babelrs-ablation", log_prints=True, flow_run_name=flow_run_namer("ablation"))

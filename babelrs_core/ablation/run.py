@@ -210,6 +210,22 @@ class AblationRun:
             out.append(job)
         return out
 
+    def priority(self, job: PretrainJob | FinetuneJob) -> tuple[int, int, int]:
+        """Sort key of the jobs ready to run, first to start first: the pretrainings (others wait
+        on them), the runs a compute control is measured on, then the longest runs first and the
+        short probes last, so that the workers finish together instead of one running a long job
+        alone at the end (longest-processing-time order; a language-model pretraining costs about
+        twice a classification one of as many steps)."""
+        if isinstance(job, PretrainJob):
+            pre = job.params.pretrain
+            return (0, 0 if pre.objective == "language" else 1, -pre.steps)
+        iters = job.params.finetune.iters
+        if job.mode == "probe":
+            return (3, 0, -iters)
+        waited_on = [j.compute.measured for j in self.plan.finetunes if j.pending and j.compute]
+        inputs = {key for keys in waited_on for key in keys}
+        return (1 if job.key in inputs else 2, 0, -iters)
+
     def encoder(self, job: FinetuneJob) -> Path | None:
         """The pretraining output ``job`` fine-tunes from (None: imagenet / scratch)."""
         return self.plan.pretrain_job(job.pretrain).out if job.pretrain else None

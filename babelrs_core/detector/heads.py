@@ -194,7 +194,14 @@ ANGLE_VERSION = "le90"  # mmrotate angle convention of every oriented head (the 
 
 
 def _rotated_test_cfg(spec: Any, nms_pre: int | None = None) -> HeadCfg:
-    return _test_cfg(spec, "nms_rotated", nms_pre)
+    """Rotated NMS one class at a time (``split_thr: 0``): mmcv's CPU kernel computes the polygon
+    IoU of every pair it is given, and its default shifts all classes apart into one call, so
+    pairs of different classes cost as much as pairs that can suppress each other. Per class the
+    same boxes are kept (each class's boxes get the same shift either way); it is the evaluation's
+    largest single cost otherwise (bench/eval_profile.py)."""
+    cfg = _test_cfg(spec, "nms_rotated", nms_pre)
+    cfg["nms"]["split_thr"] = 0
+    return cfg
 
 
 def _rbox_coder(stds: Sequence[float]) -> HeadCfg:

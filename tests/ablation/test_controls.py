@@ -170,6 +170,38 @@ def test_the_run_submits_imagenet_long_once_its_inputs_ran_and_records_why(
         assert run.finetune_args(todo[0])["params_json"]["finetune"]["iters"] == 320
 
 
+def test_ready_jobs_start_pretrainings_then_inputs_then_longest_first(tmp_path: Path) -> None:
+    """The flow starts the ready job first in this order, so the workers finish together."""
+    from babelrs_core.ablation.run import AblationRun
+
+    plan = _plan(tmp_path, **{"ablation.seeds": [0, 1]})
+    with AblationRun(plan.params, track=False, device="cpu", log=lambda s: None) as run:
+        plan = run.plan
+        key = {j.key: j for j in plan.all_finetunes()}
+        ready = [
+            key["ours/fp16/seed0"],  # a probe
+            key["scratch/fp32/seed1"],
+            key["imagenet/fp32/seed0"],  # imagenet_long is measured on it
+            plan.pretrain_job("no_language"),
+            plan.pretrain_job("ours"),
+        ]
+        assert key["ours/fp16/seed0"].mode == "probe"
+        order = [getattr(j, "key", getattr(j, "name", "")) for j in sorted(ready, key=run.priority)]
+        assert order == [
+            "ours", "no_language", "imagenet/fp32/seed0", "scratch/fp32/seed1", "ours/fp16/seed0"
+        ]  # fmt: skip
+        # a decided compute control (more iterations) goes before the 200-iteration runs
+        _pretrained(plan.pretrain_job("ours").out, cpu_s=120.0, wall_s=150.0, ran=150)
+        run.done(plan.pretrain_job("ours"), {}, 0.0)
+        for seed in (0, 1):
+            _finetuned(key[f"imagenet/fp32/seed{seed}"].finetune_dir, [9.0, 1.0, 1.0])
+            run.done(key[f"imagenet/fp32/seed{seed}"], {}, 0.0)
+        long = run.deferred_to_run()[0]
+        assert sorted([key["scratch/fp32/seed1"], long], key=run.priority)[0] is long
+        # once decided, imagenet's runs are no longer inputs of a pending control
+        assert run.priority(key["imagenet/fp32/seed0"]) == run.priority(key["scratch/fp32/seed1"])
+
+
 def test_a_failed_input_fails_the_control(tmp_path: Path) -> None:
     from babelrs_core.ablation.run import AblationRun
 
