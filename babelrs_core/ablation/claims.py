@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from babelrs_core.ablation.plan import Plan
+from babelrs_core.ablation.rows import RunRow
 from babelrs_core.concepts import DATASETS
 from babelrs_core.detections import GtImage
 from babelrs_core.evaluation.bootstrap import (
     LEVEL,
+    IntervalDict,
     MissingPredictionsError,
     RunScores,
     agrees_with,
@@ -32,6 +34,33 @@ REFERENCE = "ours"
 NAMES = {"hmap": "H-mAP", "map": "overall mAP", "ap50": "overall AP@50"}
 
 
+class Comparison(TypedDict):
+    """``REFERENCE`` against one variant: the seeds both have, an interval per claim key."""
+
+    variant: str
+    label: str
+    seeds: list[int]
+    intervals: dict[str, IntervalDict]
+
+
+class Claims(TypedDict):
+    """The comparisons of one precision (:func:`compute_claims`), or the ``problem`` why none."""
+
+    precision: str
+    reference: str
+    samples: int
+    seed: int
+    level: float
+    keys: list[str]  # the ordering metric, then each evaluated dataset's mAP
+    comparisons: list[Comparison]
+    no_predictions: list[str]  # run keys left out: evaluated without saved predictions
+    mismatched: list[str]  # ... whose recomputed scores differ from metrics/eval.json
+    unpaired: list[str]  # ... evaluated on other images, or no seed in common
+    problem: str | None
+    images: NotRequired[dict[str, int]]  # evaluation images per dataset
+    seconds: NotRequired[float]
+
+
 def claim_keys(order_metric: str) -> list[str]:
     """The ordering metric, then each dataset's mAP."""
     return [f"overall.{order_metric}"] + [f"{d}.map" for d in DATASETS]
@@ -42,11 +71,11 @@ def key_name(key: str) -> str:
     return NAMES[m] if ds == "overall" else f"{SHORT.get(ds, ds)} mAP"
 
 
-def compute_claims(plan: Plan, rows: Sequence[dict[str, Any]], precision: str) -> dict[str, Any]:
+def compute_claims(plan: Plan, rows: Sequence[RunRow], precision: str) -> Claims:
     """The comparisons at ``precision`` (full, evaluated runs whose row is ``ok``)."""
     ab = plan.params.ablation
     t0 = time.perf_counter()
-    out: dict[str, Any] = {
+    out: Claims = {
         "precision": precision,
         "reference": REFERENCE,
         "samples": ab.bootstrap_samples,
@@ -119,7 +148,7 @@ def compute_claims(plan: Plan, rows: Sequence[dict[str, Any]], precision: str) -
     return out
 
 
-def sentence(comparison: dict[str, Any], key: str, reference: str = REFERENCE) -> str:
+def sentence(comparison: Comparison, key: str, reference: str = REFERENCE) -> str:
     """``ours > imagenet: *shown* (Δ H-mAP +1.23, 95 % CI [0.40, 2.10])``."""
     iv = comparison["intervals"][key]
     pct = round(100 * iv["level"])
@@ -129,11 +158,11 @@ def sentence(comparison: dict[str, Any], key: str, reference: str = REFERENCE) -
     )
 
 
-def _cell(iv: dict[str, Any]) -> str:
+def _cell(iv: IntervalDict) -> str:
     return f"{iv['delta']:+.2f} [{iv['low']:.2f}, {iv['high']:.2f}]"
 
 
-def claims_markdown(claims: dict[str, Any]) -> str:
+def claims_markdown(claims: Claims) -> str:
     """The claims paragraph and table of one precision (or why there are none)."""
     prec, keys = claims["precision"], claims["keys"]
     name = key_name(keys[0])
@@ -190,7 +219,7 @@ def claims_markdown(claims: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def claim_statements(claims: dict[str, Any]) -> list[str]:
+def claim_statements(claims: Claims) -> list[str]:
     """The plain sentences of one precision (what ``babelrs ablation run|report`` print): one per
     claim, or why there are none."""
     if claims["problem"] or not claims["comparisons"]:

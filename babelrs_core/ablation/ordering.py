@@ -10,20 +10,53 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
+from babelrs_core.ablation.rows import Group
 from babelrs_core.concepts import DATASETS
 from babelrs_core.evaluation.results_section import SHORT
 
 METRIC_NAMES = {"hmap": "H-mAP", "map": "overall mAP", "ap50": "overall AP@50"}
 
 
+class Score(TypedDict):
+    mean: float
+    spread: float  # over seeds
+
+
+class Pair(TypedDict):
+    """Two variants adjacent in the expected order."""
+
+    better: str  # expected to score higher
+    worse: str
+    gap: float  # better - worse
+    spread: float  # the two seed spreads added
+    kept: bool  # better scored higher
+    beyond_spread: bool  # |gap| > spread
+
+
+class Ordering(TypedDict):
+    """:func:`ordering`'s result for one metric at one precision."""
+
+    precision: str
+    metric: str  # overall.<metric>
+    expected: list[str]
+    measured: list[str]  # best first
+    scores: dict[str, Score]
+    pairs: list[Pair]
+    held: bool
+    clear: bool
+    concordant: int
+    total_pairs: int
+    missing: list[str]
+
+
 def ordering(
-    groups: Sequence[dict[str, Any]],
+    groups: Sequence[Group],
     expected: Sequence[str],
     metric_name: str = "hmap",
     precision: str = "fp32",
-) -> dict[str, Any]:
+) -> Ordering:
     """Did the expected ordering (best first) hold for ``overall.<metric_name>`` at ``precision``?
 
     ``held``: every adjacent pair of ``expected`` that was measured keeps its order and every
@@ -38,7 +71,7 @@ def ordering(
         if g["precision"] == precision and g["mode"] == "full" and key in g["mean"]
     }
     present = [v for v in expected if v in scores]
-    pairs = []
+    pairs: list[Pair] = []
     for a, b in itertools.pairwise(present):
         (ma, sa), (mb, sb) = scores[a], scores[b]
         pairs.append(
@@ -72,7 +105,7 @@ def ordering(
     }
 
 
-def statement(order: dict[str, Any], spread: str = "half_range") -> str:
+def statement(order: Ordering, spread: str = "half_range") -> str:
     """The plain sentence(s) of an :func:`ordering` result."""
     name = METRIC_NAMES.get(order["metric"].split(".")[-1], order["metric"])
     sc = order["scores"]
@@ -123,7 +156,7 @@ def statement(order: dict[str, Any], spread: str = "half_range") -> str:
     return text
 
 
-def brief(order: dict[str, Any]) -> str:
+def brief(order: Ordering) -> str:
     """One line for a secondary metric: the measured order, whether the expected one held, and
     how many variant pairs agree with it."""
     name = METRIC_NAMES.get(order["metric"].split(".")[-1], order["metric"])
@@ -144,7 +177,7 @@ def brief(order: dict[str, Any]) -> str:
     )
 
 
-def bottleneck(groups: Sequence[dict[str, Any]], precision: str = "fp32") -> str | None:
+def bottleneck(groups: Sequence[Group], precision: str = "fp32") -> str | None:
     """H-mAP is at most len(datasets) x the lowest per-dataset mAP: name the dataset with the
     lowest mAP in each evaluated group (None when nothing was evaluated)."""
     lows: dict[str, list[tuple[str, float]]] = {}

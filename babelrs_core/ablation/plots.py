@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from babelrs_core.ablation.rows import RunRow
 from babelrs_core.evaluation.plots import pyplot, save_figure
 from babelrs_core.evaluation.results_section import SHORT
 
@@ -22,7 +23,7 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def plot_grad_norms(rows: Sequence[dict[str, Any]], target: Path, title: str) -> Path:
+def plot_grad_norms(rows: Sequence[RunRow], target: Path, title: str) -> Path:
     """Pre-clip gradient norm per iteration: one colour per variant, one line per seed (raw thin,
     moving mean of 10 thick), non-finite steps marked x on the axis."""
     plt = pyplot()
@@ -52,7 +53,7 @@ def plot_grad_norms(rows: Sequence[dict[str, Any]], target: Path, title: str) ->
     return save_figure(fig, target)
 
 
-def plot_grad_cosines(rows: Sequence[dict[str, Any]], target: Path, title: str) -> Path:
+def plot_grad_cosines(rows: Sequence[RunRow], target: Path, title: str) -> Path:
     """Cosine of per-modality gradients on the shared encoder: one panel per modality pair, one
     line per variant (mean over seeds at each measured iteration)."""
     plt = pyplot()
@@ -89,14 +90,14 @@ def plot_grad_cosines(rows: Sequence[dict[str, Any]], target: Path, title: str) 
     return save_figure(fig, target)
 
 
-def _colors(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _colors(rows: Sequence[RunRow]) -> dict[str, Any]:
     plt = pyplot()
     cmap = plt.get_cmap("tab10")
     names = list(dict.fromkeys(r["variant"] for r in rows))
     return {v: cmap(i % 10) for i, v in enumerate(names)}
 
 
-def write_plots(rows: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+def write_plots(rows: Sequence[RunRow], folder: Path) -> list[Path]:
     """``grad_norm_<precision>[_probe].png`` and ``grad_cosine_<precision>[_probe].png``."""
     out = []
     for precision, mode in dict.fromkeys((r["precision"], r["mode"]) for r in rows):

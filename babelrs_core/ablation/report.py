@@ -17,16 +17,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from babelrs_core.ablation.claims import claim_statements, claims_markdown, compute_claims
+from babelrs_core.ablation.claims import Claims, claim_statements, claims_markdown, compute_claims
 from babelrs_core.ablation.label_efficiency import (
     label_efficiency_rows,
     label_efficiency_table,
     plot_label_efficiency,
 )
-from babelrs_core.ablation.ordering import METRIC_NAMES, bottleneck, brief, ordering
+from babelrs_core.ablation.ordering import METRIC_NAMES, Ordering, bottleneck, brief, ordering
 from babelrs_core.ablation.plan import Plan
 from babelrs_core.ablation.plots import write_plots
-from babelrs_core.ablation.rows import METRIC_KEYS, aggregate, collect_row, pretrain_info, read_json
+from babelrs_core.ablation.rows import (
+    METRIC_KEYS,
+    Group,
+    PretrainRow,
+    RunRow,
+    aggregate,
+    collect_row,
+    pretrain_info,
+    read_json,
+)
 from babelrs_core.concepts import DATASETS
 from babelrs_core.evaluation.results_section import SHORT
 from babelrs_core.io.atomic import write_json
@@ -51,13 +60,13 @@ def reproduce_command(params: Any) -> str:
 # -- the markdown section -------------------------------------------------------------------------
 
 
-def _pm(g: dict[str, Any], key: str) -> str:
+def _pm(g: Group, key: str) -> str:
     if key not in g["mean"]:
         return "–"
     return f"{g['mean'][key]:.2f} ± {g['spread'][key]:.2f}"
 
 
-def _nonfinite(g: dict[str, Any]) -> str:
+def _nonfinite(g: Group) -> str:
     if g["nonfinite_steps"] is None:
         return "–"
     if not g["nonfinite_steps"]:
@@ -69,7 +78,7 @@ def _num(v: float | None, fmt: str = ".2f") -> str:
     return "–" if v is None else format(v, fmt)
 
 
-def scores_table(groups: Sequence[dict[str, Any]]) -> str:
+def scores_table(groups: Sequence[Group]) -> str:
     head = ["variant", "precision", "seeds"]
     for d in DATASETS:
         head += [f"{SHORT[d]} AP@50", f"{SHORT[d]} mAP"]
@@ -88,7 +97,7 @@ def scores_table(groups: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def probe_table(groups: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> str:
+def probe_table(groups: Sequence[Group], rows: Sequence[RunRow]) -> str:
     probes = [g for g in groups if g["mode"] == "probe"]
     if not probes:
         return ""
@@ -120,7 +129,7 @@ def probe_table(groups: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]
     return "\n".join(lines)
 
 
-def pretrain_table(pretrains: Sequence[dict[str, Any]]) -> str:
+def pretrain_table(pretrains: Sequence[PretrainRow]) -> str:
     lines = [
         "| pretraining | used by | steps | image px | LM frozen | LVSA mode | τ | final loss "
         "| held-out region acc. (majority) | train s (CPU s) | non-finite |",
@@ -142,15 +151,15 @@ def pretrain_table(pretrains: Sequence[dict[str, Any]]) -> str:
 
 def section(
     params: Any,
-    groups: Sequence[dict[str, Any]],
-    rows: Sequence[dict[str, Any]],
-    orders: Sequence[dict[str, Any]],
-    pretrains: Sequence[dict[str, Any]],
+    groups: Sequence[Group],
+    rows: Sequence[RunRow],
+    orders: Sequence[Ordering],
+    pretrains: Sequence[PretrainRow],
     skipped: Sequence[dict[str, str]],
     plots: Sequence[Path],
     results_md: Path,
     run_info: dict[str, Any],
-    claims: Sequence[dict[str, Any]] = (),
+    claims: Sequence[Claims] = (),
     label_rows: Sequence[dict[str, Any]] = (),
 ) -> str:
     """The whole generated "Ablation" section (``claims``: per precision, from

@@ -13,7 +13,7 @@ import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from babelrs_core.ablation.plan import FinetuneJob, Plan
 from babelrs_core.concepts import DATASETS
@@ -23,6 +23,68 @@ METRIC_KEYS = [f"{d}.{m}" for d in DATASETS for m in ("ap50", "map")] + [
     "overall.map",
     "overall.hmap",
 ]
+
+
+class RunRow(TypedDict):
+    """One fine-tuning run as the report reads it back (:func:`collect_row`)."""
+
+    variant: str
+    label: str
+    precision: str
+    seed: int
+    mode: str  # full | probe
+    init: str
+    iters: int
+    status: str  # ok | failed | missing
+    error: str | None
+    eval: dict[str, Any] | None  # metrics/eval.json
+    nonfinite_steps: int | None
+    first_nonfinite: int | None
+    s_per_iter: float | None
+    cpu_s_per_iter: float | None
+    loss_scale_final: float | None
+    final_loss: float | None
+    grad_norm: list[list[Any]]  # [iter, pre-clip gradient norm or None]
+    gradcos: dict[str, list[list[float]]]  # modality pair -> [iter, cosine]
+    train_s: float | None
+
+
+class Group(TypedDict):
+    """The runs of one (variant, precision, mode) over seeds (:func:`aggregate`)."""
+
+    variant: str
+    label: str
+    precision: str
+    mode: str
+    seeds: list[int]  # the seeds that ran ok
+    runs: int
+    failed: list[int]
+    mean: dict[str, float]  # METRIC_KEYS -> mean over seeds
+    spread: dict[str, float]  # ... and its spread
+    nonfinite_steps: int | None
+    first_nonfinite: int | None
+    s_per_iter: float | None
+    cpu_s_per_iter: float | None
+    loss_scale_final: float | None
+
+
+class PretrainRow(TypedDict):
+    """One pretraining run of the plan as the report reads it back (:func:`pretrain_info`)."""
+
+    name: str
+    variants: list[str]
+    steps: int
+    mode: str  # LVSA mode
+    tau: float
+    image_size: int
+    lm_frozen: str  # in words
+    region_accuracy: float | None  # held-out region prompts, pooled over the modalities
+    region_majority: float | None  # ... and their majority-answer baseline
+    final_loss: float | None
+    nonfinite_steps: int | None
+    train_s: float | None
+    train_cpu_s: float | None
+    total_s: float | None
 
 
 # -- rows: one per fine-tuning run, from its files ------------------------------------------------
@@ -59,7 +121,7 @@ def cosine_curves(history: Sequence[dict[str, Any]], every: int) -> dict[str, li
     return out
 
 
-def collect_row(job: FinetuneJob, error: str | None = None) -> dict[str, Any]:
+def collect_row(job: FinetuneJob, error: str | None = None) -> RunRow:
     """What the report needs of one run (``status`` ok | failed | missing)."""
     ft = job.finetune_dir
     history = read_jsonl(ft / "metrics.jsonl")
@@ -108,12 +170,14 @@ def metric(ev: dict[str, Any] | None, key: str) -> float | None:
     return float(node) if isinstance(node, int | float) else None
 
 
-def pretrain_info(plan: Plan) -> list[dict[str, Any]]:
+def pretrain_info(plan: Plan) -> list[PretrainRow]:
     """Rows of the pretraining table, from each run's ``metrics.jsonl`` / ``metrics.json``."""
-    out = []
+    out: list[PretrainRow] = []
     for job in plan.pretrains:
         hist = read_jsonl(job.out / "metrics.jsonl")
         m = read_json(job.out / "metrics.json")
+        timing = m.get("timing") or {}
+        region = _region_scores(m.get("heldout") or {})
         cfg = job.params.pretrain
         out.append(
             {
@@ -124,12 +188,13 @@ def pretrain_info(plan: Plan) -> list[dict[str, Any]]:
                 "tau": cfg.lvsa.tau,
                 "image_size": cfg.image_size,
                 "lm_frozen": _lm_frozen(cfg.freeze),
-                **_region_scores(m.get("heldout") or {}),
+                "region_accuracy": region["region_accuracy"],
+                "region_majority": region["region_majority"],
                 "final_loss": hist[-1]["loss"] if hist else None,
                 "nonfinite_steps": hist[-1].get("nonfinite_steps") if hist else None,
-                "train_s": (m.get("timing") or {}).get("train_s"),
-                "train_cpu_s": (m.get("timing") or {}).get("train_cpu_s"),
-                "total_s": (m.get("timing") or {}).get("total_s"),
+                "train_s": timing.get("train_s"),
+                "train_cpu_s": timing.get("train_cpu_s"),
+                "total_s": timing.get("total_s"),
             }
         )
     return out
@@ -170,16 +235,30 @@ def spread_of(values: Sequence[float], kind: str = "half_range") -> float:
     raise ValueError(f"spread {kind!r}: expected half_range | std")
 
 
-def aggregate(rows: Sequence[dict[str, Any]], spread: str = "half_range") -> list[dict[str, Any]]:
+def aggregate(rows: Sequence[RunRow], spread: str = "half_range") -> list[Group]:
     """One group per (variant, precision, mode), in row order: n, mean / spread per metric, the
     non-finite steps over seeds (sum, earliest first step) and the mean seconds per iteration."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[RunRow]] = {}
     for r in rows:
         groups.setdefault((r["variant"], r["precision"], r["mode"]), []).append(r)
     out = []
     for (variant, precision, mode), rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok"]
-        g: dict[str, Any] = {
+        mean: dict[str, float] = {}
+        spreads: dict[str, float] = {}
+        for key in METRIC_KEYS:
+            vals = [v for r in ok if (v := metric(r["eval"], key)) is not None]
+            if vals:
+                mean[key] = statistics.fmean(vals)
+                spreads[key] = spread_of(vals, spread)
+        nf = [r["nonfinite_steps"] for r in ok if r["nonfinite_steps"] is not None]
+        firsts = [r["first_nonfinite"] for r in ok if r["first_nonfinite"] is not None]
+
+        def mean_of(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return statistics.fmean(known) if known else None
+
+        g: Group = {
             "variant": variant,
             "label": rs[0]["label"],
             "precision": precision,
@@ -187,20 +266,13 @@ def aggregate(rows: Sequence[dict[str, Any]], spread: str = "half_range") -> lis
             "seeds": [r["seed"] for r in ok],
             "runs": len(rs),
             "failed": [r["seed"] for r in rs if r["status"] != "ok"],
-            "mean": {},
-            "spread": {},
+            "mean": mean,
+            "spread": spreads,
+            "nonfinite_steps": sum(nf) if nf else None,
+            "first_nonfinite": min(firsts) if firsts else None,
+            "s_per_iter": mean_of([r["s_per_iter"] for r in ok]),
+            "cpu_s_per_iter": mean_of([r["cpu_s_per_iter"] for r in ok]),
+            "loss_scale_final": mean_of([r["loss_scale_final"] for r in ok]),
         }
-        for key in METRIC_KEYS:
-            vals = [v for r in ok if (v := metric(r["eval"], key)) is not None]
-            if vals:
-                g["mean"][key] = statistics.fmean(vals)
-                g["spread"][key] = spread_of(vals, spread)
-        nf = [r["nonfinite_steps"] for r in ok if r["nonfinite_steps"] is not None]
-        firsts = [r["first_nonfinite"] for r in ok if r["first_nonfinite"] is not None]
-        g["nonfinite_steps"] = sum(nf) if nf else None
-        g["first_nonfinite"] = min(firsts) if firsts else None
-        for k in ("s_per_iter", "cpu_s_per_iter", "loss_scale_final"):
-            vals = [r[k] for r in ok if r.get(k) is not None]
-            g[k] = statistics.fmean(vals) if vals else None
         out.append(g)
     return out

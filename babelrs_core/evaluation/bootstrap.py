@@ -36,7 +36,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -312,6 +312,18 @@ def distribution(
     return {k: np.array([r[k] for r in rows]) for k in keys}
 
 
+class IntervalDict(TypedDict):
+    """:meth:`Interval.as_dict`: what ``summary.json`` and the claims tables hold."""
+
+    delta: float
+    low: float
+    high: float
+    level: float
+    samples: int
+    seeds: list[int]
+    verdict: str  # shown | reversed | not shown
+
+
 @dataclass(frozen=True)
 class Interval:
     """A difference ``a - b`` with its percentile bootstrap interval."""
@@ -332,7 +344,7 @@ class Interval:
             return "reversed"
         return "not shown"
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> IntervalDict:
         return {
             "delta": self.delta,
             "low": self.low,

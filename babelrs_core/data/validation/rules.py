@@ -152,17 +152,40 @@ def gx_frame(frame: pd.DataFrame, rules: Sequence[Rule]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------ rule makers
 
 
-def _not_null(rule_id: str, column: str, where: Cond, what: str, shown: str = "") -> Rule:
-    shown = shown or column
+def _row_rule(
+    rule_id: str,
+    description: str,
+    gx_type: str,
+    gx_kwargs: dict[str, Any],
+    mask: Callable[[pd.DataFrame], pd.Series],
+    detail: Callable[[Any], str],
+    table: str = "manifest",
+    where: Cond = ALL,
+) -> Rule:
+    """A row rule: ``mask`` flags the offending rows, ``detail`` says what is wrong with one."""
     return Rule(
         id=rule_id,
-        description=f"{shown} is filled in on every {what}",
+        description=description,
         kind="row",
-        gx_type="ExpectColumnValuesToNotBeNull",
-        gx_kwargs={"column": column},
+        gx_type=gx_type,
+        gx_kwargs=gx_kwargs,
         where=where,
-        mask=lambda f: f[column].isna(),
-        detail=lambda r: f"{shown} is empty",
+        mask=mask,
+        detail=detail,
+        table=table,
+    )
+
+
+def _not_null(rule_id: str, column: str, where: Cond, what: str, shown: str = "") -> Rule:
+    shown = shown or column
+    return _row_rule(
+        rule_id,
+        f"{shown} is filled in on every {what}",
+        "ExpectColumnValuesToNotBeNull",
+        {"column": column},
+        lambda f: f[column].isna(),
+        lambda r: f"{shown} is empty",
+        where=where,
     )
 
 
@@ -176,15 +199,14 @@ def _in_set(
 ) -> Rule:
     allowed = list(allowed)
     shown = ", ".join(str(a) for a in allowed)
-    return Rule(
-        id=rule_id,
-        description=description,
-        kind="row",
-        gx_type="ExpectColumnValuesToBeInSet",
-        gx_kwargs={"column": column, "value_set": allowed},
-        mask=lambda f: f[column].notna() & ~f[column].isin(allowed),
-        detail=detail or (lambda r: f"{column} {_fmt(r[column])} is not one of: {shown}"),
-        table=table,
+    return _row_rule(
+        rule_id,
+        description,
+        "ExpectColumnValuesToBeInSet",
+        {"column": column, "value_set": allowed},
+        lambda f: f[column].notna() & ~f[column].isin(allowed),
+        detail or (lambda r: f"{column} {_fmt(r[column])} is not one of: {shown}"),
+        table,
     )
 
 
@@ -204,15 +226,14 @@ def _at_least(
     if strict:
         kwargs["strict_min"] = True
     word = "at or below" if strict else "below"
-    return Rule(
-        id=rule_id,
-        description=description,
-        kind="row",
-        gx_type="ExpectColumnValuesToBeBetween",
-        gx_kwargs=kwargs,
-        mask=mask,
-        detail=detail or (lambda r: f"{column} = {_fmt(r[column])} is {word} {low:g}"),
-        table=table,
+    return _row_rule(
+        rule_id,
+        description,
+        "ExpectColumnValuesToBeBetween",
+        kwargs,
+        mask,
+        detail or (lambda r: f"{column} = {_fmt(r[column])} is {word} {low:g}"),
+        table,
     )
 
 
@@ -236,21 +257,8 @@ def _pair(
         gx_type, kwargs = "ExpectColumnPairValuesToBeEqual", {}
     else:
         gx_type, kwargs = "ExpectColumnPairValuesAToBeGreaterThanB", {"or_equal": op == ">="}
-    return Rule(
-        id=rule_id,
-        description=description,
-        kind="row",
-        gx_type=gx_type,
-        gx_kwargs={
-            "column_A": a,
-            "column_B": b,
-            "ignore_row_if": "either_value_is_missing",
-            **kwargs,
-        },
-        mask=mask,
-        detail=detail,
-        table=table,
-    )
+    pair = {"column_A": a, "column_B": b, "ignore_row_if": "either_value_is_missing", **kwargs}
+    return _row_rule(rule_id, description, gx_type, pair, mask, detail, table)
 
 
 def _contains(
@@ -275,6 +283,11 @@ def _contains(
         missing=missing,
         detail=detail,
     )
+
+
+def _empty_split(noun: str) -> Callable[[str], str]:
+    """``detail`` of a missing ``dataset/split`` key: that split has no ``noun``."""
+    return lambda v: "empty split: {} split {!r} has no {}".format(*v.split("/", 1), noun)
 
 
 def _box(r: pd.Series) -> str:
@@ -355,14 +368,13 @@ def manifest_rules(
             missing=lambda f: [] if len(f) else ["rows"],
             detail=lambda _: "no rows at all (nothing was imported)",
         ),
-        Rule(
-            id="unique_id",
-            description="image_id + object_index is unique (no object listed twice)",
-            kind="row",
-            gx_type="ExpectCompoundColumnsToBeUnique",
-            gx_kwargs={"column_list": ["image_id", "object_index"]},
-            mask=lambda f: f.duplicated(["image_id", "object_index"], keep=False),
-            detail=lambda r: (
+        _row_rule(
+            "unique_id",
+            "image_id + object_index is unique (no object listed twice)",
+            "ExpectCompoundColumnsToBeUnique",
+            {"column_list": ["image_id", "object_index"]},
+            lambda f: f.duplicated(["image_id", "object_index"], keep=False),
+            lambda r: (
                 f"duplicate id: image_id {r['image_id']!r} with object_index "
                 f"{_fmt(r['object_index'])} appears more than once"
             ),
@@ -505,21 +517,19 @@ def manifest_rules(
     present = [d for d in DATASETS if d in set(frame["dataset"].dropna().unique())]
     req = list(required_splits)
     if present and req:
+        splits = [f"{ds}/{s}" for ds in present for s in req]
         rules += [
             _contains(
-                "split_not_empty",
-                "dataset_split",
-                [f"{ds}/{s}" for ds in present for s in req],
-                f"every dataset has images in each of the splits {', '.join(req)}",
-                lambda v: "empty split: {} split {!r} has no images".format(*v.split("/", 1)),
-            ),
-            _contains(
-                "split_has_objects",
-                "object_split",
-                [f"{ds}/{s}" for ds in present for s in req],
-                f"every dataset has objects in each of the splits {', '.join(req)}",
-                lambda v: "empty split: {} split {!r} has no objects".format(*v.split("/", 1)),
-            ),
+                rule_id,
+                column,
+                splits,
+                f"every dataset has {noun} in each of the splits {', '.join(req)}",
+                _empty_split(noun),
+            )
+            for rule_id, column, noun in (
+                ("split_not_empty", "dataset_split", "images"),
+                ("split_has_objects", "object_split", "objects"),
+            )
         ]
     expected = []
     for ds in present:
