@@ -13,9 +13,34 @@ import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Literal, TypedDict
 
 from babelrs_core.ablation.plan import FinetuneJob, Plan
+
+Metric = Literal["map", "ap50"]
+
+
+class Stats(TypedDict):
+    """One metric over the seeds of a (variant, fraction)."""
+
+    values: dict[str, float]  # seed (as text: JSON keys) -> score
+    mean: float | None
+    spread: float | None  # ablation.spread; None with fewer than two seeds
+
+
+class LabelRow(TypedDict):
+    """One (variant, label fraction) of :func:`label_efficiency_rows`."""
+
+    variant: str
+    label: str
+    dataset: str
+    fraction: float
+    precision: str
+    runs: int  # planned
+    map: Stats
+    ap50: Stats
+    seeds: list[int]  # evaluated
+    out: list[str]  # the runs' folders
 
 
 def _score(job: FinetuneJob, dataset: str, key: str) -> float | None:
@@ -34,7 +59,7 @@ def _spread(values: Sequence[float], kind: str) -> float | None:
     return (max(values) - min(values)) / 2 if kind == "half_range" else statistics.stdev(values)
 
 
-def label_efficiency_rows(plan: Plan) -> list[dict[str, Any]]:
+def label_efficiency_rows(plan: Plan) -> list[LabelRow]:
     """One row per (variant, fraction), variants in ``label_variants`` order, fractions rising:
     ``variant``, ``label``, ``dataset``, ``fraction``, ``precision``, ``runs`` (planned),
     ``seeds`` (evaluated), per metric (``map``, ``ap50``) the per-seed ``values``, ``mean`` and
@@ -57,32 +82,35 @@ def label_efficiency_rows(plan: Plan) -> list[dict[str, Any]]:
                     for j in plan.label_runs
                     if j.variant == variant and j.label_fraction == fraction
                 ]
-            row: dict[str, Any] = {
+            seeds: set[int] = set()
+            stats: dict[Metric, Stats] = {}
+            for key in ("map", "ap50"):
+                vals = {j.seed: v for j in jobs if (v := _score(j, ds, key)) is not None}
+                seeds |= set(vals)
+                xs = list(vals.values())
+                stats[key] = {
+                    "values": {str(s): v for s, v in sorted(vals.items())},
+                    "mean": statistics.fmean(xs) if xs else None,
+                    "spread": _spread(xs, ab.spread),
+                }
+            row: LabelRow = {
                 "variant": variant,
                 "label": ab.variants[variant].label,
                 "dataset": ds,
                 "fraction": fraction,
                 "precision": precision,
                 "runs": len(jobs),
+                "map": stats["map"],
+                "ap50": stats["ap50"],
+                "seeds": sorted(seeds),
+                "out": [str(j.out) for j in jobs],
             }
-            seeds: set[int] = set()
-            for key in ("map", "ap50"):
-                vals = {j.seed: v for j in jobs if (v := _score(j, ds, key)) is not None}
-                seeds |= set(vals)
-                xs = list(vals.values())
-                row[key] = {
-                    "values": {str(s): v for s, v in sorted(vals.items())},
-                    "mean": statistics.fmean(xs) if xs else None,
-                    "spread": _spread(xs, ab.spread),
-                }
-            row["seeds"] = sorted(seeds)
-            row["out"] = [str(j.out) for j in jobs]
             rows.append(row)
     return rows
 
 
 def plot_label_efficiency(
-    rows: Sequence[dict[str, Any]], path: Path, metric: str = "map"
+    rows: Sequence[LabelRow], path: Path, metric: Metric = "map"
 ) -> Path | None:
     """``metric`` (``map`` | ``ap50``) against the label fraction (log x axis), one line per
     variant with its seed spread as error bars; None (nothing written) without any score."""
@@ -116,7 +144,7 @@ def plot_label_efficiency(
     return save_figure(fig, path)
 
 
-def label_efficiency_table(rows: Sequence[dict[str, Any]], metric: str = "map") -> str:
+def label_efficiency_table(rows: Sequence[LabelRow], metric: Metric = "map") -> str:
     """Markdown: one row per variant, one column per label fraction, ``mean ± spread`` (or ``–``
     where no run has been scored)."""
     if not rows:
@@ -132,7 +160,7 @@ def label_efficiency_table(rows: Sequence[dict[str, Any]], metric: str = "map") 
         cells = []
         for f in fractions:
             found = [r for r in rows if r["variant"] == variant and r["fraction"] == f]
-            m = found[0][metric] if found else {"mean": None, "spread": None}
+            m: Stats = found[0][metric] if found else {"values": {}, "mean": None, "spread": None}
             if m["mean"] is None:
                 cells.append("–")
             elif m["spread"] is None:

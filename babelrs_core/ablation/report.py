@@ -19,6 +19,7 @@ from typing import Any
 
 from babelrs_core.ablation.claims import Claims, claim_statements, claims_markdown, compute_claims
 from babelrs_core.ablation.label_efficiency import (
+    LabelRow,
     label_efficiency_rows,
     label_efficiency_table,
     plot_label_efficiency,
@@ -160,7 +161,7 @@ def section(
     results_md: Path,
     run_info: dict[str, Any],
     claims: Sequence[Claims] = (),
-    label_rows: Sequence[dict[str, Any]] = (),
+    label_rows: Sequence[LabelRow] = (),
 ) -> str:
     """The whole generated "Ablation" section (``claims``: per precision, from
     :func:`~babelrs_core.ablation.claims.compute_claims`)."""
