@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -128,12 +128,19 @@ def schedule(run: AblationRun, runner: TaskRunner) -> None:
     finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
     # Jobs wait here, not in the runner's queue, until a worker is free: then the next one is
     # the first in AblationRun.priority's order among those ready, whenever it became ready.
-    ready: list[tuple[PretrainJob | FinetuneJob, PrefectFuture[Any] | None]] = []
+    # Each keeps the time it became ready: "s since queued" in the run's log counts the wait.
+    ready: list[tuple[PretrainJob | FinetuneJob, PrefectFuture[Any] | None, float]] = []
+
+    def make_ready(
+        jobs: Sequence[PretrainJob | FinetuneJob], after: PrefectFuture[Any] | None = None
+    ) -> None:
+        ready.extend((job, after, time.perf_counter()) for job in jobs)
 
     def fill() -> None:
         while ready and len(pending) < run.plan.params.ablation.workers:
-            ready.sort(key=lambda item: run.priority(item[0]))
-            job, after = ready.pop(0)
+            item = min(ready, key=lambda item: run.priority(item[0]))
+            ready.remove(item)
+            job, after, queued = item
             if isinstance(job, PretrainJob):
                 fut = runner.submit(
                     pretrain.with_options(task_run_name=f"pretrain/{job.name}"),
@@ -145,14 +152,14 @@ def schedule(run: AblationRun, runner: TaskRunner) -> None:
                     run.finetune_args(job),
                     wait_for=[after] if after is not None else None,
                 )
-            pending[fut] = (job, time.perf_counter())
+            pending[fut] = (job, queued)
             fut.add_done_callback(finished.put)
 
-    ready += [(pj, None) for pj in run.pretrains_to_run()]
-    ready += [(job, None) for job in run.finetunes_to_run(None)]
+    make_ready(run.pretrains_to_run())
+    make_ready(run.finetunes_to_run(None))
     for name in run.ready_pretrains():  # reused pretrainings: their fine-tunings are ready now
-        ready += [(job, None) for job in run.finetunes_to_run(name)]
-    ready += [(job, None) for job in run.deferred_to_run()]
+        make_ready(run.finetunes_to_run(name))
+    make_ready(run.deferred_to_run())
     fill()
     while pending:
         fut = finished.get()
@@ -164,9 +171,8 @@ def schedule(run: AblationRun, runner: TaskRunner) -> None:
         else:
             run.done(job, result, queued)
         if isinstance(job, PretrainJob):
-            ready += [(ft, fut) for ft in run.finetunes_to_run(job.name)]
-        # compute controls, once the runs they measure have run
-        ready += [(ft, None) for ft in run.deferred_to_run()]
+            make_ready(run.finetunes_to_run(job.name), after=fut)
+        make_ready(run.deferred_to_run())  # compute controls, once the runs they measure have run
         fill()
 
 

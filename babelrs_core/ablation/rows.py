@@ -235,6 +235,12 @@ def spread_of(values: Sequence[float], kind: str = "half_range") -> float:
     raise ValueError(f"spread {kind!r}: expected half_range | std")
 
 
+def _mean_known(values: Sequence[float | None]) -> float | None:
+    """Mean of the values that are not None (None when there are none)."""
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
+
+
 def aggregate(rows: Sequence[RunRow], spread: str = "half_range") -> list[Group]:
     """One group per (variant, precision, mode), in row order: n, mean / spread per metric, the
     non-finite steps over seeds (sum, earliest first step) and the mean seconds per iteration."""
@@ -254,10 +260,6 @@ def aggregate(rows: Sequence[RunRow], spread: str = "half_range") -> list[Group]
         nf = [r["nonfinite_steps"] for r in ok if r["nonfinite_steps"] is not None]
         firsts = [r["first_nonfinite"] for r in ok if r["first_nonfinite"] is not None]
 
-        def mean_of(values: list[float | None]) -> float | None:
-            known = [v for v in values if v is not None]
-            return statistics.fmean(known) if known else None
-
         g: Group = {
             "variant": variant,
             "label": rs[0]["label"],
@@ -270,9 +272,9 @@ def aggregate(rows: Sequence[RunRow], spread: str = "half_range") -> list[Group]
             "spread": spreads,
             "nonfinite_steps": sum(nf) if nf else None,
             "first_nonfinite": min(firsts) if firsts else None,
-            "s_per_iter": mean_of([r["s_per_iter"] for r in ok]),
-            "cpu_s_per_iter": mean_of([r["cpu_s_per_iter"] for r in ok]),
-            "loss_scale_final": mean_of([r["loss_scale_final"] for r in ok]),
+            "s_per_iter": _mean_known([r["s_per_iter"] for r in ok]),
+            "cpu_s_per_iter": _mean_known([r["cpu_s_per_iter"] for r in ok]),
+            "loss_scale_final": _mean_known([r["loss_scale_final"] for r in ok]),
         }
         out.append(g)
     return out
