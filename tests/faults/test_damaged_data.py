@@ -31,6 +31,7 @@ def project(tmp_path: Path) -> tuple[Path, Path]:
     params = fake_data.params().model_dump(mode="json")
     params["paths"].update(
         manifest=str(manifest),
+        captions=None,  # beside this manifest, not the default manifest's (a dump resolved it)
         pretrain_out=str(tmp_path / "out" / "pretrain"),
         finetune_out=str(tmp_path / "out" / "finetune"),
     )

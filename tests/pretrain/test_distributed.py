@@ -33,7 +33,9 @@ def _params(root: Path, out: Path, nproc: int):
         root / "raw", steps=STEPS, checkpoint_every=STEPS, eval_max_per_task=1, lm_dropout=0.0
     )
     data = p.model_dump(mode="json")
-    data["paths"].update(manifest=str(root / "manifest.parquet"), pretrain_out=str(out))
+    data["paths"].update(
+        manifest=str(root / "manifest.parquet"), captions=None, pretrain_out=str(out)
+    )
     data["pretrain"]["threads"] = 1
     data["tracking"]["store"] = str(root / "mlflow")
     data["distributed"]["nproc_per_node"] = nproc

@@ -4,7 +4,7 @@
 * ``dota``: :mod:`babelrs_core.data.formats.dota`, DOTA v1.0 labelTxt (RGB, obox);
 * ``dronevehicle``: :mod:`babelrs_core.data.formats.dronevehicle`, DroneVehicle XML (IR/RGB, obox).
 
-Every reader has the same signature (:class:`Reader`)::
+Every reader is a :class:`FormatReader`, called with the same signature::
 
     read(root, params, splits=None, on_drop=ignore_drop) -> Iterator[ManifestRow]
 
@@ -17,37 +17,21 @@ and ``image_id = "{dataset}/{split}/{stem}"``. A broken file raises :class:`Form
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Protocol
+from typing import Any
 
-from babelrs_core.config import Importers
 from babelrs_core.data.formats import dota, dronevehicle, sardet
+from babelrs_core.data.formats._common import FormatReader, Release
 from babelrs_core.data.formats.errors import Dropped, DropSink, FormatError, ignore_drop
-from babelrs_core.data.manifest import ManifestRow
-
-
-class Reader(Protocol):
-    """The signature every format reader implements."""
-
-    def __call__(
-        self,
-        root: Path,
-        params: Importers,
-        splits: Sequence[str] | None = None,
-        on_drop: DropSink = ignore_drop,
-    ) -> Iterator[ManifestRow]: ...
-
 
 #: Dataset name -> reader of its release format.
-READERS: dict[str, Reader] = {
+READERS: dict[str, FormatReader[Any]] = {
     "sardet": sardet.read,
     "dota": dota.read,
     "dronevehicle": dronevehicle.read,
 }
 
 
-def get_reader(name: str) -> Reader:
+def get_reader(name: str) -> FormatReader[Any]:
     """The reader of dataset ``name``; a clear error lists the known ones."""
     try:
         return READERS[name]
@@ -60,7 +44,8 @@ __all__ = [
     "DropSink",
     "Dropped",
     "FormatError",
-    "Reader",
+    "FormatReader",
+    "Release",
     "get_reader",
     "ignore_drop",
 ]

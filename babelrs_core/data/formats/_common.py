@@ -1,22 +1,26 @@
-"""Helpers shared by the format readers: the dataset folder, image headers, split folders, box
-clean-up, the rows of one image."""
+"""Helpers shared by the format readers: the reader's opening (:class:`FormatReader`), the
+dataset folder, image headers, split folders, box clean-up, the rows of one image."""
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
 from babelrs_core.concepts import soi_label
+from babelrs_core.config import Importers
 from babelrs_core.data.formats.errors import (
     OUTSIDE_IMAGE,
     TOO_SMALL,
     ZERO_AREA,
+    DropSink,
     FormatError,
+    ignore_drop,
 )
 from babelrs_core.data.manifest import ManifestRow
 from babelrs_core.geometry import hbox_from_poly, poly_area
@@ -25,8 +29,62 @@ from babelrs_core.geometry import hbox_from_poly, poly_area
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 
 
+#: What a format reads one at a time: a split, or a split and a sensor.
+Unit = TypeVar("Unit")
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release being read: its resolved folder, the ``importers`` params, where drops go."""
+
+    root: Path
+    params: Importers
+    on_drop: DropSink
+
+
+class FormatReader(ABC, Generic[Unit]):
+    """A release format's reader, called as ``read(root, params, splits=None, on_drop=...)``.
+
+    What every format shares lives here: the release folder is checked (:meth:`open`), the
+    format names the units it will read (:meth:`units`: splits, or split and sensor pairs; a
+    :class:`FormatError` when there is none), then each unit's annotation files (:meth:`files`),
+    one lazy row stream a file, so that ``babelrs data validate --raw`` can report a broken file
+    and read on.
+    """
+
+    #: The release's name in errors.
+    name: str
+    #: A folder the release folder must contain (``None``: any folder).
+    inside: str | None = None
+
+    def __call__(
+        self,
+        root: Path,
+        params: Importers,
+        splits: Sequence[str] | None = None,
+        on_drop: DropSink = ignore_drop,
+    ) -> Iterator[ManifestRow]:
+        """Rows of the release under ``root``, one per object (``splits=None``: all found)."""
+        release = self.open(root, params, on_drop)
+        for unit in self.units(release, splits):
+            for rows in self.files(release, unit):
+                yield from rows
+
+    def open(self, root: Path, params: Importers, on_drop: DropSink = ignore_drop) -> Release:
+        """The release under ``root`` (:func:`dataset_root`)."""
+        return Release(dataset_root(root, self.name, self.inside), params, on_drop)
+
+    @abstractmethod
+    def units(self, release: Release, splits: Sequence[str] | None) -> list[Unit]:
+        """What to read, in order: the chosen splits, or those found on disk."""
+
+    @abstractmethod
+    def files(self, release: Release, unit: Unit) -> Iterator[Iterable[ManifestRow]]:
+        """The rows of one unit, a lazy stream per annotation file."""
+
+
 def dataset_root(root: Path, name: str, inside: str | None = None) -> Path:
-    """``root`` resolved, the opening of every reader's ``read``: a :class:`FormatError` when it
+    """``root`` resolved, the opening of every :class:`FormatReader`: a :class:`FormatError` when it
     is not a folder (``name`` says which dataset), or with ``inside`` when it lacks that folder."""
     root = Path(root).resolve()
     if inside is None:

@@ -49,15 +49,15 @@ Citation
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from babelrs_core.concepts import SPLITS, UnknownClassError, normalize
-from babelrs_core.config import Importers
 from babelrs_core.data.formats._common import (
+    FormatReader,
     Kept,
     Placed,
-    dataset_root,
+    Release,
     finite,
     image_fields,
     image_rows,
@@ -106,26 +106,32 @@ def discover_splits(root: Path, on_drop: DropSink = ignore_drop) -> list[str]:
     return found
 
 
-def read(
-    root: Path,
-    params: Importers,
-    splits: Sequence[str] | None = None,
-    on_drop: DropSink = ignore_drop,
-) -> Iterator[ManifestRow]:
-    """Rows of a DOTA (or SOI-Det ``DOTA_800pix``) folder, one per object."""
-    root = dataset_root(root, "DOTA")
-    chosen = list(splits) if splits is not None else discover_splits(root, on_drop)
-    if not chosen:
-        raise FormatError(root, None, "no {train,val,test}/images/ with labelTxt/ (or annfiles/)")
-    for split in chosen:
-        d = root / split
+class DotaReader(FormatReader[str]):
+    """Rows of a DOTA (or SOI-Det ``DOTA_800pix``) folder, one per object; a unit is a split."""
+
+    name = "DOTA"
+
+    def units(self, release: Release, splits: Sequence[str] | None) -> list[str]:
+        chosen = discover_splits(release.root, release.on_drop) if splits is None else list(splits)
+        if not chosen:
+            raise FormatError(
+                release.root, None, "no {train,val,test}/images/ with labelTxt/ (or annfiles/)"
+            )
+        return chosen
+
+    def files(self, release: Release, unit: str) -> Iterator[Iterable[ManifestRow]]:
+        d = release.root / unit
         if not (d / IMAGES).is_dir():
-            raise FormatError(d, None, f"split {split!r}: no {IMAGES}/ folder")
+            raise FormatError(d, None, f"split {unit!r}: no {IMAGES}/ folder")
         labels = label_dir(d)
         if labels is None:
-            raise FormatError(d, None, f"split {split!r}: no {' or '.join(LABEL_DIRS)} folder")
+            raise FormatError(d, None, f"split {unit!r}: no {' or '.join(LABEL_DIRS)} folder")
         for stem, image, label in pair_by_stem(d / IMAGES, labels, LABEL_SUFFIX):
-            yield from read_file(root, split, stem, image, label, params, on_drop)
+            yield read_file(release, unit, stem, image, label)
+
+
+#: The DOTA reader: ``read(root, params, splits=None, on_drop=ignore_drop)``.
+read = DotaReader()
 
 
 def parse_label_file(path: Path) -> tuple[dict[str, str | float | None], list[tuple]]:
@@ -186,22 +192,17 @@ def parse_label_file(path: Path) -> tuple[dict[str, str | float | None], list[tu
 
 
 def read_file(
-    root: Path,
-    split: str,
-    stem: str,
-    image: Path,
-    label: Path,
-    params: Importers,
-    on_drop: DropSink = ignore_drop,
+    release: Release, split: str, stem: str, image: Path, label: Path
 ) -> Iterator[ManifestRow]:
     """Rows of one image and its label file."""
     _, objects = parse_label_file(label)
     width, height = image_size(image, label)
-    source = rel(label, root)
+    source = rel(label, release.root)
+    min_size, on_drop = release.params.min_box_size_px, release.on_drop
 
     def kept() -> Iterator[Kept]:
         for lineno, poly, raw, name, difficult in objects:
-            placed = place(poly, width, height, params.min_box_size_px, clip_poly=False)
+            placed = place(poly, width, height, min_size, clip_poly=False)
             if not isinstance(placed, Placed):
                 on_drop(
                     Dropped(

@@ -61,17 +61,17 @@ Citation
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
 
 from babelrs_core.concepts import SPLITS, UnknownClassError, is_ignored, normalize
-from babelrs_core.config import Importers
 from babelrs_core.data.formats._common import (
+    FormatReader,
     Kept,
     Placed,
-    dataset_root,
+    Release,
     finite,
     image_fields,
     image_rows,
@@ -127,29 +127,34 @@ def discover_splits(
     return found
 
 
-def read(
-    root: Path,
-    params: Importers,
-    splits: Sequence[str] | None = None,
-    on_drop: DropSink = ignore_drop,
-) -> Iterator[ManifestRow]:
-    """Rows of a DroneVehicle folder, one per object, for the configured modalities."""
-    root = dataset_root(root, "DroneVehicle")
-    modalities = list(dict.fromkeys(params.dronevehicle_modalities))
-    if splits is None:
-        pairs = discover_splits(root, modalities, on_drop)
+class DroneVehicleReader(FormatReader[tuple[str, str]]):
+    """Rows of a DroneVehicle folder, one per object, for the configured modalities; a unit is a
+    (split, modality) pair."""
+
+    name = "DroneVehicle"
+
+    def units(self, release: Release, splits: Sequence[str] | None) -> list[tuple[str, str]]:
+        modalities = list(dict.fromkeys(release.params.dronevehicle_modalities))
+        if splits is not None:
+            return [(s, m) for s in splits for m in modalities]
+        pairs = discover_splits(release.root, modalities, release.on_drop)
         if not pairs:
             wanted = ", ".join(f"{{split}}/{{split}}img{MODALITY_SUFFIX[m]}" for m in modalities)
-            raise FormatError(root, None, f"no split folders found (looked for {wanted})")
-    else:
-        pairs = [(s, m) for s in splits for m in modalities]
-    for split, modality in pairs:
-        images, labels = folders(root, split, modality)
+            raise FormatError(release.root, None, f"no split folders found (looked for {wanted})")
+        return pairs
+
+    def files(self, release: Release, unit: tuple[str, str]) -> Iterator[Iterable[ManifestRow]]:
+        split, modality = unit
+        images, labels = folders(release.root, split, modality)
         for folder in (images, labels):
             if not folder.is_dir():
                 raise FormatError(folder, None, f"split {split!r} ({modality}): folder not found")
         for stem, image, label in pair_by_stem(images, labels, LABEL_SUFFIX):
-            yield from read_file(root, split, modality, stem, image, label, params, on_drop)
+            yield read_file(release, split, modality, stem, image, label)
+
+
+#: The DroneVehicle reader: ``read(root, params, splits=None, on_drop=ignore_drop)``.
+read = DroneVehicleReader()
 
 
 @dataclass
@@ -208,14 +213,7 @@ def _size(xml: _Xml, path: Path) -> tuple[int, int, int | None] | None:
 
 
 def read_file(
-    root: Path,
-    split: str,
-    modality: str,
-    stem: str,
-    image: Path,
-    label: Path,
-    params: Importers,
-    on_drop: DropSink = ignore_drop,
+    release: Release, split: str, modality: str, stem: str, image: Path, label: Path
 ) -> Iterator[ManifestRow]:
     """Rows of one image and its XML file (paired by stem; ``<filename>`` is ignored)."""
     xml = parse_xml(label)
@@ -231,13 +229,14 @@ def read_file(
             size[2],
             f"<size> says {size[0]}x{size[1]} but {image} is {file_w}x{file_h}",
         )
+    params, on_drop = release.params, release.on_drop
     border = params.dronevehicle_border_px
     width, height = file_w - 2 * border, file_h - 2 * border
     if width <= 0 or height <= 0:
         raise FormatError(
             image, None, f"{file_w}x{file_h} image is too small for a {border}-px border"
         )
-    source = rel(label, root)
+    source = rel(label, release.root)
 
     def kept() -> Iterator[Kept]:
         for n, obj in enumerate(xml.root.findall("object"), start=1):

@@ -48,17 +48,17 @@ Citation
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from babelrs_core.concepts import SPLITS, UnknownClassError, normalize
-from babelrs_core.config import Importers
 from babelrs_core.data.formats._common import (
+    FormatReader,
     Kept,
     Placed,
+    Release,
     check_size,
-    dataset_root,
     finite,
     image_fields,
     image_rows,
@@ -70,7 +70,6 @@ from babelrs_core.data.formats.errors import (
     Dropped,
     DropSink,
     FormatError,
-    ignore_drop,
 )
 from babelrs_core.data.manifest import ManifestRow
 from babelrs_core.geometry import poly_from_hbox
@@ -97,25 +96,33 @@ def discover_splits(root: Path) -> list[str]:
     return [s for s in SPLITS if annotation_file(root, s) is not None]
 
 
-def read(
-    root: Path,
-    params: Importers,
-    splits: Sequence[str] | None = None,
-    on_drop: DropSink = ignore_drop,
-) -> Iterator[ManifestRow]:
-    """Rows of a SARDet-100K (or SOI-Det ``SARDet_50K``) folder, one per object."""
-    root = dataset_root(root, "SARDet-100K", inside=ANNOTATIONS)
-    chosen = list(splits) if splits is not None else discover_splits(root)
-    if not chosen:
-        raise FormatError(
-            root / ANNOTATIONS, None, "no {train,val,test}.json (or after_merge_*.json) found"
-        )
-    for split in chosen:
-        path = annotation_file(root, split)
+class SardetReader(FormatReader[str]):
+    """Rows of a SARDet-100K (or SOI-Det ``SARDet_50K``) folder, one per object; a unit is a
+    split."""
+
+    name = "SARDet-100K"
+    inside = ANNOTATIONS
+
+    def units(self, release: Release, splits: Sequence[str] | None) -> list[str]:
+        chosen = list(splits) if splits is not None else discover_splits(release.root)
+        if not chosen:
+            raise FormatError(
+                release.root / ANNOTATIONS,
+                None,
+                "no {train,val,test}.json (or after_merge_*.json) found",
+            )
+        return chosen
+
+    def files(self, release: Release, unit: str) -> Iterator[Iterable[ManifestRow]]:
+        path = annotation_file(release.root, unit)
         if path is None:
-            looked = ", ".join(p.name for p in annotation_candidates(root, split))
-            raise FormatError(root / ANNOTATIONS, None, f"split {split!r}: none of {looked}")
-        yield from read_split(root, split, path, params, on_drop)
+            looked = ", ".join(p.name for p in annotation_candidates(release.root, unit))
+            raise FormatError(release.root / ANNOTATIONS, None, f"split {unit!r}: none of {looked}")
+        yield read_split(release, unit, path)
+
+
+#: The SARDet-100K reader: ``read(root, params, splits=None, on_drop=ignore_drop)``.
+read = SardetReader()
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -176,15 +183,13 @@ def _resolve(root: Path, split: str, file_name: str) -> tuple[Path, list[Path]]:
     return next((p for p in candidates if p.is_file()), candidates[0]), candidates
 
 
-def read_split(
-    root: Path, split: str, path: Path, params: Importers, on_drop: DropSink = ignore_drop
-) -> Iterator[ManifestRow]:
+def read_split(release: Release, split: str, path: Path) -> Iterator[ManifestRow]:
     """Rows of one annotation file (``path``) of ``split``."""
-    root = Path(root).resolve()
+    root, on_drop = release.root, release.on_drop
     data = _load(path)
     cats = _categories(path, data)
     source = rel(path, root)
-    min_size = params.min_box_size_px
+    min_size = release.params.min_box_size_px
 
     images: dict[int, int] = {}  # image id -> index in images[]
     stems: dict[str, int] = {}

@@ -51,57 +51,17 @@ def read_raw(
 
 
 def _units(name: str, root: Path, importers: Importers) -> Iterable[Iterable[ManifestRow]]:
-    """Lazy per-file (or per-split) row streams of one dataset folder."""
-    from babelrs_core.data.formats import dota, dronevehicle, sardet
-    from babelrs_core.data.formats._common import pair_by_stem
-
-    if not root.is_dir():
-        raise FormatError(root, None, f"{name} dataset folder not found")
-    if name == "dota":
-        splits = dota.discover_splits(root)
-        if not splits:
-            raise FormatError(root, None, "no {train,val,test}/images/ with a label folder")
-        for split in splits:
-            d = root / split
-            try:
-                labels = dota.label_dir(d)
-                if labels is None:  # gone since discover_splits saw it: as dota.read says
-                    looked = " or ".join(dota.LABEL_DIRS)
-                    raise FormatError(d, None, f"split {split!r}: no {looked} folder")
-                pairs = pair_by_stem(d / dota.IMAGES, labels, dota.LABEL_SUFFIX)
-            except FormatError as exc:
-                yield _raiser(exc)
-                continue
-            for stem, image, label in pairs:
-                yield dota.read_file(root, split, stem, image, label, importers)
-    elif name == "dronevehicle":
-        modalities = list(dict.fromkeys(importers.dronevehicle_modalities))
-        pairs_found = dronevehicle.discover_splits(root, modalities)
-        if not pairs_found:
-            raise FormatError(root, None, "no DroneVehicle split folders found")
-        for split, modality in pairs_found:
-            img_dir, label_dir = dronevehicle.folders(root, split, modality)
-            try:
-                pairs = pair_by_stem(img_dir, label_dir, dronevehicle.LABEL_SUFFIX)
-            except FormatError as exc:
-                yield _raiser(exc)
-                continue
-            for stem, image, label in pairs:
-                yield dronevehicle.read_file(root, split, modality, stem, image, label, importers)
-    elif name == "sardet":
-        splits = sardet.discover_splits(root)
-        if not splits:
-            raise FormatError(root, None, "no Annotations/{train,val,test}.json found")
-        for split in splits:
-            path = sardet.annotation_file(root, split)
-            if path is None:  # gone since discover_splits saw it: as sardet.read says
-                looked = ", ".join(p.name for p in sardet.annotation_candidates(root, split))
-                problem = f"split {split!r}: none of {looked}"
-                yield _raiser(FormatError(root / sardet.ANNOTATIONS, None, problem))
-                continue
-            yield sardet.read_split(root, split, path, importers)
-    else:  # a reader added later: one unit for the whole folder
-        yield get_reader(name)(root, importers)
+    """Lazy per-file (or per-split) row streams of one dataset folder; a unit whose folders are
+    broken becomes one stream that raises its error."""
+    reader = get_reader(name)
+    release = reader.open(root, importers)
+    for unit in reader.units(release, None):
+        try:
+            files = list(reader.files(release, unit))
+        except FormatError as exc:
+            yield _raiser(exc)
+            continue
+        yield from files
 
 
 def _raiser(exc: FormatError) -> Iterable[ManifestRow]:
