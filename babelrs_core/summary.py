@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from babelrs_core.concepts import DATASETS
+from babelrs_core.io.markdown import table_head
 
 
 def render_summary(results: dict[str, Any], console: Console | None = None) -> None:
@@ -75,7 +76,7 @@ def summary_markdown(results: dict[str, Any], parent_run_id: str | None = None) 
     lines = ["# babelrs-retrain", ""]
     evaluation = results.get("evaluate")
     if isinstance(evaluation, dict) and "overall" in evaluation:
-        lines += ["| dataset | modality | AP@50 | mAP(.5:.95) |", "|---|---|---:|---:|"]
+        lines += table_head(["dataset", "modality", "AP@50", "mAP(.5:.95)"], "llr")
         for name, info in DATASETS.items():
             row = evaluation.get(name)
             if isinstance(row, dict):
@@ -106,7 +107,7 @@ def summary_markdown(results: dict[str, Any], parent_run_id: str | None = None) 
         if isinstance(r, dict) and r.get("mlflow_run_id")
     ]
     if parent_run_id or runs:
-        lines += ["| stage | MLflow run |", "|---|---|"]
+        lines += table_head(["stage", "MLflow run"])
         lines += [f"| pipeline (parent) | `{parent_run_id}` |"] if parent_run_id else []
         lines += [f"| {s} | `{r}` |" for s, r in runs]
     return "\n".join(lines)

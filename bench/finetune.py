@@ -49,6 +49,7 @@ from babelrs_core.concepts import (  # noqa: E402
     soi_label,
 )
 from babelrs_core.config import Params, load_params  # noqa: E402
+from babelrs_core.io.markdown import table_head  # noqa: E402
 
 
 class IterTimes(Hook):
@@ -301,8 +302,7 @@ def main() -> None:
         f"not timed), batch {base.finetune.batch_size}, torch threads {torch.get_num_threads()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}",
         "",
-        "| loop | s/iter | it/s | ratio vs plain mmdet |",
-        "|---|---:|---:|---:|",
+        *table_head(["loop", "s/iter", "it/s", "ratio vs plain mmdet"], "lr"),
     ]
     for label, s, n in rows:
         lines.append(f"| {label} ({n} iters) | {s:.3f} | {1 / s:.2f} | {plain / s:.2f} |")

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from babelrs_core.concepts import DATASETS, MODALITIES  # noqa: E402
 from babelrs_core.config import load_params  # noqa: E402
+from babelrs_core.io.markdown import table_head  # noqa: E402
 
 #: variant -> (what it changes, overrides). ``base`` is params.yaml as it is.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -141,11 +142,9 @@ def run_variant(name: str, overrides: dict[str, Any], out_root: Path, force: boo
 
 
 def table(rows: list[dict]) -> str:
-    head = (
-        "| variant | iters | s/iter | SAR AP50/mAP | DOTA AP50/mAP | DV AP50/mAP | H-mAP "
-        "| DOTA aspect pred/true, axis err | DV aspect pred/true, axis err |"
-    )
-    lines = [head, "|" + "---|" * 9]
+    head = ["variant", "iters", "s/iter", "SAR AP50/mAP", "DOTA AP50/mAP", "DV AP50/mAP"]
+    head += ["H-mAP", "DOTA aspect pred/true, axis err", "DV aspect pred/true, axis err"]
+    lines = table_head(head)
     for r in rows:
         d = r["datasets"]
 

@@ -236,12 +236,11 @@ def exponent(sizes: list[int], values: list[float]) -> float:
 
 
 def report(results: dict[int, dict[str, dict[str, float]]]) -> str:
+    from babelrs_core.io.markdown import table_head
+
     sizes = sorted(results)
-    head = " | ".join(f"{n:,} images: s / img/s / peak MB" for n in sizes)
-    lines = [
-        f"| stage | {head} | k (time) | k (time, last two) | k (peak MB) |",
-        "|---" * (len(sizes) + 4) + "|",
-    ]
+    head = ["stage", *(f"{n:,} images: s / img/s / peak MB" for n in sizes)]
+    lines = table_head([*head, "k (time)", "k (time, last two)", "k (peak MB)"])
     for stage in STAGES:
         cells = [
             f"{results[n][stage]['seconds']:.1f} / {results[n][stage]['images_per_s']:.0f} / "

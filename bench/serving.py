@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from babelrs_core.config import load_params  # noqa: E402
+from babelrs_core.io.markdown import table_head  # noqa: E402
 
 SECTION = "## Serving (pyfunc vs raw forward)"
 
@@ -116,8 +117,10 @@ def main() -> None:
         f"(min in brackets), torch threads {torch.get_num_threads()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}",
         "",
-        "| modality | images | size | raw forward s | pyfunc predict s | pyfunc / raw |",
-        "|---|---:|---|---:|---:|---:|",
+        *table_head(
+            ["modality", "images", "size", "raw forward s", "pyfunc predict s", "pyfunc / raw"],
+            "lrlr",
+        ),
     ]
     for modality, n, shape, raw, pyf in rows:
         lines.append(f"| {modality} | {n} | {shape} | {raw[0]:.3f} ({raw[1]:.3f}) | "

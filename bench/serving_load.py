@@ -530,11 +530,11 @@ def load_test(
 
 def markdown_table(results: Sequence[LevelResult]) -> str:
     """One row per (workers, clients)."""
-    lines = [
-        "| workers | torch threads / worker | clients | requests | throughput req/s | p50 ms "
-        "| p95 ms | p99 ms | errors | server peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    from babelrs_core.io.markdown import table_head
+
+    head = ["workers", "torch threads / worker", "clients", "requests", "throughput req/s"]
+    head += ["p50 ms", "p95 ms", "p99 ms", "errors", "server peak RSS MiB"]
+    lines = table_head(head, "r")
     for r in results:
         lines.append(
             f"| {r.workers} | {r.threads} | {r.clients} | {r.requests} | {r.throughput:.2f} | "

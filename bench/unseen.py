@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from babelrs_core.concepts import DATASETS  # noqa: E402
 from babelrs_core.config import load_params  # noqa: E402
+from babelrs_core.io.markdown import table_head, table_row  # noqa: E402
 
 #: harsher sensors than params.yaml's soi_mini (each still inside the real sensors' range)
 HARSH: dict[str, Any] = {
@@ -80,16 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nSOI-mini seed {args.seed}, {kind}: rendered + imported in {gen_s:.0f} s; "
           f"detector {result['info']['checkpoint']}")  # fmt: skip
     cols = [*[d for d in DATASETS if d in unseen], "hmap"]
-    print("| evaluation data | " + " | ".join(f"{c} mAP" if c != "hmap" else "H-mAP" for c in cols)
-          + " |")  # fmt: skip
-    print("|---" * (len(cols) + 1) + "|")
+    names = [f"{c} mAP" if c != "hmap" else "H-mAP" for c in cols]
+    print("\n".join(table_head(["evaluation data", *names])))
     rows = [("default SOI-mini (paths.eval_out)", base), (f"seed {args.seed}, {kind}", unseen)]
     for label, s in rows:
         if s is not None:
-            print(f"| {label} | " + " | ".join(f"{s[c]:.1f}" for c in cols) + " |")
+            print(table_row([label, *(f"{s[c]:.1f}" for c in cols)]))
     if base is not None:
-        print("| unseen / default | " + " | ".join(
-            f"{unseen[c] / base[c]:.2f}" if base[c] else "–" for c in cols) + " |")  # fmt: skip
+        ratios = [f"{unseen[c] / base[c]:.2f}" if base[c] else "–" for c in cols]
+        print(table_row(["unseen / default", *ratios]))
     return 0
 
 

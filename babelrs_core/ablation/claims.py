@@ -29,6 +29,7 @@ from babelrs_core.evaluation.bootstrap import (
     run_scores,
 )
 from babelrs_core.evaluation.results_section import SHORT
+from babelrs_core.io.markdown import table_head, table_row
 
 REFERENCE = "ours"
 NAMES = {"hmap": "H-mAP", "map": "overall mAP", "ap50": "overall AP@50"}
@@ -195,8 +196,7 @@ def claims_markdown(claims: Claims) -> str:
     lines += [f"* {s}" for s in statements]
     lines += [
         "",
-        "| claim | seeds | " + " | ".join(f"Δ {key_name(k)} [95 % CI]" for k in keys) + " |",
-        "|---|---|" + "---:|" * len(keys),
+        *table_head(["claim", "seeds", *(f"Δ {key_name(k)} [95 % CI]" for k in keys)], "llr"),
     ]
     for c in claims["comparisons"]:
         cells = [f"{REFERENCE} > {c['variant']}", ", ".join(str(s) for s in c["seeds"])]
@@ -205,7 +205,7 @@ def claims_markdown(claims: Claims) -> str:
             + (f" *{c['intervals'][k]['verdict']}*" if k == keys[0] else "")
             for k in keys
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(cells))
     sizes = ", ".join(f"{SHORT.get(d, d)} {n}" for d, n in (claims.get("images") or {}).items())
     lines += [
         "",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal, TypedDict
 
 from babelrs_core.ablation.plan import FinetuneJob, Plan
+from babelrs_core.io.markdown import table_head, table_row
 
 Metric = Literal["map", "ap50"]
 
@@ -151,11 +152,8 @@ def label_efficiency_table(rows: Sequence[LabelRow], metric: Metric = "map") -> 
         return ""
     fractions = sorted({r["fraction"] for r in rows})
     name = {"map": "mAP", "ap50": "AP@50"}[metric]
-    head = " | ".join(f"{f:.0%}" for f in fractions)
-    lines = [
-        f"| {rows[0]['dataset']} {name} vs share of its training labels | {head} |",
-        "|---" * (len(fractions) + 1) + "|",
-    ]
+    title = f"{rows[0]['dataset']} {name} vs share of its training labels"
+    lines = table_head([title, *(f"{f:.0%}" for f in fractions)])
     for variant in dict.fromkeys(r["variant"] for r in rows):
         cells = []
         for f in fractions:
@@ -168,5 +166,5 @@ def label_efficiency_table(rows: Sequence[LabelRow], metric: Metric = "map") -> 
             else:
                 cells.append(f"{m['mean']:.2f} ± {m['spread']:.2f}")
         label = next(r["label"] for r in rows if r["variant"] == variant)
-        lines.append(f"| {label} | {' | '.join(cells)} |")
+        lines.append(table_row([label, *cells]))
     return "\n".join(lines)

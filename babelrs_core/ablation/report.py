@@ -40,6 +40,7 @@ from babelrs_core.ablation.rows import (
 from babelrs_core.concepts import DATASETS
 from babelrs_core.evaluation.results_section import SHORT
 from babelrs_core.io.atomic import write_json
+from babelrs_core.io.markdown import table_head, table_row
 
 RUN_JSON = "ablation_run.json"  # the run record, in ablation.report_dir
 SUMMARY_JSON = "summary.json"  # what the report read and concluded, beside it
@@ -84,7 +85,7 @@ def scores_table(groups: Sequence[Group]) -> str:
     for d in DATASETS:
         head += [f"{SHORT[d]} AP@50", f"{SHORT[d]} mAP"]
     head += ["Overall AP@50", "Overall mAP", "H-mAP", "non-finite steps", "s/iter (CPU s/iter)"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|---" + "|---:" * (len(head) - 3) + "|"]
+    lines = table_head(head, "lllr")
     for g in groups:
         if g["mode"] != "full":
             continue
@@ -94,7 +95,7 @@ def scores_table(groups: Sequence[Group]) -> str:
         cells = [f"{g['label']} (`{g['variant']}`)", g["precision"], seeds]
         cells += [_pm(g, k) for k in METRIC_KEYS[:-1]] + [f"**{_pm(g, 'overall.hmap')}**"]
         cells += [_nonfinite(g), f"{_num(g['s_per_iter'])} ({_num(g['cpu_s_per_iter'])})"]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(cells))
     return "\n".join(lines)
 
 
@@ -107,11 +108,9 @@ def probe_table(groups: Sequence[Group], rows: Sequence[RunRow]) -> str:
         for g in groups
         if g["mode"] == "full" and g["precision"] == "fp32"
     }
-    lines = [
-        "| variant | precision | iterations | s/iter | CPU s/iter | fp32 CPU s/iter | × fp32 "
-        "| non-finite steps | final loss scale | final loss |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    head = ["variant", "precision", "iterations", "s/iter", "CPU s/iter", "fp32 CPU s/iter"]
+    head += ["× fp32", "non-finite steps", "final loss scale", "final loss"]
+    lines = table_head(head, "llr")
     for g in probes:
         r = next(
             x
@@ -131,11 +130,9 @@ def probe_table(groups: Sequence[Group], rows: Sequence[RunRow]) -> str:
 
 
 def pretrain_table(pretrains: Sequence[PretrainRow]) -> str:
-    lines = [
-        "| pretraining | used by | steps | image px | LM frozen | LVSA mode | τ | final loss "
-        "| held-out region acc. (majority) | train s (CPU s) | non-finite |",
-        "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|",
-    ]
+    head = ["pretraining", "used by", "steps", "image px", "LM frozen", "LVSA mode", "τ"]
+    head += ["final loss", "held-out region acc. (majority)", "train s (CPU s)", "non-finite"]
+    lines = table_head(head, "llrrllr")
     for p in pretrains:
         acc, base = p.get("region_accuracy"), p.get("region_majority")
         region = "–" if acc is None else f"{100 * acc:.1f} %"

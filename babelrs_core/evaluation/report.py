@@ -52,6 +52,7 @@ from babelrs_core.evaluation.orientation import (
     summarize_orientation,
 )
 from babelrs_core.io.atomic import atomic_path, write_json, write_text
+from babelrs_core.io.markdown import table_head, table_row
 from babelrs_core.logs import get_logger
 
 log = get_logger(__name__)
@@ -227,18 +228,18 @@ def write_outputs(out: Path, scores: Sequence[DatasetScore], summary: dict[str, 
         w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["dataset", "class"])
         w.writeheader()
         w.writerows(rows)
-    lines = [
-        "| dataset | class | box | GT objects | AP@50 | mAP | hbox AP@50 | hbox mAP |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-    ]
+    head = ["dataset", "class", "box", "GT objects", "AP@50", "mAP", "hbox AP@50", "hbox mAP"]
+    lines = table_head(head, "lllr")
 
     def fmt(v: float | None) -> str:
         return "–" if v is None else f"{v:.2f}"
 
     for r in rows:
         lines.append(
-            f"| {r['dataset']} | {r['class']} | {r['box']} | {r['num_gt']} | {fmt(r['ap50'])} | "
-            f"{fmt(r['map'])} | {fmt(r['hbox_ap50'])} | {fmt(r['hbox_map'])} |"
+            table_row(
+                [r["dataset"], r["class"], r["box"], r["num_gt"]]
+                + [fmt(r[k]) for k in ("ap50", "map", "hbox_ap50", "hbox_map")]
+            )
         )
     write_text(out / "per_class.md", "\n".join(lines) + "\n")
     for s in scores:

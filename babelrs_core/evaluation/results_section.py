@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from babelrs_core.concepts import DATASETS, MODALITIES
+from babelrs_core.io.markdown import table_head, table_row
 
 SECTION = "## Detector fine-tuning"
 PAPER_ROW: dict[str, Any] = {
@@ -33,7 +34,7 @@ def results_table(rows: Sequence[dict[str, Any]], with_paper: bool = True) -> st
     for d in dss:
         head += [f"{SHORT[d]} AP@50", f"{SHORT[d]} mAP"]
     head += ["Overall AP@50", "Overall mAP", "H-mAP"]
-    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    lines = table_head(head, "lr")
     for r in rows:
         e = r["eval"]
         rotated = [SHORT[d] for d in dss if "hbox_map" in e.get(d, {})]
@@ -141,7 +142,7 @@ def settings_table(rows: Sequence[dict[str, Any]]) -> str:
         ("eval time", lambda t, i, d: f"{i.get('eval_s')} s"),
     ]
     head = ["setting"] + [r["label"] for r in rows]
-    lines = ["| " + " | ".join(head) + " |", "|---" + "|---" * len(rows) + "|"]
+    lines = table_head(head)
     for name, fn in keys:
         cells = []
         for r in rows:
@@ -149,7 +150,7 @@ def settings_table(rows: Sequence[dict[str, Any]]) -> str:
                 cells.append(str(fn(r.get("train", {}), r.get("info", {}), r.get("detector", {}))))
             except (KeyError, TypeError, ValueError):
                 cells.append("–")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(table_row([name, *cells]))
     return "\n".join(lines)
 
 

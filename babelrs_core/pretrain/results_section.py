@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from babelrs_core.concepts import MODALITIES
+from babelrs_core.io.markdown import table_head, table_row
 
 SECTION = "## Pretraining (CSIA + LVSA)"
 COMMAND = "babelrs results pretrain"
@@ -49,8 +50,7 @@ def results_markdown(
         "Held-out region classification (greedy decoding, exact match; chance = 1 / offered "
         "classes; majority class = always answering the most frequent held-out class):",
         "",
-        "| modality | accuracy | chance | x chance | majority class | prompts |",
-        "|---|---|---|---|---|---|",
+        *table_head(["modality", "accuracy", "chance", "x chance", "majority class", "prompts"]),
     ]
     for mod in MODALITIES:
         r = held.get(mod, {}).get("region")
@@ -68,8 +68,7 @@ def results_markdown(
         'held-out answer, e.g. always "yes" for presence; not in runs made before it was '
         "recorded):",
         "",
-        "| modality | " + " | ".join(tasks) + " |",
-        "|---" * (len(tasks) + 1) + "|",
+        *table_head(["modality", *tasks]),
     ]
     for mod in MODALITIES:
         if mod not in held:
@@ -82,7 +81,7 @@ def results_markdown(
                 continue
             base = f" / {v['majority']:.3f}" if v.get("majority") is not None else ""
             cells.append(f"{v.get('accuracy', v.get('word_f1')):.3f}{base} ({v['n']})")
-        lines.append(f"| {mod} | " + " | ".join(cells) + " |")
+        lines.append(table_row([mod, *cells]))
     lines += ["", "Reproduce (2 CPU cores, offline):", "", "```bash", REPRODUCE, "```", ""]
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ never disagrees with the numbers the gate used. MLflow shows it as the version's
 from __future__ import annotations
 
 from babelrs_core.concepts import DATASETS
+from babelrs_core.io.markdown import table_head
 
 
 def _num(tags: dict[str, str], key: str) -> str:
@@ -22,8 +23,7 @@ def model_card(name: str, version: str, tags: dict[str, str], run_id: str | None
         f"**{name} v{version}**: babelrs shared multi-sensor detector, "
         f"{tags.get('detector.encoder', '?')} encoder ({tags.get('detector.init', '?')} start).",
         "",
-        "| evaluation | AP@50 | mAP(.5:.95) | H-mAP |",
-        "|---|---:|---:|---:|",
+        *table_head(["evaluation", "AP@50", "mAP(.5:.95)", "H-mAP"], "lr"),
     ]
     for ds in [*DATASETS, "overall"]:
         if f"eval.{ds}.map" not in tags:
