@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
@@ -235,10 +235,11 @@ def image_fields(
     height: int,
     source: str,
     crop: int = 0,
-) -> dict[str, Any]:
-    """The columns every row of one image shares (``image_id = dataset/split/name``; ``crop``:
-    the border cut off on every side, so ``width`` x ``height`` is what is left)."""
-    return dict(
+) -> ManifestRow:
+    """The row of one image without an object: the columns all its rows share (``image_id =
+    dataset/split/name``; ``crop``: the border cut off on every side, so ``width`` x ``height``
+    is what is left)."""
+    return ManifestRow(
         image_id=f"{dataset}/{split}/{name}",
         dataset=dataset,
         modality=modality,
@@ -262,18 +263,18 @@ class Kept(NamedTuple):
     line: int
 
 
-def image_rows(image: dict[str, Any], kept: Iterable[Kept]) -> Iterator[ManifestRow]:
+def image_rows(image: ManifestRow, kept: Iterable[Kept]) -> Iterator[ManifestRow]:
     """The manifest rows of one image (``image``: its :func:`image_fields`): one per kept object,
-    numbered from 0 in order, or one row without an object when none is kept."""
+    numbered from 0 in order, or the image's own row when none is kept."""
     index = 0
     for obj in kept:
         x1, y1, x2, y2 = obj.placed.box
-        yield ManifestRow(
-            **image,
+        yield replace(
+            image,
             object_index=index,
             class_name=obj.name,
             raw_class=obj.raw,
-            label=soi_label(image["dataset"], obj.name),
+            label=soi_label(image.dataset, obj.name),
             x1=x1,
             y1=y1,
             x2=x2,
@@ -284,4 +285,4 @@ def image_rows(image: dict[str, Any], kept: Iterable[Kept]) -> Iterator[Manifest
         )
         index += 1
     if index == 0:
-        yield ManifestRow(**image)
+        yield image
