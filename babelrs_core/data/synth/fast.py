@@ -184,10 +184,12 @@ def render(
     night = dataset == "dronevehicle" and bool(rng.random() < sm.ir.night_fraction)
     ground = bank.ground(dataset, needs, night, int(rng.integers(sm.fast.backgrounds_per_layout)))
     masks: Masks = []
-    objects = sample_objects(rng, classes, ground.cover, ground.layout, gsd, sm.layout,
-                             probe=True, masks=masks)  # fmt: skip
-    scene = Scene(dataset, split, index, stem, image_file, w, h, gsd, ground.cover, ground.layout,
-                  objects)  # fmt: skip
+    objects = sample_objects(
+        rng, classes, ground.cover, ground.layout, gsd, sm.layout, probe=True, masks=masks
+    )
+    scene = Scene(
+        dataset, split, index, stem, image_file, w, h, gsd, ground.cover, ground.layout, objects
+    )
     out: Render
     if dataset == "sardet":
         sar_settings = sar.draw_sar_settings(rng, sm.sar)
@@ -382,8 +384,15 @@ def _render_ir(
         region = seen[ring.slices]  # through the optics, as full mode records it
         inside, around = float(region[ring.box].mean()), float(region[ring.ring].mean())
         delta = inside - around
-        attrs.append({**state, "t_target_k": inside, "t_background_k": around,
-                      "contrast": 1 if delta > 0 else -1, "contrast_k": delta})  # fmt: skip
+        attrs.append(
+            {
+                **state,
+                "t_target_k": inside,
+                "t_background_k": around,
+                "contrast": 1 if delta > 0 else -1,
+                "contrast_k": delta,
+            }
+        )
 
     seen += np.float32(settings.netd_k) * bank.noise(rng, scene.dataset, 0)
     p_lo, p_hi = _percentiles(seen, (1.0, 99.0))
@@ -421,8 +430,9 @@ class _Ring:
 
     def __init__(self, o: Any, boxes: np.ndarray, sigma: float) -> None:
         reach = ir.RING_PX[1] + 1
-        win = shapes.make_window(o.cx, o.cy, o.length_px + 2 * reach, o.width_px + 2 * reach,
-                                 o.angle_deg, boxes.shape)  # fmt: skip
+        win = shapes.make_window(
+            o.cx, o.cy, o.length_px + 2 * reach, o.width_px + 2 * reach, o.angle_deg, boxes.shape
+        )
         if win is None:  # cannot happen: sampled objects lie inside the image
             raise ValueError(f"object {o.index} lies outside the image")
         here = boxes[win.slices]
@@ -464,15 +474,23 @@ class _Ring:
 class _IrObject:
     """One object painted into the radiance image, with the part temperatures it can shift."""
 
-    def __init__(self, o: Any, settings: ir.IrSettings, app: np.ndarray, win: shapes.Window,
-                 parts: shapes.Parts, ring: _Ring) -> None:  # fmt: skip
+    def __init__(
+        self,
+        o: Any,
+        settings: ir.IrSettings,
+        app: np.ndarray,
+        win: shapes.Window,
+        parts: shapes.Parts,
+        ring: _Ring,
+    ) -> None:
         self.o, self.settings, self.app, self.ring = o, settings, app, ring
         self.state = settings.objects[o.index]
         self.region, self.parts = app[win.slices], parts
         self.temps = {}
         for name in parts:
-            self.temps[name] = ir.part_state(o.kind, name, self.state, o.material,
-                                             o.attrs.get("cargo"))  # fmt: skip
+            self.temps[name] = ir.part_state(
+                o.kind, name, self.state, o.material, o.attrs.get("cargo")
+            )
             self._paint(name)
         self.sign = 0
         self.agrees = True
@@ -536,8 +554,10 @@ def _enforce_contrast(
     need = settings.min_contrast_k
     # whose measurement a shift of an object can change: itself and objects whose ring window
     # its blurred footprint reaches
-    near = {obj: [other for other in objects if _overlap(obj.ring.padded, other.ring.slices)]
-            for obj in objects}  # fmt: skip
+    near = {
+        obj: [other for other in objects if _overlap(obj.ring.padded, other.ring.slices)]
+        for obj in objects
+    }
 
     def push(
         group: list[_IrObject], agc: tuple[float, float], blur: bool, margin: float, rounds: int

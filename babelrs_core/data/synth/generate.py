@@ -123,8 +123,12 @@ def render_image(params: Params, dataset: str, split: str, index: int) -> tuple[
             win = masks[o.index][0]
             ys, xs = np.nonzero(render.layers[win.slices] == o.index)
             ys, xs = ys + win.y0, xs + win.x0
-        o.attrs["hbox"] = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-                           int(ys.max() - ys.min() + 1)]  # fmt: skip
+        o.attrs["hbox"] = [
+            int(xs.min()),
+            int(ys.min()),
+            int(xs.max() - xs.min() + 1),
+            int(ys.max() - ys.min() + 1),
+        ]
     scene.sensor = {"modality": DATASETS[dataset].modality, "gsd_m": gsd, **render.sensor}
     if dataset == "dronevehicle":
         _label_quirks(rng, scene, params)
@@ -179,8 +183,13 @@ def _write_labels(tmp: Path, scene: Scene, params: Params) -> None:
             )
             for o in scene.objects
         ]
-        xml = writers.dronevehicle_xml(scene.sensor["dji_filename"], scene.sensor["folder"],
-                                       scene.width + 2 * b, scene.height + 2 * b, objs)  # fmt: skip
+        xml = writers.dronevehicle_xml(
+            scene.sensor["dji_filename"],
+            scene.sensor["folder"],
+            scene.width + 2 * b,
+            scene.height + 2 * b,
+            objs,
+        )
         path = tmp / DATASET_DIRS["dronevehicle"] / scene.split / f"{scene.split}labelr"
         path.mkdir(parents=True, exist_ok=True)
         (path / f"{scene.stem}.xml").write_text(xml)
@@ -229,11 +238,20 @@ def generate_soi_mini(
                 _write_labels(tmp, scene, params)
                 if dataset == "sardet":
                     image_id = i + 1
-                    coco_images.append({"id": image_id, "file_name": Path(scene.image_file).name,
-                                        "width": scene.width, "height": scene.height})  # fmt: skip
+                    coco_images.append(
+                        {
+                            "id": image_id,
+                            "file_name": Path(scene.image_file).name,
+                            "width": scene.width,
+                            "height": scene.height,
+                        }
+                    )
                     for o in scene.objects:
-                        coco_anns.append(writers.coco_annotation(
-                            len(coco_anns) + 1, image_id, o.cls, o.attrs["hbox"]))  # fmt: skip
+                        coco_anns.append(
+                            writers.coco_annotation(
+                                len(coco_anns) + 1, image_id, o.cls, o.attrs["hbox"]
+                            )
+                        )
                 records.append(scene.to_json())
                 n_obj += len(scene.objects)
                 bar.update(1)

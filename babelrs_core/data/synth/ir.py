@@ -91,8 +91,11 @@ class IrSettings:
 
     def to_json(self) -> dict[str, Any]:
         # asdict() without copying the per-object states first (only to drop them)
-        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
-                if f.name != "objects"}  # fmt: skip
+        return {
+            f.name: copy.deepcopy(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "objects"
+        }
 
 
 def draw_ir_settings(
@@ -137,8 +140,9 @@ def draw_ir_settings(
     return settings
 
 
-def part_state(kind: str, part: str, state: dict[str, Any], material: str, cargo: str | None
-                ) -> tuple[float, float]:  # fmt: skip
+def part_state(
+    kind: str, part: str, state: dict[str, Any], material: str, cargo: str | None
+) -> tuple[float, float]:
     """Temperature (K) and emissivity of one part of an object."""
     t = state["t_body_k"]
     eps = MATERIAL_EPS.get(material, MATERIAL_EPS["painted metal"])
@@ -187,8 +191,9 @@ def ground_k(
     return temp, eps
 
 
-def render_ir(scene: Scene, settings: IrSettings, rng: np.random.Generator,
-              texture: bool = True) -> Render:  # fmt: skip
+def render_ir(
+    scene: Scene, settings: IrSettings, rng: np.random.Generator, texture: bool = True
+) -> Render:
     """Render the scene as an 8-bit (white-hot) thermal image of the *unpadded* frame."""
     shape = scene.shape
     temp, eps = ground_k(scene, settings, rng, texture)
@@ -257,8 +262,13 @@ def _enforce_contrast(
             if not r.any():
                 out.append(None)
                 continue
-            out.append((float(seen[b].mean()), float(seen[r].mean()),
-                        float(shown[b].mean() - shown[r].mean())))  # fmt: skip
+            out.append(
+                (
+                    float(seen[b].mean()),
+                    float(seen[r].mean()),
+                    float(shown[b].mean() - shown[r].mean()),
+                )
+            )
         return out
 
     signs = [0] * len(boxes)
@@ -301,6 +311,13 @@ def _enforce_contrast(
             result.append({**state, "contrast": None})
             continue
         delta = m[0] - m[1]
-        result.append({**state, "t_target_k": m[0], "t_background_k": m[1],
-                       "contrast": 1 if delta > 0 else -1, "contrast_k": delta})  # fmt: skip
+        result.append(
+            {
+                **state,
+                "t_target_k": m[0],
+                "t_background_k": m[1],
+                "contrast": 1 if delta > 0 else -1,
+                "contrast_k": delta,
+            }
+        )
     return result

@@ -108,8 +108,11 @@ class RgbSettings:
 
     def to_json(self) -> dict[str, Any]:
         # asdict() without copying the per-object states first (only to drop them)
-        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
-                if f.name != "objects"}  # fmt: skip
+        return {
+            f.name: copy.deepcopy(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "objects"
+        }
 
 
 def object_attrs(o: Any, shaded: float, settings: RgbSettings) -> dict[str, Any]:
@@ -139,9 +142,18 @@ def _object_colours(rng: np.random.Generator, kind: str) -> dict[str, RGB]:
             min(body[2] * ROOF_LIGHTER, 1.0),
         )
         cargo = _fleet(rng)
-        return {"hood": body, "trunk": body, "roof": roof, "cab": body, "cargo": cargo,
-                "engine": roof, "roof_units": (0.55, 0.55, 0.56), "windshield": GLASS_RGB,
-                "rear_glass": GLASS_RGB, "cab_glass": GLASS_RGB}  # fmt: skip
+        return {
+            "hood": body,
+            "trunk": body,
+            "roof": roof,
+            "cab": body,
+            "cargo": cargo,
+            "engine": roof,
+            "roof_units": (0.55, 0.55, 0.56),
+            "windshield": GLASS_RGB,
+            "rear_glass": GLASS_RGB,
+            "cab_glass": GLASS_RGB,
+        }
     out = {}
     for part, choices in PALETTE[kind].items():
         out[part] = choices[int(rng.integers(len(choices)))]
@@ -182,8 +194,9 @@ def ground_rgb(scene: Scene, settings: RgbSettings, rng: np.random.Generator) ->
     img = np.zeros((*shape, 3))
     lum = fbm(rng, shape, beta=2.2, min_wavelength_px=2.0)
     chroma = fbm(rng, shape, beta=3.0, min_wavelength_px=8.0)
-    rows = stripes(shape, float(rng.uniform(0, math.pi)),
-                   float(rng.uniform(*CROP_ROW_M)) / scene.gsd_m)  # fmt: skip
+    rows = stripes(
+        shape, float(rng.uniform(0, math.pi)), float(rng.uniform(*CROP_ROW_M)) / scene.gsd_m
+    )
     roofs = blocks(rng, shape, float(rng.uniform(*ROOF_BLOCK_M)) / scene.gsd_m)
     roofs = ROOF_BRIGHTNESS[0] + (ROOF_BRIGHTNESS[1] - ROOF_BRIGHTNESS[0]) * roofs
     for c, amp in COVER_TEXTURE.items():
@@ -318,8 +331,14 @@ def paint_objects(
     return shadows, shadow
 
 
-def _tank_crescents(img: np.ndarray, scene: Scene, geo: list, settings: RgbSettings,
-                    away: np.ndarray, dark: np.ndarray) -> None:  # fmt: skip
+def _tank_crescents(
+    img: np.ndarray,
+    scene: Scene,
+    geo: list,
+    settings: RgbSettings,
+    away: np.ndarray,
+    dark: np.ndarray,
+) -> None:
     """The rim's shadow on a storage tank's recessed floating roof (a crescent on the sun side)."""
     el = math.radians(settings.sun_elevation_deg)
     for o, (win, p) in zip(scene.objects, geo, strict=True):

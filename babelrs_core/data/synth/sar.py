@@ -119,8 +119,16 @@ class _Geometry:
     layover_px: float
 
 
-def _points(kind: str, win_s: np.ndarray, win_t: np.ndarray, fp: np.ndarray, ln: float, wd: float,
-            rng: np.random.Generator, geo: _Geometry) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _points(
+    kind: str,
+    win_s: np.ndarray,
+    win_t: np.ndarray,
+    fp: np.ndarray,
+    ln: float,
+    wd: float,
+    rng: np.random.Generator,
+    geo: _Geometry,
+) -> tuple[np.ndarray, np.ndarray]:
     """Scatterer masks inside the footprint: (points, lines) for one target."""
     n = int(rng.integers(N_POINTS[0], N_POINTS[1] + 1))
     a = win_s / (ln / 2.0)
@@ -150,8 +158,10 @@ def _points(kind: str, win_s: np.ndarray, win_t: np.ndarray, fp: np.ndarray, ln:
         lines = fp & ~ndimage.binary_erosion(fp, border_value=1)
         anchors = []
     else:  # vehicles and others: corners of the body
-        anchors = [(float(rng.choice([-0.7, 0.7])), float(rng.choice([-0.6, 0.6])))
-                   for _ in range(min(n, 4))]  # fmt: skip
+        anchors = [
+            (float(rng.choice([-0.7, 0.7])), float(rng.choice([-0.6, 0.6])))
+            for _ in range(min(n, 4))
+        ]
     points = np.zeros_like(fp)
     for sa, tb in anchors:
         tol = max(1.0 / (ln / 2.0), 0.05)
@@ -248,9 +258,14 @@ def add_targets(
         region[pts] += ref * 10.0 ** (gains / 10.0)
         line_gain = float(rng.uniform(*settings.gain_db)) + LINE_OFFSET_DB
         region[lines & ~pts] += ref * 10.0 ** (line_gain / 10.0)
-        attrs.append({"sigma0_db": 10.0 * math.log10(body),
-                      "clutter_db": 10.0 * math.log10(clutter),
-                      "n_points": int(pts.sum()), "n_line_px": int(lines.sum())})  # fmt: skip
+        attrs.append(
+            {
+                "sigma0_db": 10.0 * math.log10(body),
+                "clutter_db": 10.0 * math.log10(clutter),
+                "n_points": int(pts.sum()),
+                "n_line_px": int(lines.sum()),
+            }
+        )
     return shadow, attrs
 
 

@@ -261,8 +261,9 @@ def footprints(scene: Scene) -> tuple[np.ndarray, list[tuple[shapes.Window, shap
     return layers, out
 
 
-def shadow_of(scene: Scene, obj: SceneObject, win: shapes.Window, fp: np.ndarray, dx: float,
-              dy: float) -> np.ndarray:  # fmt: skip
+def shadow_of(
+    scene: Scene, obj: SceneObject, win: shapes.Window, fp: np.ndarray, dx: float, dy: float
+) -> np.ndarray:
     """Full-image mask of the shadow ``obj`` casts along ``(dx, dy)`` px (footprint excluded).
 
     A bridge deck rests on its banks, so its shadow falls on the water only.
@@ -391,8 +392,12 @@ def sample_layout(
             width_px = _uniform(rng, _RIVER_WIDTH) * short
             off = float(rng.uniform(-0.5, 0.5)) * (short - width_px) * 0.5
             water = np.abs(d - off) <= width_px / 2.0
-            layout["water"] = {"type": "river", "normal_deg": phi, "offset_px": off,
-                               "width_px": width_px}  # fmt: skip
+            layout["water"] = {
+                "type": "river",
+                "normal_deg": phi,
+                "offset_px": off,
+                "width_px": width_px,
+            }
         else:
             off = _uniform(rng, _SEA_SHORE_MIXED if needs.dry else _SEA_SHORE) * short
             water = d >= off
@@ -515,8 +520,9 @@ def _accept(
     if mode == "river":
         ends = np.abs(win.s[fp]) > length / 2.0 * 0.8
         centre = np.abs(win.s[fp]) < length / 2.0 * 0.2
-        return bool(ends.any() and centre.any() and (~wet[ends]).mean() >= 0.9
-                    and wet[centre].mean() >= 0.9)  # fmt: skip
+        return bool(
+            ends.any() and centre.any() and (~wet[ends]).mean() >= 0.9 and wet[centre].mean() >= 0.9
+        )
     raise ValueError(f"unknown placement mode {mode!r}")
 
 
@@ -534,10 +540,18 @@ def _off_image(cx: float, cy: float, lp: float, wp: float, angle: float, w: int,
     ux, uy = math.cos(a), math.sin(a)
     vx, vy = -math.sin(a), math.cos(a)
     hl, hw = lp / 2.0, wp / 2.0
-    xs = (cx + hl * ux - hw * vx, cx + hl * ux + hw * vx, cx - hl * ux + hw * vx,
-          cx - hl * ux - hw * vx)  # fmt: skip
-    ys = (cy + hl * uy - hw * vy, cy + hl * uy + hw * vy, cy - hl * uy + hw * vy,
-          cy - hl * uy - hw * vy)  # fmt: skip
+    xs = (
+        cx + hl * ux - hw * vx,
+        cx + hl * ux + hw * vx,
+        cx - hl * ux + hw * vx,
+        cx - hl * ux - hw * vx,
+    )
+    ys = (
+        cy + hl * uy - hw * vy,
+        cy + hl * uy + hw * vy,
+        cy - hl * uy + hw * vy,
+        cy - hl * uy - hw * vy,
+    )
     return min(*xs, *ys) < _MARGIN_PX or max(xs) > w - _MARGIN_PX or max(ys) > h - _MARGIN_PX
 
 
@@ -652,8 +666,24 @@ def sample_objects(
                 attrs["cargo"] = (
                     "bare metal" if rng.random() < BARE_METAL_FREIGHT else "painted metal"
                 )
-            placed.append(SceneObject(len(placed), cls, kind, cx, cy, length, width, height,
-                                      angle, gsd_m, material, mode, on, attrs))  # fmt: skip
+            placed.append(
+                SceneObject(
+                    len(placed),
+                    cls,
+                    kind,
+                    cx,
+                    cy,
+                    length,
+                    width,
+                    height,
+                    angle,
+                    gsd_m,
+                    material,
+                    mode,
+                    on,
+                    attrs,
+                )
+            )
             if masks is not None:
                 masks.append((win, part_masks))
             break
@@ -701,8 +731,9 @@ def sample_scene(
     classes = placement_order(draw_classes(rng, dataset, spec, cfg))
     cover, layout = sample_layout(rng, [k for _, k in classes], shape, gsd_m, cfg)
     objects = sample_objects(rng, classes, cover, layout, gsd_m, cfg)
-    return Scene(dataset, split, index, stem, image_file, shape[1], shape[0], gsd_m, cover,
-                 layout, objects)  # fmt: skip
+    return Scene(
+        dataset, split, index, stem, image_file, shape[1], shape[0], gsd_m, cover, layout, objects
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -131,8 +131,13 @@ def _car(s: np.ndarray, t: np.ndarray, ln: float, wd: float) -> Parts:
     rear_glass = body & (a < -0.3) & (a >= -0.5) & glass_t
     trunk = body & (a < -0.5)
     roof = body & ~front & ~windshield & ~rear_glass & ~trunk
-    return {"hood": front, "windshield": windshield, "roof": roof, "rear_glass": rear_glass,
-            "trunk": trunk}  # fmt: skip
+    return {
+        "hood": front,
+        "windshield": windshield,
+        "roof": roof,
+        "rear_glass": rear_glass,
+        "trunk": trunk,
+    }
 
 
 def _truck(s: np.ndarray, t: np.ndarray, ln: float, wd: float) -> Parts:

@@ -97,8 +97,14 @@ def coco_annotation(ann_id: int, image_id: int, cls: str, hbox: Sequence[float])
     """One COCO annotation; ``hbox = [x, y, w, h]`` in pixels."""
     cat = DATASETS["sardet"].class_names.index(cls) + 1
     x, y, w, h = (round(float(v), 2) for v in hbox)
-    return {"id": ann_id, "image_id": image_id, "category_id": cat, "bbox": [x, y, w, h],
-            "area": round(w * h, 2), "iscrowd": 0}  # fmt: skip
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cat,
+        "bbox": [x, y, w, h],
+        "area": round(w * h, 2),
+        "iscrowd": 0,
+    }
 
 
 def coco_text(doc: dict[str, Any]) -> str:
