@@ -39,6 +39,7 @@ from babelrs_core.detector.hooks import (
     ValidationHook,
     read_metrics,
 )
+from babelrs_core.fingerprint import Fingerprint, fingerprint_changes
 from babelrs_core.io.atomic import sweep_temporaries, write_json, write_text
 from babelrs_core.io.hashing import file_sha256
 
@@ -51,9 +52,9 @@ VALIDATION_CSV = "validation.csv"
 MMENGINE_CONFIG = "mmengine_config.py"
 
 
-def fingerprint(params: Params, manifest: Path, encoder_dir: Path | None) -> dict[str, Any]:
+def fingerprint(params: Params, manifest: Path, encoder_dir: Path | None) -> Fingerprint:
     """The params that shape a fine-tuning run (a resume with others is refused)."""
-    fp: dict[str, Any] = {
+    fp: Fingerprint = {
         "finetune": params.finetune.model_dump(mode="json"),
         "evaluation.ignore_difficult": params.evaluation.ignore_difficult,
         "model.encoder": params.model.encoder,
@@ -70,14 +71,12 @@ def fingerprint(params: Params, manifest: Path, encoder_dir: Path | None) -> dic
     return fp
 
 
-def _check_fingerprint(path: Path, current: dict[str, Any]) -> None:
-    saved = json.loads(path.read_text())
-    now = json.loads(json.dumps(current))
-    if saved != now:
-        keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+def _check_fingerprint(path: Path, current: Fingerprint) -> None:
+    changes = fingerprint_changes(json.loads(path.read_text()), current)
+    if changes:
         raise ckpt.DetectorCheckpointError(
             f"{path}: the checkpoints in {path.parent} come from different params "
-            f"({', '.join(keys)} changed); run without resume (or delete the folder) to start over"
+            f"({changes}); run without resume (or delete the folder) to start over"
         )
 
 

@@ -11,12 +11,13 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
 
 from babelrs_core.errors import BabelrsError
+from babelrs_core.fingerprint import Fingerprint, fingerprint_changes
 from babelrs_core.io.atomic import atomic_path
 
 FORMAT = 1
@@ -26,6 +27,43 @@ REQUIRED = ("format", "step", "model", "optimizer", "scheduler", "rng", "fingerp
 
 class CheckpointError(BabelrsError, RuntimeError):
     """A checkpoint is corrupted, incomplete or from a different configuration."""
+
+
+class NumpyRng(TypedDict):
+    """numpy's global MT19937 state, as a tensor and plain numbers."""
+
+    keys: torch.Tensor
+    pos: int
+    has_gauss: int
+    cached_gaussian: float
+
+
+class RngState(TypedDict):
+    """Every random generator a training step draws from."""
+
+    torch: torch.Tensor
+    cuda: list[torch.Tensor]
+    numpy: NumpyRng
+    python: list[Any]  # random.getstate() as [version, list of ints, gauss]
+
+
+class TrainingState(TypedDict):
+    """What a pretraining checkpoint holds besides its format and step."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]  # empty without loss scaling
+    rng: RngState
+    fingerprint: Fingerprint
+    nonfinite_steps: int
+
+
+class Checkpoint(TrainingState):
+    """A checkpoint file's content."""
+
+    format: int
+    step: int
 
 
 def checkpoint_path(folder: str | os.PathLike[str], step: int) -> Path:
@@ -46,7 +84,7 @@ def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
     return found[-1] if found else None
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state() -> RngState:
     """All RNG states as tensors / plain types (loadable with ``weights_only=True``)."""
     # numpy's stub types the default call (legacy=True) as its dict overload; the global
     # RandomState is an MT19937, whose legacy state is this tuple
@@ -65,7 +103,7 @@ def rng_state() -> dict[str, Any]:
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: RngState) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -77,11 +115,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    folder: str | os.PathLike[str], step: int, state: dict[str, Any], keep: int = 1
+    folder: str | os.PathLike[str], step: int, state: TrainingState, keep: int = 1
 ) -> Path:
     """Write ``state`` as ``step_NNNNNNN.pt`` atomically; keep only the newest ``keep`` files."""
     target = checkpoint_path(folder, step)
-    payload = {"format": FORMAT, "step": int(step), **state}
+    payload: Checkpoint = {"format": FORMAT, "step": int(step), **state}
     with atomic_path(target, suffix=".pt") as tmp:
         torch.save(payload, tmp)
     for old in list_checkpoints(folder)[:-keep]:
@@ -91,7 +129,7 @@ def save_checkpoint(
 
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
+) -> Checkpoint:
     """Load a checkpoint safely; any damage raises :class:`CheckpointError` naming the file."""
     path = Path(path)
     try:
@@ -108,23 +146,22 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: incomplete checkpoint (missing {missing}); delete it")
     if state["format"] != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {state['format']} != {FORMAT}")
-    return state
+    return cast(Checkpoint, state)
 
 
-def check_fingerprint(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+def check_fingerprint(path: Path, saved: Fingerprint, current: Fingerprint) -> None:
     """Refuse to resume a run whose shaping params changed."""
-    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff[:6])
+    changes = fingerprint_changes(saved, current)
+    if changes:
         raise CheckpointError(
-            f"{path}: written with different params ({shown}); delete {path.parent} or run "
+            f"{path}: written with different params ({changes}); delete {path.parent} or run "
             f"without resume to start over"
         )
 
 
 def resume_from(
     path: Path,
-    fingerprint: dict[str, Any],
+    fingerprint: Fingerprint,
     device: str | torch.device,
     model: torch.nn.Module,
     optimizer: Any,
@@ -150,9 +187,9 @@ def training_state(
     optimizer: Any,
     scheduler: Any,
     scaler: Any,
-    fingerprint: dict[str, Any],
+    fingerprint: Fingerprint,
     nonfinite_steps: int,
-) -> dict[str, Any]:
+) -> TrainingState:
     """What a pretraining checkpoint holds (what :func:`resume_from` reads back)."""
     return {
         "model": model.state_dict(),

@@ -29,6 +29,7 @@ from babelrs_core import distributed as dist_util
 from babelrs_core.concepts import MODALITIES
 from babelrs_core.config import Params, captions_for, flatten_dict
 from babelrs_core.data.image_source import MB, open_source
+from babelrs_core.fingerprint import Fingerprint
 from babelrs_core.io.atomic import sweep_temporaries, write_text
 from babelrs_core.models.encoders import VisionEncoder, build_encoder
 from babelrs_core.models.lvsa import TapFusion, alpha
@@ -100,11 +101,11 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def fingerprint(params: Params) -> dict[str, Any]:
+def fingerprint(params: Params) -> Fingerprint:
     """The params a checkpoint must agree with to be resumed (dotted keys)."""
     cfg = params.pretrain.model_dump(mode="json")
     kept = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
-    flat: dict[str, Any] = {"seed": params.seed, "model.encoder": params.model.encoder}
+    flat: Fingerprint = {"seed": params.seed, "model.encoder": params.model.encoder}
     return flat | flatten_dict(kept, "pretrain")
 
 
