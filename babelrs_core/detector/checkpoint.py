@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 import torch
 from torch import nn
@@ -57,6 +57,33 @@ class ModalityInfo(TypedDict):
     mean: list[float]
     std: list[float]
     source: str  # where mean / std came from (params / encoder / data / imagenet)
+
+
+class PretrainRef(TypedDict):
+    """``detector.json``'s ``pretrain``: the pretraining output the encoder started from."""
+
+    dir: str | None
+    sha256: str | None  # of its encoder.json
+    steps: int | None
+    lvsa: dict[str, Any] | None
+
+
+class DetectorInfo(TypedDict):
+    """``detector.json``: what rebuilds the network and what its users need to feed and read it
+    (:func:`export_detector` adds ``format``, ``weights`` and their ``sha256``)."""
+
+    model: dict[str, Any]  # the mmengine model config (backbone built from scratch)
+    encoder: str
+    init: str  # csia | imagenet | scratch
+    pretrain: PretrainRef
+    datasets: dict[str, HeadInfo]
+    modalities: dict[str, ModalityInfo]
+    iters: int
+    finetune: dict[str, Any]  # params.finetune as trained
+    seed: int
+    format: NotRequired[str]
+    weights: NotRequired[str]
+    sha256: NotRequired[str]
 
 
 class DetectorCheckpointError(BabelrsError, RuntimeError):
@@ -140,16 +167,23 @@ def save_weights(model: nn.Module, target: str | os.PathLike[str]) -> str:
     return file_sha256(target)
 
 
-def export_detector(model: nn.Module, out: str | os.PathLike[str], info: dict[str, Any]) -> dict:
+def export_detector(
+    model: nn.Module, out: str | os.PathLike[str], info: DetectorInfo
+) -> DetectorInfo:
     """Write ``detector.safetensors``, then ``detector.json`` (``info``, format, sha256)."""
     out = Path(out)
     digest = save_weights(model, out / DETECTOR_WEIGHTS)
-    meta = {**info, "format": DETECTOR_FORMAT, "weights": DETECTOR_WEIGHTS, "sha256": digest}
+    meta: DetectorInfo = {
+        **info,
+        "format": DETECTOR_FORMAT,
+        "weights": DETECTOR_WEIGHTS,
+        "sha256": digest,
+    }
     write_json(out / DETECTOR_JSON, meta)
     return meta
 
 
-def read_detector_json(source: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+def read_detector_json(source: str | os.PathLike[str]) -> tuple[Path, DetectorInfo]:
     """(folder, description) of an exported detector (folder or its ``detector.json``)."""
     source = Path(source)
     meta_path = source / DETECTOR_JSON if source.is_dir() or not source.suffix else source
@@ -163,11 +197,11 @@ def read_detector_json(source: str | os.PathLike[str]) -> tuple[Path, dict[str, 
         raise DetectorCheckpointError(f"{meta_path}: not valid JSON ({exc})") from None
     if not isinstance(info, dict) or info.get("format") != DETECTOR_FORMAT:
         raise DetectorCheckpointError(f"{meta_path}: not a {DETECTOR_FORMAT} file")
-    return meta_path.parent, info
+    return meta_path.parent, cast(DetectorInfo, info)
 
 
 def load_weights(
-    model: nn.Module, folder: str | os.PathLike[str], info: dict[str, Any], device: str = "cpu"
+    model: nn.Module, folder: str | os.PathLike[str], info: DetectorInfo, device: str = "cpu"
 ) -> None:
     """Load ``detector.safetensors`` strictly after checking its sha256 against the JSON."""
     from safetensors.torch import load_file

@@ -27,6 +27,7 @@ from typing import Any
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from babelrs_core.detector.checkpoint import DetectorInfo
 from babelrs_core.evaluation.metrics import harmonic_mean
 from babelrs_core.io.atomic import write_text
 
@@ -146,7 +147,7 @@ class ValidationHook(Hook):
         path: str | Path,
         interval: int,
         items: dict[str, list[dict[str, Any]]],
-        info: dict[str, Any],
+        info: DetectorInfo,
         batch_size: int = 4,
         ignore_difficult: bool = True,
         max_dets: int = 100,

@@ -68,13 +68,15 @@ def resize_keep_ratio(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[f
 class Detector:
     """A fine-tuned multi-sensor detector loaded from an exported checkpoint folder."""
 
-    def __init__(self, model: torch.nn.Module, info: dict[str, Any], device: str = "cpu") -> None:
+    def __init__(
+        self, model: torch.nn.Module, info: ckpt.DetectorInfo, device: str = "cpu"
+    ) -> None:
         # an mmdet BaseDetector (untyped): data_preprocessor, predict
         self.model: Any = model.eval()
         self.info = info
         self.device = device
-        self.datasets: dict[str, ckpt.HeadInfo] = info["datasets"]
-        self.modalities: dict[str, ckpt.ModalityInfo] = info["modalities"]
+        self.datasets = info["datasets"]
+        self.modalities = info["modalities"]
 
     @classmethod
     def from_checkpoint(cls, source: str | os.PathLike[str], device: str = "cpu") -> Detector:

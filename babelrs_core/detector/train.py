@@ -295,7 +295,7 @@ def validation_hook(
     params: Params,
     manifest: Path,
     out: Path,
-    info: dict[str, Any],
+    info: ckpt.DetectorInfo,
     callbacks: Iterable[MetricsCallback] = (),
 ) -> ValidationHook:
     """The hook that scores the model on ``finetune.val_split`` every ``finetune.val_every``
@@ -335,7 +335,7 @@ def detector_info(
     norm_source: dict,
     encoder_dir: Path | None,
     pretrain_info: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> ckpt.DetectorInfo:
     """What ``detector.json`` records besides the weights: enough to rebuild and to use it."""
     from babelrs_core.detector.config import model_config
 
@@ -362,7 +362,12 @@ def detector_info(
             for ds in datasets_of(params)
         },
         "modalities": {
-            m: {"image_size": cfg.modalities[m].image_size, **norm[m], "source": norm_source[m]}
+            m: {
+                "image_size": cfg.modalities[m].image_size,
+                "mean": norm[m]["mean"],
+                "std": norm[m]["std"],
+                "source": norm_source[m],
+            }
             for m in modalities_of(params)
         },
         "iters": cfg.iters,
