@@ -36,7 +36,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
@@ -48,6 +48,7 @@ from babelrs_core.evaluation.metrics import (
     RECALL_POINTS,
     ClassScore,
     DatasetScore,
+    EvalInfo,
     coco_class_score,
     coco_ground_truth,
     coco_matches,
@@ -429,11 +430,11 @@ def eval_tables(
     eval_dir: Path,
     gt_cache: dict[tuple[Any, ...], list[GtImage]] | None = None,
     manifest: Path | None = None,
-) -> tuple[list[DatasetTable], dict[str, Any]]:
+) -> tuple[list[DatasetTable], EvalInfo]:
     """The matching tables of one evaluation folder (``eval_info.json``, ``predictions/``), the
     ground truth read from its manifest (or ``manifest``); and its ``eval_info``. Raises
     :class:`MissingPredictionsError` when it has no predictions."""
-    info = json.loads((eval_dir / "eval_info.json").read_text())
+    info = cast(EvalInfo, json.loads((eval_dir / "eval_info.json").read_text()))
     gt_cache = {} if gt_cache is None else gt_cache
     man = Path(manifest or info["manifest"])
     ignore = bool(info.get("ignore_difficult", True))

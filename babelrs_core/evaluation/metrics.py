@@ -378,6 +378,26 @@ def _mean(classes: Sequence[ClassScore], key: str) -> float:
     return round(float(np.mean([getattr(c, key) for c in classes])), 4) if classes else 0.0
 
 
+class EvalInfo(TypedDict):
+    """``eval_info.json``: what an evaluation scored and how (the promotion gate compares only
+    evaluations with equal ``data_hash``)."""
+
+    checkpoint: str
+    manifest: str
+    splits: dict[str, str]  # dataset -> split
+    init: str | None
+    encoder: str | None
+    iters: int | None
+    box_types: dict[str, str]  # dataset -> hbox | obox
+    metrics: dict[str, str]  # dataset -> how its AP was computed
+    ignore_difficult: bool
+    max_dets: int
+    weights_sha256: str | None
+    data_hash: str
+    eval_s: float
+    scale: str
+
+
 class DatasetSummary(TypedDict):
     """One dataset's entry of ``metrics/eval.json`` (percent)."""
 

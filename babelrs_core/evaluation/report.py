@@ -37,6 +37,7 @@ from babelrs_core.detections import Detection, GtImage
 from babelrs_core.evaluation import plots
 from babelrs_core.evaluation.metrics import (
     DatasetScore,
+    EvalInfo,
     coco_detections,
     coco_ground_truth,
     evaluate_coco,
@@ -128,7 +129,7 @@ def run_evaluation(
         tiles = [plots.draw_detections(a, o, d, cfg.draw_score_thr) for _, a, o, d in chosen]
         title = f"{modality}: ground truth green, predictions red (score >= {cfg.draw_score_thr})"
         plots.save_png(plots.mosaic(tiles, title), out / "plots" / f"samples_{modality}.png")
-    info = {
+    info: EvalInfo = {
         "checkpoint": str(checkpoint),
         "manifest": str(manifest),
         "splits": splits,

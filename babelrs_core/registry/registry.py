@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params, Registry
@@ -36,6 +36,9 @@ from babelrs_core.errors import BabelrsError
 from babelrs_core.registry.gate import Decision, decide
 from babelrs_core.registry.lock import promotion_lock
 from babelrs_core.settings_env import read
+
+if TYPE_CHECKING:
+    from babelrs_core.evaluation.metrics import EvalInfo
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -66,7 +69,7 @@ def _error_code(exc: Exception) -> str:
 # --- versions ---------------------------------------------------------------------------------
 
 
-def eval_tags(ev: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
+def eval_tags(ev: dict[str, Any], info: EvalInfo) -> dict[str, str]:
     """``eval.*`` tags of a version: the numbers of ``eval.json`` and what was evaluated."""
     tags = {
         f"eval.{key}.{m}": f"{float(val[m]):.4f}"
@@ -326,7 +329,7 @@ def register(
         raise
 
 
-def _read_eval(eval_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _read_eval(eval_dir: Path) -> tuple[dict[str, Any], EvalInfo]:
     import json
 
     out = []
@@ -340,7 +343,7 @@ def _read_eval(eval_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     ev, info = out
     if "hmap" not in ev.get("overall", {}) or not any(k in DATASETS for k in ev):
         raise ValueError(f"{eval_dir / 'metrics' / 'eval.json'}: no overall.hmap / dataset mAPs")
-    return ev, info
+    return ev, cast("EvalInfo", info)
 
 
 def _reevaluator(params: Params, eval_dir: Path, tracking_uri: str) -> Reevaluate:
