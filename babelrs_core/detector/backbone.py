@@ -28,6 +28,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from babelrs_core.models.encoders import (
+    EncoderInfo,
     VisionEncoder,
     build_encoder,
     load_pretrained_encoder,
@@ -41,7 +42,7 @@ def build_start_encoder(
     weights: str | Path | None = None,
     arch: dict[str, Any] | None = None,
     bn: str = "frozen",
-) -> tuple[VisionEncoder, dict[str, Any] | None]:
+) -> tuple[VisionEncoder, EncoderInfo | None]:
     """The encoder a detector starts from, and the pretraining's ``encoder.json`` (csia only)."""
     arch = dict(arch or {})
     info = None

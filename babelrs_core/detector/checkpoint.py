@@ -34,6 +34,7 @@ from babelrs_core.errors import BabelrsError
 from babelrs_core.io import safe_load
 from babelrs_core.io.atomic import atomic_path, write_bytes, write_json
 from babelrs_core.io.hashing import file_sha256
+from babelrs_core.models.encoders import LvsaRecord
 
 DETECTOR_FORMAT = "babelrs-detector/1"
 DETECTOR_JSON = "detector.json"
@@ -65,7 +66,7 @@ class PretrainRef(TypedDict):
     dir: str | None
     sha256: str | None  # of its encoder.json
     steps: int | None
-    lvsa: dict[str, Any] | None
+    lvsa: LvsaRecord | None
 
 
 class DetectorInfo(TypedDict):

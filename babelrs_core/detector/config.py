@@ -20,9 +20,10 @@ from babelrs_core.data.image_source import source_spec
 from babelrs_core.detector.checkpoint import ATOMIC_BACKEND
 from babelrs_core.detector.data import IMAGENET_MEAN, IMAGENET_STD, train_pipeline
 from babelrs_core.detector.heads import head_config
-from babelrs_core.models.encoders import build_encoder
+from babelrs_core.models.encoders import EncoderInfo, NormStats, build_encoder
 
-Norm = dict[str, dict[str, list[float]]]
+#: modality -> mean / std of its pixels
+Norm = dict[str, NormStats]
 
 
 def register_all() -> None:
@@ -100,14 +101,14 @@ def modalities_of(params: Params) -> list[Modality]:
 
 def resolve_normalization(
     params: Params,
-    pretrain_info: dict[str, Any] | None,
+    pretrain_info: EncoderInfo | None,
     data_stats: Norm | None = None,
 ) -> tuple[Norm, dict[str, str]]:
     """Per-modality mean / std, and where each came from (``params`` / ``encoder`` / ``data`` /
     ``imagenet``). ``data_stats`` must be given when some modality needs ``data``."""
     cfg = params.finetune
     mode = cfg.normalization
-    enc_norm = (pretrain_info or {}).get("normalization") or {}
+    enc_norm = (pretrain_info.get("normalization") if pretrain_info else None) or {}
     norm: Norm = {}
     source: dict[str, str] = {}
     for mod in modalities_of(params):
@@ -122,12 +123,16 @@ def resolve_normalization(
                     f"finetune.normalization=encoder: the pretraining output has no statistics "
                     f"for modality {mod!r} (init {cfg.init})"
                 )
-            norm[mod], source[mod] = dict(enc_norm[mod]), "encoder"
+            norm[mod], source[mod] = _copy(enc_norm[mod]), "encoder"
         else:
             if data_stats is None or mod not in data_stats:
                 raise ValueError(f"no data statistics given for modality {mod!r}")
-            norm[mod], source[mod] = dict(data_stats[mod]), "data"
+            norm[mod], source[mod] = _copy(data_stats[mod]), "data"
     return norm, source
+
+
+def _copy(stats: NormStats) -> NormStats:
+    return {"mean": list(stats["mean"]), "std": list(stats["std"])}
 
 
 def fpn_config(cfg: Any, channels: Sequence[int]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from babelrs_core.concepts import DATASETS as DATASET_INFO
 from babelrs_core.data.image_source import FileSource, ImageRef, ImageSource, source_from_spec
 from babelrs_core.data.manifest import images as manifest_images
 from babelrs_core.data.manifest import read_manifest
+from babelrs_core.models.encoders import NormStats
 
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
 IMAGENET_STD = [58.395, 57.12, 57.375]
@@ -406,11 +407,11 @@ def modality_statistics(
     max_images: int = 200,
     seed: int = 0,
     source: ImageSource | None = None,
-) -> dict[str, dict[str, list[float]]]:
+) -> dict[str, NormStats]:
     """Per-modality, per-channel mean and std (0..255) of up to ``max_images`` training images."""
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     imgs = manifest_images(frame)
-    out: dict[str, dict[str, list[float]]] = {}
+    out: dict[str, NormStats] = {}
     rng = np.random.default_rng(seed)
     for mod in modalities:
         sel = imgs[(imgs["modality"] == mod) & (imgs["split"] == split)]

@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -42,6 +42,7 @@ from babelrs_core.detector.hooks import (
 from babelrs_core.fingerprint import Fingerprint, fingerprint_changes
 from babelrs_core.io.atomic import sweep_temporaries, write_json, write_text
 from babelrs_core.io.hashing import file_sha256
+from babelrs_core.models.encoders import EncoderInfo
 
 if TYPE_CHECKING:  # for an annotation only (register_all imports the models at run time)
     from babelrs_core.detector.model import MultiHeadDetector
@@ -111,7 +112,7 @@ def _runner_class():
 
 
 def prepare_normalization(
-    params: Params, manifest: Path, pretrain_info: dict[str, Any] | None
+    params: Params, manifest: Path, pretrain_info: EncoderInfo | None
 ) -> tuple[dict, dict]:
     """Per-modality statistics for the run (computing data statistics only when needed)."""
     from babelrs_core.data.image_source import open_source
@@ -213,10 +214,10 @@ def _run(
         write_json(run_json, fp)
     dist_util.barrier()  # rank 0 has cleared or kept the folder before anyone builds the runner
 
-    pretrain_info = None
+    pretrain_info: EncoderInfo | None = None
     arch: dict[str, Any] = {}
     if encoder_dir is not None:
-        pretrain_info = json.loads((encoder_dir / "encoder.json").read_text())
+        pretrain_info = cast(EncoderInfo, json.loads((encoder_dir / "encoder.json").read_text()))
         arch = dict(pretrain_info.get("arch", {}))
     norm, norm_source = prepare_normalization(params, manifest, pretrain_info)
     register_all()
@@ -334,7 +335,7 @@ def detector_info(
     norm: dict,
     norm_source: dict,
     encoder_dir: Path | None,
-    pretrain_info: dict[str, Any] | None,
+    pretrain_info: EncoderInfo | None,
 ) -> ckpt.DetectorInfo:
     """What ``detector.json`` records besides the weights: enough to rebuild and to use it."""
     from babelrs_core.detector.config import model_config
@@ -347,9 +348,9 @@ def detector_info(
         "init": cfg.init,
         "pretrain": {
             "dir": str(encoder_dir) if encoder_dir else None,
-            "sha256": (pretrain_info or {}).get("sha256"),
-            "steps": (pretrain_info or {}).get("steps"),
-            "lvsa": (pretrain_info or {}).get("lvsa"),
+            "sha256": pretrain_info.get("sha256") if pretrain_info else None,
+            "steps": pretrain_info.get("steps") if pretrain_info else None,
+            "lvsa": pretrain_info.get("lvsa") if pretrain_info else None,
         },
         "datasets": {
             ds: {

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import torch
 from torch import nn
@@ -116,9 +116,55 @@ def _ensure_loaded() -> None:
 ENCODER_JSON_FORMAT = "babelrs-encoder/1"
 
 
+class NormStats(TypedDict):
+    """Per-channel mean and std of one modality's pixels (0..255 scale)."""
+
+    mean: list[float]
+    std: list[float]
+
+
+class TapRecord(TypedDict):
+    """One encoder depth the projector reads: hidden-state index, width, stride."""
+
+    layer: int
+    channels: int
+    stride: int
+
+
+class LvsaRecord(TypedDict):
+    """How the pretraining blended the encoder depths (``pretrain.lvsa``)."""
+
+    mode: str
+    layers: list[int]
+    tau: int
+    grid: int | None
+    width: int | None
+
+
+class EncoderInfo(TypedDict):
+    """``encoder.json``: the pretrained encoder's description, what the detector's ``csia`` start
+    loads (architecture, weights and their sha256, taps, input normalisation, LVSA settings)."""
+
+    format: str
+    encoder: str
+    arch: dict[str, Any]  # keyword arguments of the encoder's constructor
+    weights: str
+    sha256: str
+    num_layers: int
+    layer_index: str
+    taps: list[TapRecord]
+    image_size: int
+    input: dict[str, Any]  # channels and how pixels are normalised, for people
+    normalization: dict[str, NormStats]
+    lvsa: LvsaRecord
+    objective: str
+    language_model: str | None
+    steps: int
+
+
 def load_pretrained_encoder(
     source: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> tuple[VisionEncoder, dict[str, Any]]:
+) -> tuple[VisionEncoder, EncoderInfo]:
     """Build an encoder from a pretraining output (folder or its ``encoder.json``), strictly.
 
     Returns the encoder (weights loaded with strict key matching) and the JSON description
@@ -140,4 +186,4 @@ def load_pretrained_encoder(
     except Exception as exc:
         raise ValueError(f"{weights}: unreadable encoder weights ({exc})") from exc
     enc.load_state_dict(state, strict=True)
-    return enc, info
+    return enc, cast(EncoderInfo, info)

@@ -25,6 +25,7 @@ from babelrs_core.data.image_source import CachedSource, FileSource, ImageRef, I
 from babelrs_core.data.manifest import images as manifest_images
 from babelrs_core.data.manifest import objects as manifest_objects
 from babelrs_core.data.manifest import read_manifest
+from babelrs_core.models.encoders import NormStats
 from babelrs_core.pretrain.instructions import (
     TASKS,
     Box,
@@ -127,7 +128,7 @@ class PretrainData:
     train: list[Encoded]
     heldout: list[Encoded]
     classes: dict[str, list[str]]  # dataset -> class list offered in region prompts
-    norm: dict[str, dict[str, list[float]]]  # modality -> {"mean": [3], "std": [3]} (0..255)
+    norm: dict[str, NormStats]  # modality -> {"mean": [3], "std": [3]} (0..255)
     sep_ids: list[int] = field(default_factory=list)
     pad_id: int = 0
     task_weights: dict[str, float] = field(default_factory=dict)
@@ -311,7 +312,7 @@ def modality_stats(
 
     One-channel sensors (grey files replicated to three channels) get identical channel values.
     """
-    out: dict[str, dict[str, list[float]]] = {}
+    out: dict[str, NormStats] = {}
     for mod in sorted({modality[r] for r in rows}):
         sel = [r for r in rows if modality[r] == mod]
         s, s2, n = [0, 0, 0], [0, 0, 0], 0

@@ -14,7 +14,12 @@ from safetensors.torch import save_file
 from babelrs_core.config import Params
 from babelrs_core.io.atomic import atomic_path, write_json, write_text
 from babelrs_core.io.hashing import file_sha256
-from babelrs_core.models.encoders import ENCODER_JSON_FORMAT, VisionEncoder
+from babelrs_core.models.encoders import (
+    ENCODER_JSON_FORMAT,
+    EncoderInfo,
+    NormStats,
+    VisionEncoder,
+)
 from babelrs_core.models.lvsa import TapFusion
 from babelrs_core.pretrain.dataset import PretrainData
 from babelrs_core.pretrain.model import AlignModel
@@ -32,15 +37,15 @@ def export_encoder(
     layers: list[int],
     fusion: TapFusion,
     params: Params,
-    norm: dict[str, Any],
-) -> dict[str, Any]:
+    norm: dict[str, NormStats],
+) -> EncoderInfo:
     """Write ``encoder.safetensors`` + ``encoder.json`` (what the detector loads as its backbone,
     whatever the pretraining objective); return the description."""
     cfg = params.pretrain
     weights = out / "encoder.safetensors"
     save_safetensors(enc.state_dict(), weights)
     taps = [enc.tap_info(k) for k in layers]
-    info = {
+    info: EncoderInfo = {
         "format": ENCODER_JSON_FORMAT,
         "encoder": params.model.encoder,
         "arch": enc.arch_kwargs,
