@@ -175,7 +175,7 @@ def register(params: Params, gate: bool = True) -> dict[str, Any]:
     from babelrs_core.registry.registry import register as register_model
     from babelrs_core.tracking import current_run_id
 
-    return register_model(params, run_id=current_run_id(), gate=gate)
+    return dict(register_model(params, run_id=current_run_id(), gate=gate))
 
 
 def validate(

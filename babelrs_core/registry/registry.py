@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from babelrs_core.concepts import DATASETS
 from babelrs_core.config import Params, Registry
@@ -48,6 +48,20 @@ STOP_AFTER_REGISTER_ENV = "BABELRS_FAULT_STOP_AFTER_REGISTER"
 #: version tag: ``started`` from its creation, ``complete`` once alias, card and gate are done
 STATUS_TAG = "babelrs.registration"
 EVAL_METRICS = ("ap50", "map", "hmap")
+
+
+class Registration(TypedDict):
+    """``registration.json``: the version a register stage made (or finished) and its gate."""
+
+    model_name: str
+    version: str
+    model_uri: str  # models:/<name>/<version>
+    source: str  # the logged model's artifact URI
+    resumed: bool  # an interrupted registration of the same weights was finished
+    run_id: str
+    hmap: float
+    promoted: NotRequired[bool]  # with the gate: whether it became the champion
+    gate: NotRequired[dict[str, str]]  # the gate's decision as version tags
 
 
 class RegistryError(BabelrsError, RuntimeError):
@@ -245,7 +259,7 @@ def register(
     eval_dir: Path | None = None,
     run_id: str | None = None,
     gate: bool = True,
-) -> dict[str, Any]:
+) -> Registration:
     """Log the exported detector as a pyfunc model (in run ``run_id``, else a new run), register
     it as a new version of ``registry.model_name`` with the alias ``challenger`` and its
     evaluation as tags, then run the promotion gate. Writes ``registration.json``."""
@@ -304,7 +318,7 @@ def register(
                 os.kill(os.getpid(), signal.SIGSTOP)
         mark_challenger(client, cfg.model_name, str(mv.version), cfg)
         write_card(client, cfg.model_name, str(mv.version))  # the gate rewrites it with its verdict
-        result: dict[str, Any] = {
+        result: Registration = {
             "model_name": cfg.model_name,
             "version": str(mv.version),
             "model_uri": f"models:/{cfg.model_name}/{mv.version}",
