@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,15 +13,11 @@ from typer.testing import CliRunner
 
 from babelrs_core.cli import app
 from babelrs_core.data.manifest import read_manifest
+from tests.fixtures import make_fixtures
 from tests.images import assert_png
 
 ROOT = Path(__file__).resolve().parents[1]
 BABELRS = Path(sys.executable).with_name("babelrs")
-_spec = importlib.util.spec_from_file_location(
-    "make_fixtures", ROOT / "tests/fixtures/make_fixtures.py"
-)
-make_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_fixtures)
 
 runner = CliRunner()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,12 +14,7 @@ from babelrs_core.data import formats
 from babelrs_core.data.formats.errors import IGNORED_CLASS, IN_BORDER, FormatError
 from babelrs_core.data.importing import import_datasets, import_soi_mini
 from babelrs_core.data.manifest import COLUMNS, ManifestRow, images, objects, read_manifest
-
-_spec = importlib.util.spec_from_file_location(
-    "make_fixtures", Path(__file__).resolve().parents[1] / "fixtures" / "make_fixtures.py"
-)
-make_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_fixtures)
+from tests.fixtures import make_fixtures
 
 
 @pytest.fixture

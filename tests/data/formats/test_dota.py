@@ -3,7 +3,6 @@ spellings)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,9 @@ from babelrs_core.data.formats.errors import (
     UNLABELLED_SPLIT,
     ZERO_AREA,
     FormatError,
-    ignore_drop,
 )
-
-_spec = importlib.util.spec_from_file_location(
-    "make_fixtures", Path(__file__).resolve().parents[2] / "fixtures" / "make_fixtures.py"
-)
-make_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_fixtures)
+from tests.data.formats.reading import read_all
+from tests.fixtures import make_fixtures
 
 PARAMS = Importers()
 
@@ -34,8 +28,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def _read(root: Path, splits=None, drops=None):
-    sink = drops.append if drops is not None else ignore_drop
-    return list(dota.read(root, PARAMS, splits, sink))
+    return read_all(dota.read, root, PARAMS, splits, drops)
 
 
 def _image(root: Path, stem: str, split: str = "train"):

@@ -3,7 +3,6 @@ stems)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,9 @@ from babelrs_core.data.formats.errors import (
     IGNORED_CLASS,
     IN_BORDER,
     FormatError,
-    ignore_drop,
 )
-
-_spec = importlib.util.spec_from_file_location(
-    "make_fixtures", Path(__file__).resolve().parents[2] / "fixtures" / "make_fixtures.py"
-)
-make_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_fixtures)
+from tests.data.formats.reading import read_all
+from tests.fixtures import make_fixtures
 
 IR = Importers()  # default: infrared only, 100-px border
 
@@ -33,8 +27,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def _read(root: Path, params: Importers = IR, splits=None, drops=None):
-    sink = drops.append if drops is not None else ignore_drop
-    return list(dronevehicle.read(root, params, splits, sink))
+    return read_all(dronevehicle.read, root, params, splits, drops)
 
 
 def _image(rows, image_id: str):

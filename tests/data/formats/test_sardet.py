@@ -3,7 +3,6 @@ styles)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -17,14 +16,9 @@ from babelrs_core.data.formats.errors import (
     TOO_SMALL,
     ZERO_AREA,
     FormatError,
-    ignore_drop,
 )
-
-_spec = importlib.util.spec_from_file_location(
-    "make_fixtures", Path(__file__).resolve().parents[2] / "fixtures" / "make_fixtures.py"
-)
-make_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_fixtures)
+from tests.data.formats.reading import read_all
+from tests.fixtures import make_fixtures
 
 PARAMS = Importers()
 
@@ -35,8 +29,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def _read(root: Path, splits=None, drops=None):
-    sink = drops.append if drops is not None else ignore_drop
-    return list(sardet.read(root, PARAMS, splits, sink))
+    return read_all(sardet.read, root, PARAMS, splits, drops)
 
 
 def _edit(root: Path, split: str, change) -> None:
