@@ -13,14 +13,21 @@ from babelrs_core.config import flatten_dict
 Fingerprint = dict[str, Any]
 
 
+def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
 def fingerprint_changes(
     saved: Mapping[str, Any], current: Mapping[str, Any], most: int = 6
 ) -> str | None:
-    """``key: saved -> current`` for every dotted key whose JSON value differs (the first
-    ``most`` of them, then how many more), or ``None`` when the two agree."""
-    old, new = (flatten_dict(json.loads(json.dumps(fp))) for fp in (saved, current))
-    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if not keys:
+    """``None`` when the two are equal as JSON; else ``key: saved -> current`` for every dotted
+    key whose value differs (the first ``most`` of them, then how many more)."""
+    old, new = (json.loads(json.dumps(fp)) for fp in (saved, current))
+    if old == new:
         return None
-    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:most])
+    flat_old, flat_new = flatten_dict(old), flatten_dict(new)
+    keys = _differing(flat_old, flat_new)
+    if not keys:  # they differ only by an empty mapping, which flattening drops
+        flat_old, flat_new, keys = old, new, _differing(old, new)
+    shown = ", ".join(f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}" for k in keys[:most])
     return shown + (f" and {len(keys) - most} more" if len(keys) > most else "")

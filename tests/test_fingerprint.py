@@ -19,3 +19,7 @@ def test_changes_name_dotted_keys_with_both_values() -> None:
 def test_many_changes_are_cut_with_a_count() -> None:
     changes = fingerprint_changes({f"k{i}": i for i in range(9)}, {}, most=2)
     assert changes == "k0: 0 -> None, k1: 1 -> None and 7 more"
+
+
+def test_an_empty_mapping_counts_as_a_change() -> None:
+    assert fingerprint_changes({"a": {}, "b": 1}, {"b": 1}) == "a: {} -> None"

@@ -17,6 +17,7 @@ from typing import Any
 
 from babelrs_core.ablation.plan import FinetuneJob, PretrainJob
 from babelrs_core.config import Params
+from babelrs_core.fingerprint import Fingerprint, fingerprint_changes
 from babelrs_core.io.atomic import write_json
 
 JOB_JSON = "job.json"
@@ -47,7 +48,7 @@ def finetune_finished(job: FinetuneJob, manifest: Path, encoder: Path | None) ->
     return not starts_over(ft, current, job.params.finetune.iters)
 
 
-def starts_over(finetune_dir: Path, current: dict[str, Any], iters: int) -> bool:
+def starts_over(finetune_dir: Path, current: Fingerprint, iters: int) -> bool:
     """True when the fine-tuning folder holds another run than the one planned: other params
     (``run.json``), or a run finished at another number of iterations (``train.json``). The
     detector stage would extend the latter, but its learning-rate schedule (warmup, decay) was
@@ -55,7 +56,7 @@ def starts_over(finetune_dir: Path, current: dict[str, Any], iters: int) -> bool
     gets ``iters`` from measured seconds, which change with the pretraining recipe): it starts
     over. A run stopped before finishing resumes."""
     run_json, train_json = finetune_dir / "run.json", finetune_dir / "train.json"
-    if run_json.exists() and json.loads(run_json.read_text()) != json.loads(json.dumps(current)):
+    if run_json.exists() and fingerprint_changes(json.loads(run_json.read_text()), current):
         return True
     return train_json.exists() and json.loads(train_json.read_text()).get("iters") != iters
 

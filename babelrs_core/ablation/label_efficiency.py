@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal, TypedDict
 
 from babelrs_core.ablation.plan import FinetuneJob, Plan
+from babelrs_core.ablation.rows import spread_of
 from babelrs_core.io.markdown import table_head, table_row
 
 Metric = Literal["map", "ap50"]
@@ -54,12 +55,6 @@ def _score(job: FinetuneJob, dataset: str, key: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _spread(values: Sequence[float], kind: str) -> float | None:
-    if len(values) < 2:
-        return None
-    return (max(values) - min(values)) / 2 if kind == "half_range" else statistics.stdev(values)
-
-
 def label_efficiency_rows(plan: Plan) -> list[LabelRow]:
     """One row per (variant, fraction), variants in ``label_variants`` order, fractions rising:
     ``variant``, ``label``, ``dataset``, ``fraction``, ``precision``, ``runs`` (planned),
@@ -92,7 +87,7 @@ def label_efficiency_rows(plan: Plan) -> list[LabelRow]:
                 stats[key] = {
                     "values": {str(s): v for s, v in sorted(vals.items())},
                     "mean": statistics.fmean(xs) if xs else None,
-                    "spread": _spread(xs, ab.spread),
+                    "spread": spread_of(xs, ab.spread) if len(xs) > 1 else None,
                 }
             row: LabelRow = {
                 "variant": variant,

@@ -34,7 +34,7 @@ from babelrs_core.errors import BabelrsError
 from babelrs_core.io import safe_load
 from babelrs_core.io.atomic import atomic_path, write_bytes, write_json
 from babelrs_core.io.hashing import file_sha256
-from babelrs_core.models.encoders import LvsaRecord
+from babelrs_core.models.encoders import LvsaRecord, NormStats
 
 DETECTOR_FORMAT = "babelrs-detector/1"
 DETECTOR_JSON = "detector.json"
@@ -51,12 +51,10 @@ class HeadInfo(TypedDict):
     soi_names: list[str]  # label index -> the SOI-Det union class name
 
 
-class ModalityInfo(TypedDict):
+class ModalityInfo(NormStats):
     """One entry of ``detector.json``'s ``modalities``: input size and normalisation."""
 
     image_size: int
-    mean: list[float]
-    std: list[float]
     source: str  # where mean / std came from (params / encoder / data / imagenet)
 
 

@@ -44,7 +44,7 @@ def results_table(rows: Sequence[dict[str, Any]], with_paper: bool = True) -> st
             cells += [f"{e[d]['ap50']:.2f}", f"{e[d]['map']:.2f}"] if d in e else ["–", "–"]
         o = e["overall"]
         cells += [f"{o['ap50']:.2f}", f"{o['map']:.2f}", f"**{o['hmap']:.2f}**"]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(cells))
         if "hbox_hmap" in o:  # the same run scored with horizontal boxes everywhere
             cells = [f"{r['label']} (all horizontal)"]
             for d in dss:
@@ -54,7 +54,7 @@ def results_table(rows: Sequence[dict[str, Any]], with_paper: bool = True) -> st
                 ap50, m = e[d].get("hbox_ap50", e[d]["ap50"]), e[d].get("hbox_map", e[d]["map"])
                 cells += [f"{ap50:.2f}", f"{m:.2f}"]
             cells += [f"{o['hbox_ap50']:.2f}", f"{o['hbox_map']:.2f}", f"{o['hbox_hmap']:.2f}"]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append(table_row(cells))
     if with_paper:
         cells = [PAPER_ROW["label"]]
         for d in dss:
@@ -64,7 +64,7 @@ def results_table(rows: Sequence[dict[str, Any]], with_paper: bool = True) -> st
             f"{PAPER_ROW['overall'][1]:.2f}",
             f"{PAPER_ROW['hmap']:.2f}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(cells))
     return "\n".join(lines)
 
 
